@@ -1,0 +1,33 @@
+# Two entry points on a fresh machine (see README):
+#   make repro   set up .venv and run the whole pipeline (dvc repro)
+#   make test    set up .venv and run the test suite (unit tests + every notebook)
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup repro test test-browser bench
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m ipykernel install --user --name python3 >/dev/null
+	touch $@
+
+repro: setup
+	$(BIN)/dvc repro
+
+test: setup
+	$(BIN)/python -m pytest -n 2 --durations=15 tests
+
+test-browser: setup
+	bash tests/browser/setup_chromium.sh
+	$(BIN)/python -m pytest -m browser tests/browser
+
+bench: setup
+	$(BIN)/python benchmarks/pixtrace.py
+	$(BIN)/python benchmarks/copynce.py
+	$(BIN)/python benchmarks/loader.py
+	$(BIN)/python benchmarks/retrieval.py
