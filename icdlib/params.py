@@ -7,6 +7,7 @@ it and fails loudly, naming the key, on anything it does not know.
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -73,3 +74,35 @@ def _dataclass_type(cls, name, ftype):
     hints = typing.get_type_hints(cls)
     t = hints.get(name, ftype)
     return t if dataclasses.is_dataclass(t) else None
+
+
+PARAMS_ENV = "ICDLIB_PARAMS"
+
+
+def locate(params_file: str | Path = DEFAULT_PARAMS) -> Path:
+    """The params file a notebook or CLI should read.
+
+    The environment variable ``ICDLIB_PARAMS``, when set, wins (the test suite uses it to
+    run every notebook at tiny scale). Otherwise ``params_file`` is taken as given, or
+    looked up in the parent directories (a notebook runs from ``notebooks/``).
+    """
+    env = os.environ.get(PARAMS_ENV)
+    if env:
+        p = Path(env)
+        if not p.is_file():
+            raise FileNotFoundError(f"{PARAMS_ENV}={env}: no such params file")
+        return p.resolve()
+    p = Path(params_file)
+    if p.is_file():
+        return p.resolve()
+    if not p.is_absolute():
+        for parent in Path.cwd().resolve().parents:
+            if (parent / p).is_file():
+                return (parent / p).resolve()
+    raise FileNotFoundError(f"params file not found: {params_file} (nor in any parent directory)")
+
+
+def resolve(params_path: str | Path, value: str | Path) -> Path:
+    """A path from params.yaml: relative paths are relative to the params file's folder."""
+    value = Path(value).expanduser()
+    return value if value.is_absolute() else (Path(params_path).resolve().parent / value)

@@ -50,6 +50,33 @@ def _check_size(size: Sequence[int], what: str) -> Size:
     return int(size[0]), int(size[1])
 
 
+def _lin(u, x, off):
+    """``u * x + off``: the one expression (two rounded float64 ops, no fused multiply-add)
+    every point test uses, so dense and row-segment evaluations agree bit for bit."""
+    return u * x + off
+
+
+def _affine_rows(rows: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """``(N, K)``: ``rows[k, 0] * x + (rows[k, 1] * y + rows[k, 2])`` for points ``x, y (N, 1)``."""
+    return _lin(rows[:, 0], x, _lin(rows[:, 1], y, rows[:, 2]))
+
+
+def _mask_hits(masks: tuple, p: np.ndarray) -> np.ndarray:
+    """``(N,)`` bool: homogeneous base points ``p (N, 3)`` landing on True in every mask."""
+    ok = np.ones(len(p), dtype=bool)
+    for mk, mm in masks:
+        q = p @ mm.T
+        with np.errstate(divide="ignore", invalid="ignore"):
+            x = np.floor(q[:, 0] / q[:, 2])
+            y = np.floor(q[:, 1] / q[:, 2])
+        h, w = mk.shape
+        inside = ok & (q[:, 2] > 0) & (x >= 0) & (x < w) & (y >= 0) & (y < h)
+        hit = np.zeros(len(p), dtype=bool)
+        hit[inside] = mk[y[inside].astype(np.int64), x[inside].astype(np.int64)]
+        ok &= hit
+    return ok
+
+
 @dataclass(frozen=True, eq=False)
 class Step:
     """One traced edit step.
@@ -116,9 +143,15 @@ def _prune(rows: np.ndarray, base_size: Size, strict: bool) -> np.ndarray:
     rows = rows[keep]
     if len(rows) == 0:
         return rows.reshape(0, 3)
-    norm = rows / np.abs(rows).max(1, keepdims=True)
-    _, idx = np.unique(np.round(norm, 12), axis=0, return_index=True)
-    return rows[np.sort(idx)]
+    if len(rows) == 1:
+        return rows
+    # duplicates up to a positive factor: first occurrence of each normalised row
+    norm = np.round(rows / np.abs(rows).max(1, keepdims=True), 12).tolist()
+    first = dict.fromkeys(map(tuple, norm), -1)
+    for i, key in enumerate(map(tuple, norm)):
+        if first[key] < 0:
+            first[key] = i
+    return rows[sorted(first.values())]
 
 
 @dataclass(frozen=True, eq=False)
@@ -221,9 +254,9 @@ class Mapping:
         shape = xy.shape
         p = np.concatenate([xy.reshape(-1, 2), np.ones((xy.size // 2, 1))], 1)
         ok = self._valid(p)
-        q = p @ self.matrix.T
+        q = _affine_rows(self.matrix, p[:, 0:1], p[:, 1:2])  # (N, 3)
         with np.errstate(divide="ignore", invalid="ignore"):
-            out = q[:, :2] / q[:, 2:3]
+            out = q[:, :2] / q[:, 2:3] if (self.matrix[2] != (0, 0, 1)).any() else q[:, :2]
         out[~ok] = np.nan
         return out.reshape(shape)
 
@@ -234,21 +267,14 @@ class Mapping:
         return self._valid(p).reshape(xy.shape[:-1])
 
     def _valid(self, p: np.ndarray) -> np.ndarray:
+        x, y = p[:, 0:1], p[:, 1:2]
         ok = np.ones(len(p), dtype=bool)
         if len(self.ge):
-            ok &= (p @ self.ge.T >= 0).all(1)
+            ok &= (_affine_rows(self.ge, x, y) >= 0).all(1)
         if len(self.gt):
-            ok &= (p @ self.gt.T > 0).all(1)
-        for mk, mm in self.masks:
-            q = p @ mm.T
-            with np.errstate(divide="ignore", invalid="ignore"):
-                x = np.floor(q[:, 0] / q[:, 2])
-                y = np.floor(q[:, 1] / q[:, 2])
-            h, w = mk.shape
-            inside = ok & (x >= 0) & (x < w) & (y >= 0) & (y < h)
-            hit = np.zeros(len(p), dtype=bool)
-            hit[inside] = mk[y[inside].astype(np.int64), x[inside].astype(np.int64)]
-            ok &= hit
+            ok &= (_affine_rows(self.gt, x, y) > 0).all(1)
+        if self.masks:
+            ok &= _mask_hits(self.masks, p)
         return ok
 
     def to_dense(self, size: Size | None = None) -> np.ndarray:
@@ -329,10 +355,24 @@ def transfer(query: Trace, reference: Trace) -> Mapping:
 
 
 # ---------------------------------------------------------------------- overlap
+@dataclass(frozen=True)
+class OverlapConfig:
+    """``params.yaml:pixtrace`` -- patch-overlap targets."""
+
+    patch: int = 16  # ViT-S/16 patch size: 14 x 14 = 196 patches at 224 px, as CopyNCE uses
+    chunk: int = 32  # pairs evaluated together; ~1 MB float64 temporaries per tensor stay in cache
+
+    def __post_init__(self):
+        if int(self.patch) < 1:
+            raise ValueError(f"pixtrace: patch must be >= 1, got {self.patch}")
+        if int(self.chunk) < 1:
+            raise ValueError(f"pixtrace: chunk must be >= 1, got {self.chunk}")
+
+
 def patch_grid(size: Size, patch: int) -> tuple[int, int]:
     """``(cols, rows)`` of whole patches, the remainder dropped (as a ViT patch embed)."""
-    if patch < 1:
-        raise ValueError(f"overlap: patch must be >= 1, got {patch}")
+    if isinstance(patch, bool) or int(patch) != patch or patch < 1:
+        raise ValueError(f"overlap: patch must be an integer >= 1, got {patch!r}")
     cols, rows = size[0] // patch, size[1] // patch
     if cols < 1 or rows < 1:
         raise ValueError(f"overlap: image size {size} is smaller than one patch of {patch}")
@@ -344,30 +384,46 @@ def overlap(query: Trace, reference: Trace, patch: int, device: str | torch.devi
 
     Returns:
         ``torch.float32 [Nq, Nr + 1]``: entry (i, j) is the fraction of query patch i's
-        pixels whose traced position falls in reference patch j; the last column holds
-        the fraction that traces nowhere (untraceable, or outside the reference's patch
-        grid). Patches are numbered row-major; rows sum to 1.
+        pixels (pixel centres) whose traced position falls in reference patch j; the last
+        column holds the fraction that traces nowhere (untraceable, or outside the
+        reference's patch grid). Patches are numbered row-major over
+        ``floor(H/patch) x floor(W/patch)`` grids; rows sum to 1.
     """
     return overlap_batch([(query, reference)], patch, device=device)[0]
 
 
 def overlap_batch(
-    pairs: Sequence[tuple[Trace, Trace]], patch: int, device: str | torch.device = "cpu"
+    pairs: Sequence[tuple[Trace, Trace]],
+    patch: int,
+    device: str | torch.device = "cpu",
+    chunk: int = OverlapConfig.chunk,
 ) -> torch.Tensor:
     """Batched :func:`overlap` for pairs whose query sizes and reference sizes agree.
 
-    Returns ``torch.float32 [B, Nq, Nr + 1]``.
+    Returns ``torch.float32 [B, Nq, Nr + 1]`` on ``device``.
     """
     if len(pairs) == 0:
         raise ValueError("overlap_batch: no pairs given")
     maps = [transfer(q, r) for q, r in pairs]
-    return overlap_from_mappings(maps, patch, device=device)
+    return overlap_from_mappings(maps, patch, device=device, chunk=chunk)
 
 
 def overlap_from_mappings(
-    maps: Sequence[Mapping], patch: int, device: str | torch.device = "cpu"
+    maps: Sequence[Mapping],
+    patch: int,
+    device: str | torch.device = "cpu",
+    chunk: int = OverlapConfig.chunk,
 ) -> torch.Tensor:
-    """:func:`overlap_batch` from precomputed query -> reference mappings."""
+    """:func:`overlap_batch` from precomputed query -> reference mappings.
+
+    Mask-free mappings take the exact row-segment path (:func:`_segment_counts`);
+    mappings with masks take the per-pixel path (:func:`_dense_counts`). Both give the
+    same integer counts of pixel centres.
+    """
+    if len(maps) == 0:
+        raise ValueError("overlap_batch: no pairs given")
+    if int(chunk) < 1:
+        raise ValueError(f"overlap_batch: chunk must be >= 1, got {chunk}")
     qsize, rsize = maps[0].base_size, maps[0].target_size
     for m in maps:
         if m.base_size != qsize or m.target_size != rsize:
@@ -375,48 +431,198 @@ def overlap_from_mappings(
                 f"overlap_batch: all pairs need the same sizes; got query {m.base_size} vs "
                 f"{qsize}, reference {m.target_size} vs {rsize}"
             )
-    qc, qr = patch_grid(qsize, patch)
-    rc, rr = patch_grid(rsize, patch)
-    nq, nr = qc * qr, rc * rr
-    b = len(maps)
+    qgrid, rgrid = patch_grid(qsize, patch), patch_grid(rsize, patch)
+    nq, nr = qgrid[0] * qgrid[1], rgrid[0] * rgrid[1]
     dev = torch.device(device)
-    dt = torch.float64
-
-    # query pixel centres inside the patch grid, ordered patch by patch
-    ys = torch.arange(qr * patch, device=dev, dtype=dt) + 0.5
-    xs = torch.arange(qc * patch, device=dev, dtype=dt) + 0.5
-    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-    pts = torch.stack([gx.reshape(-1), gy.reshape(-1), torch.ones_like(gx).reshape(-1)], 0)  # (3, N)
-    qidx = ((gy // patch) * qc + (gx // patch)).reshape(-1).long()  # (N,)
-
-    mats = torch.as_tensor(np.stack([m.matrix for m in maps]), device=dev, dtype=dt)  # (B,3,3)
-    q = mats @ pts  # (B, 3, N)
-    ok = torch.ones(b, pts.shape[1], dtype=torch.bool, device=dev)
-    kmax = max(max(len(m.ge), len(m.gt)) for m in maps)
-    if kmax:
-        ge = torch.zeros(b, kmax, 3, dtype=dt, device=dev)
-        gt = torch.zeros(b, kmax, 3, dtype=dt, device=dev)
-        gt[:, :, 2] = 1.0  # padding rows are "1 > 0": always true
-        for i, m in enumerate(maps):
-            if len(m.ge):
-                ge[i, : len(m.ge)] = torch.as_tensor(m.ge, dtype=dt)
-            if len(m.gt):
-                gt[i, : len(m.gt)] = torch.as_tensor(m.gt, dtype=dt)
-        ok &= ((ge @ pts) >= 0).all(1) & ((gt @ pts) > 0).all(1)
+    out = torch.zeros(len(maps), nq, nr + 1, dtype=torch.float32, device=dev)
+    plain = [i for i, m in enumerate(maps) if not m.masks]
+    for s in range(0, len(plain), chunk):
+        idx = plain[s : s + chunk]
+        mats, rows, strict = _stack([maps[i] for i in idx], dev)
+        if idx[-1] - idx[0] == len(idx) - 1:  # contiguous: accumulate in place
+            _segment_counts(mats, rows, strict, patch, qgrid, rgrid, out[idx[0] : idx[-1] + 1])
+        else:
+            part = torch.zeros(len(idx), nq, nr + 1, dtype=torch.float32, device=dev)
+            _segment_counts(mats, rows, strict, patch, qgrid, rgrid, part)
+            out[torch.as_tensor(idx, device=dev)] = part
     for i, m in enumerate(maps):
         if m.masks:
-            ok[i] &= torch.as_tensor(
-                Mapping(m.matrix, m.base_size, m.target_size, masks=m.masks)._valid(
-                    pts.T.cpu().numpy()
-                ),
-                device=dev,
-            )
-    x = q[:, 0] / q[:, 2]
-    y = q[:, 1] / q[:, 2]
-    cx = torch.floor(x / patch)
-    cy = torch.floor(y / patch)
+            mats, rows, strict = _stack([m], dev)
+            out[i] = _dense_counts(mats, rows, strict, patch, qgrid, rgrid, m.masks)[0]
+    out[..., nr] = 1.0 - out[..., :nr].sum(-1)
+    return out
+
+
+def _stack(maps: Sequence[Mapping], dev: torch.device):
+    """Matrices ``(B, 3, 3)`` and zero-padded half-plane rows ``(B, K, 3)`` as float64,
+    with ``strict (B, K)`` bool (True: ``> 0``, False: ``>= 0``; padding ``0 >= 0`` holds)."""
+    k = max(len(m.ge) + len(m.gt) for m in maps)
+    rows = np.zeros((len(maps), max(k, 1), 3))
+    strict = np.zeros((len(maps), max(k, 1)), dtype=bool)
+    for i, m in enumerate(maps):
+        a, b = len(m.ge), len(m.gt)
+        rows[i, :a], rows[i, a : a + b] = m.ge, m.gt
+        strict[i, a : a + b] = True
+    mats = np.stack([m.matrix for m in maps])
+    as_t = lambda a: torch.as_tensor(a, device=dev)  # noqa: E731
+    return as_t(mats), as_t(rows), as_t(strict)
+
+
+def _row_offsets(mats: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``(B, 3, R)``: ``m[i, 1] * y + m[i, 2]`` for each matrix row i and pixel row y."""
+    return _lin(mats[:, :, 1:2], y, mats[:, :, 2:3])
+
+
+def _project(mats, offs, xc, axis: int, affine: bool):
+    """Target coordinate ``axis`` (0: x, 1: y) of query points ``(xc, y)``.
+
+    ``offs`` come from :func:`_row_offsets` and must broadcast with ``xc`` after the
+    batch dimension; the same float64 expressions serve every path, so the row-segment
+    and per-pixel counts agree exactly.
+    """
+    shape = (-1,) + (1,) * (offs.dim() - 2)
+    num = _lin(mats[:, axis, 0].view(shape), xc, offs[:, axis])
+    if affine:
+        return num
+    return num / _lin(mats[:, 2, 0].view(shape), xc, offs[:, 2])
+
+
+def _holds(rows_u, off, xc, strict):
+    val = _lin(rows_u, xc, off)
+    return torch.where(strict, val > 0, val >= 0)
+
+
+def _root_pixel(x: torch.Tensor, width: int) -> torch.Tensor:
+    """Index (float64) of the pixel whose centre is nearest the root ``x``, in [-1, width]."""
+    x = torch.nan_to_num(x, nan=-1.0, posinf=float(width), neginf=-1.0)
+    return torch.floor(x.clamp(-1.0, float(width)))
+
+
+def _segment_counts(mats, rows, strict, patch, qgrid, rgrid, out: torch.Tensor) -> None:
+    """Add the overlap fractions of mask-free mappings to ``out`` (contiguous float32
+    ``(B, Nq, Nr + 1)``, zeros; the last column is left to the caller), row by row.
+
+    Along a query pixel row the validity region is one interval ``[lo, hi)`` (a convex
+    polygon cut by a line) and the target x and y are monotone (projective maps with
+    ``w > 0``), so the target patch is constant between breakpoints: the pixels where a
+    target patch column/row boundary ``k * patch`` or a query patch boundary is crossed.
+    Each breakpoint comes from the root of its linear equation and is settled exactly by
+    evaluating the pixel nearest the root; the patch state at ``lo`` is evaluated, and a
+    cumulative sum of the breakpoints' +-1 steps gives every segment's patch.
+    Cost ``O(B * H * (Wq/p + Wr/p + Hr/p + K))`` instead of ``O(B * H * W * K)``.
+    """
+    dev, f64 = mats.device, torch.float64
+    (qc, qr), (rc, rr) = qgrid, rgrid
+    b, wg = mats.shape[0], qc * patch
+    affine = _is_affine(mats)
+    y = torch.arange(qr * patch, device=dev, dtype=f64) + 0.5  # (R,) pixel-row centres
+
+    # validity interval [lo, hi) of pixel columns, per row: (B, R, 1)
+    u = rows[:, :, 0:1]  # (B, K, 1)
+    off = _lin(rows[:, :, 1:2], y, rows[:, :, 2:3])  # (B, K, R)
+    n = _root_pixel(off * (-1.0 / u), wg)
+    ok = _holds(u, off, n + 0.5, strict[:, :, None])
+    lo = torch.where(u > 0, n + (~ok), torch.where((u == 0) & ~ok, float(wg), 0.0))
+    hi = torch.where(u < 0, n + ok, float(wg))
+    lo = lo.amax(1).clamp_(0, wg)[..., None]
+    hi = torch.maximum(hi.amin(1).clamp_(max=wg)[..., None], lo)
+
+    # patch state at lo: x and y cells clamped to [-1, rc] x [-1, rr]
+    offs = _row_offsets(mats, y)[..., None]  # (B, 3, R, 1)
+    xc = lo + 0.5
+    cx = _project(mats, offs, xc, 0, affine).div_(patch).floor_().nan_to_num_(0).clamp_(-1, rc)
+    cy = _project(mats, offs, xc, 1, affine).div_(patch).floor_().nan_to_num_(0).clamp_(-1, rr)
+    step_y = rc + 2  # state = (cx + 1) + step_y * (cy + 1)
+    state0 = (cx + 1).add_(cy.add_(1).mul_(step_y))
+
+    # target boundaries t = k * patch (x thresholds, then y): first pixel past each, (B, R, T)
+    k = torch.cat([torch.arange(rc + 1, device=dev), torch.arange(rr + 1, device=dev)]).to(f64)
+    axis = torch.cat([torch.zeros(rc + 1, dtype=torch.long), torch.ones(rr + 1, dtype=torch.long)])
+    axis = axis.to(dev)
+    t = k * patch
+    a0 = mats[:, axis, 0][:, None, :]  # (B, 1, T)
+    offa = offs[:, :, :, 0].transpose(1, 2)[:, :, axis]  # (B, R, T)
+    slope = a0 - t * mats[:, 2, 0, None, None]  # (B, 1, T): d(num - t den)/dx
+    root = (t - offa) if affine else (t * offs[:, 2] - offa)
+    n = _root_pixel(root.mul_(1.0 / slope), wg)
+    xc = n + 0.5
+    proj = _lin(a0, xc, offa)
+    if not affine:
+        proj = proj.div_(_lin(mats[:, 2, 0, None, None], xc, offs[:, 2]))
+    inc = slope > 0
+    e = n.add_(proj.div_(patch).floor_().ge_(k) != inc).clamp_(min=lo, max=hi)
+    # each event: its pixel and the step it adds to the state (0 when already in state0)
+    unit = torch.where(axis == 0, 1.0, float(step_y))
+    step = torch.where(e > lo, torch.where(inc, unit, -unit), 0.0)
+    qpos = (torch.arange(1, qc, device=dev, dtype=f64) * patch).expand(b, len(y), qc - 1)
+    pos = torch.cat([lo, hi, e, torch.minimum(torch.maximum(qpos, lo), hi)], -1)
+    step = torch.cat([torch.zeros_like(lo), torch.zeros_like(hi), step, torch.zeros_like(qpos)], -1)
+    # sort events by pixel with the step packed in the low bits: key = pos * span + step + step_y
+    span = 1 << (2 * step_y + 1).bit_length()
+    wide = (wg + 1) * span >= 2**31
+    key = _sort_rows(pos.mul_(span).add_(step).add_(step_y).to(torch.int64 if wide else torch.int32))
+    pos = torch.div(key, span, rounding_mode="floor")
+    state = (key - pos * span - step_y).cumsum(-1).add_(state0.to(key.dtype))
+    state = state[..., :-1].clamp_(0, step_y * (rr + 2) - 1)  # guards degenerate rows only
+    length = pos[..., 1:] - pos[..., :-1]  # (B, R, E-1) pixels per segment
+    qcol = pos[..., :-1].clamp(max=wg - 1).div_(patch, rounding_mode="floor")
+
+    # flat index into out: query patch * (Nr + 1) + reference patch (Nr: outside the grid)
+    cxs = torch.arange(-1, rc + 1, device=dev)
+    cys = torch.arange(-1, rr + 1, device=dev)
+    inside = ((cxs >= 0) & (cxs < rc))[None, :] & ((cys >= 0) & (cys < rr))[:, None]
+    ref = torch.where(inside, cys[:, None] * rc + cxs[None, :], rc * rr).reshape(-1)
+    qrow = torch.div(torch.arange(len(y), device=dev), patch, rounding_mode="floor")
+    base = (torch.arange(b, device=dev)[:, None] * qr + qrow) * qc  # (B, R) first query patch
+    flat = (qcol.long() + base[..., None]).mul_(rc * rr + 1).add_(ref[state.long()])
+    weight = length.to(torch.float32).div_(patch * patch)
+    out.view(-1).index_add_(0, flat.reshape(-1), weight.reshape(-1))
+
+
+def _sort_rows(key: torch.Tensor) -> torch.Tensor:
+    """Sort integer keys along the last axis (numpy's vectorised sort on CPU)."""
+    if key.device.type == "cpu":
+        return torch.from_numpy(np.sort(key.numpy(), axis=-1))
+    return key.sort(-1).values
+
+
+def _is_affine(mats: torch.Tensor) -> bool:
+    """True when every matrix's last row is ``(0, 0, 1)`` (no division needed)."""
+    last = torch.tensor([0.0, 0.0, 1.0], device=mats.device, dtype=mats.dtype)
+    return bool((mats[:, 2] == last).all())
+
+
+def _dense_counts(mats, rows, strict, patch, qgrid, rgrid, masks=()) -> torch.Tensor:
+    """Overlap fractions ``(B, Nq, Nr + 1)`` float32, evaluated pixel by pixel.
+
+    The path for masked maps, and the reference for :func:`_segment_counts`.
+
+    Evaluates every query pixel centre with the same float64 expressions; ``masks`` (the
+    :attr:`Mapping.masks` of a single mapping, B = 1) are looked up pixel by pixel.
+    """
+    dev, f64 = mats.device, torch.float64
+    (qc, qr), (rc, rr) = qgrid, rgrid
+    b = mats.shape[0]
+    y = torch.arange(qr * patch, device=dev, dtype=f64) + 0.5
+    xc = torch.arange(qc * patch, device=dev, dtype=f64) + 0.5  # (Wg,)
+    off = _lin(rows[:, :, 1:2], y, rows[:, :, 2:3])[..., None]  # (B, K, R, 1)
+    ok = _holds(rows[:, :, 0, None, None], off, xc, strict[:, :, None, None]).all(1)
+    if masks:
+        if b != 1:
+            raise ValueError(f"overlap: masks need one mapping at a time, got {b}")
+        gx, gy = torch.meshgrid(xc, y, indexing="xy")
+        pts = torch.stack([gx, gy], -1).reshape(-1, 2).cpu().numpy()
+        hit = _mask_hits(masks, np.concatenate([pts, np.ones((len(pts), 1))], 1))
+        ok &= torch.as_tensor(hit, device=dev).view(1, len(y), len(xc))
+    offs = _row_offsets(mats, y)[..., None]  # (B, 3, R, 1)
+    affine = _is_affine(mats)
+    cx = _project(mats, offs, xc, 0, affine).div_(patch).floor_()
+    cy = _project(mats, offs, xc, 1, affine).div_(patch).floor_()
     ok &= (cx >= 0) & (cx < rc) & (cy >= 0) & (cy < rr)
-    ridx = torch.where(ok, cy * rc + cx, torch.full_like(cx, nr)).long()  # (B, N)
-    flat = (torch.arange(b, device=dev)[:, None] * nq + qidx[None]) * (nr + 1) + ridx
-    counts = torch.bincount(flat.reshape(-1), minlength=b * nq * (nr + 1))
-    return (counts.reshape(b, nq, nr + 1).to(torch.float32)) / float(patch * patch)
+    ridx = torch.where(ok, cy * rc + cx, float(rc * rr)).long()  # (B, R, Wg)
+    qr_i = torch.div(torch.arange(len(y), device=dev), patch, rounding_mode="floor")
+    qc_i = torch.div(torch.arange(len(xc), device=dev), patch, rounding_mode="floor")
+    qidx = qr_i[:, None] * qc + qc_i[None, :]
+    flat = (torch.arange(b, device=dev)[:, None, None] * (qr * qc) + qidx) * (rc * rr + 1) + ridx
+    n = torch.bincount(flat.reshape(-1), minlength=b * qr * qc * (rc * rr + 1))
+    return n.view(b, qr * qc, rc * rr + 1).to(torch.float32) / float(patch * patch)

@@ -1,0 +1,104 @@
+"""Throughput of the traced training loader, per CPU core.
+
+    python benchmarks/loader.py [--samples 200] [--gpu-pairs-per-s 2000]
+
+Writes ``reports/benchmarks/loader.json``: descriptor pairs (``icdlib.pairs.TracedPairs``)
+per CPU-second of one core (process CPU time, one thread) at the CPU default (112 px input from 128 px sources) and at the
+paper size (224 px input from 256 px sources), the share of time spent decoding,
+editing, tracing (traces + both overlap matrices) and converting to tensors, and the
+number of cores needed to feed a ViT-S/16 at 224 px that trains ``--gpu-pairs-per-s``
+pairs per second on one GPU (an assumption, stored as a key; replace it with a
+measured figure).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from icdlib.pairs import PairsConfig, TracedPairs
+from icdlib.params import to_dict
+from icdlib.sources import PROCEDURAL_KINDS, render
+
+OUT = Path(__file__).resolve().parents[1] / "reports" / "benchmarks" / "loader.json"
+SETTINGS = {"default_112": (128, 112), "paper_224": (256, 224)}  # name -> (source px, input px)
+
+
+def write_sources(folder: Path, n: int, size: int) -> list[Path]:
+    """``n`` procedural JPEG sources (quality 90, as the benchmark builder writes them)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        p = folder / f"T{i:06d}.jpg"
+        render(PROCEDURAL_KINDS[i % len(PROCEDURAL_KINDS)], 1000 + i, size).save(p, quality=90)
+        paths.append(p)
+    return paths
+
+
+def measure(paths: list[Path], cfg: PairsConfig, samples: int) -> dict:
+    ds = TracedPairs(paths, cfg, seed=0, timing=True)
+    for i in range(5):  # warm-up: font and import caches
+        ds.sample(i % len(paths), epoch=99)
+    ds.stats.clear()
+    t0, w0 = time.process_time(), time.perf_counter()
+    for i in tqdm(range(samples), desc=f"{cfg.size} px", leave=False):
+        ds.sample(i % len(paths), epoch=i // len(paths))
+    wall = time.process_time() - t0  # CPU seconds of this one-thread process: robust to a busy machine
+    elapsed = time.perf_counter() - w0
+    stages = {k: v / samples * 1000 for k, v in ds.stats.items()}
+    stages["other"] = wall / samples * 1000 - sum(stages.values())
+    return {
+        "pairs_per_s_per_core": samples / wall,
+        "ms_per_pair": wall / samples * 1000,
+        "wall_s": round(elapsed, 2),
+        "cpu_s": round(wall, 2),
+        "ms_per_pair_by_stage": {k: round(v, 3) for k, v in stages.items()},
+        "share_by_stage": {k: round(v / (wall / samples * 1000), 3) for k, v in stages.items()},
+        "config": to_dict(cfg),
+    }
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--samples", type=int, default=200, help="pairs timed per setting")
+    ap.add_argument("--gpu-pairs-per-s", type=float, default=2000.0,
+                    help="assumed ViT-S/16 224 px training throughput of one GPU, pairs/s")
+    ap.add_argument("--out", type=Path, default=OUT)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)  # one core, as one DataLoader worker
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, (src_px, size) in SETTINGS.items():
+            paths = write_sources(Path(tmp) / name, 64, src_px)
+            r = measure(paths, PairsConfig(size=size, patch=16), args.samples)
+            r["source_px"] = src_px
+            results[name] = r
+    per_core = results["paper_224"]["pairs_per_s_per_core"]
+    report = {
+        "settings": results,
+        "assumed_gpu_pairs_per_s": args.gpu_pairs_per_s,
+        "gpu_assumption": "ViT-S/16 at 224 px, descriptor pairs (2 images) per second on one GPU; "
+                          "an assumption until measured",
+        "cores_needed_for_one_gpu_224": round(args.gpu_pairs_per_s / per_core, 1),
+        "machine": {"cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine(),
+                    "torch_threads": torch.get_num_threads()},
+        "command": "python benchmarks/loader.py " + f"--samples {args.samples} --gpu-pairs-per-s {args.gpu_pairs_per_s:g}",
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    for name, r in results.items():
+        print(f"{name}: {r['pairs_per_s_per_core']:.1f} pairs/s/core; ms by stage {r['ms_per_pair_by_stage']}")
+    print(f"cores to feed one GPU at {args.gpu_pairs_per_s:g} pairs/s (224 px): {report['cores_needed_for_one_gpu_224']}")
+    return report
+
+
+if __name__ == "__main__":
+    main()

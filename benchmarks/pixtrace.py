@@ -1,0 +1,159 @@
+"""Benchmark PixTrace: trace building + patch overlap against the cost of the edits.
+
+Usage::
+
+    python benchmarks/pixtrace.py                  # writes reports/benchmarks/pixtrace.json
+    python benchmarks/pixtrace.py --pairs 16 --repeats 3 --out /tmp/pixtrace.json
+
+Workload (per pair, the training-time work of CopyNCE targets): a 256 x 256 procedural
+source; the query is ``icdlib.edits.apply(source, sample_chain(seed) + resize 224)``;
+copy-vs-original references are the source resized to 224 x 224, copy-vs-copy references
+get their own sampled chain + resize 224. Timed parts:
+
+* ``edit_ms_per_pair``: applying the query chain and the reference resize to the images
+  (what a data loader pays anyway);
+* ``trace_overlap_ms_per_pair``: building both :class:`Trace` objects from the logged
+  steps plus :func:`icdlib.pixtrace.overlap` at patch 16, one pair at a time;
+* ``batched_overlap_256_ms``: :func:`icdlib.pixtrace.overlap_batch` over 256 prebuilt
+  pairs (transfer + overlap), with ``--batch-threads`` CPU threads.
+
+Per-pair figures run single-threaded (``torch.set_num_threads(1)``); every figure is the
+median over ``--repeats`` repeats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from icdlib.edits import apply, sample_chain  # noqa: E402
+from icdlib.pixtrace import Trace, overlap, overlap_batch  # noqa: E402
+from icdlib.sources import render  # noqa: E402
+
+OFFICIAL_DENSE_MS_PER_PAIR = 12.6  # official dense-table PixTrace, same work, this CPU class
+SIZE, SOURCE, PATCH = 224, 256, 16
+RESIZE = {"op": "resize", "width": SIZE, "height": SIZE}
+
+
+def make_pairs(n: int, copy_vs_copy: bool, seed0: int = 0):
+    """``n`` pairs of (source image, query spec, reference spec)."""
+    pairs = []
+    for i in tqdm(range(n), desc="sampling chains", leave=False):
+        src = render("mixed", seed0 + i, SOURCE)
+        q = sample_chain(seed0 + i) + [RESIZE]
+        r = (sample_chain(10_000 + seed0 + i) if copy_vs_copy else []) + [RESIZE]
+        pairs.append((src, q, r))
+    return pairs
+
+
+def _median_ms(fn, repeats: int, per: int = 1) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1e3 / per)
+    return statistics.median(times)
+
+
+def bench_pairs(pairs, repeats: int) -> dict:
+    """Per-pair edit and trace+overlap times (single thread)."""
+    edited = [(apply(src, q)[1], apply(src, r)[1]) for src, q, r in pairs]
+    logged = [((qt.source_size, qt.steps), (rt.source_size, rt.steps)) for qt, rt in edited]
+
+    def edits():
+        for src, q, r in pairs:
+            apply(src, q)
+            apply(src, r)
+
+    def traces_and_overlap():
+        for (qs, qsteps), (rs, rsteps) in logged:
+            overlap(Trace(qs, qsteps), Trace(rs, rsteps), PATCH)
+
+    n = len(pairs)
+    masked = sum(bool(transfer_masks(q, r)) for q, r in edited)
+    return {
+        "edit_ms_per_pair": _median_ms(edits, repeats, n),
+        "trace_overlap_ms_per_pair": _median_ms(traces_and_overlap, repeats, n),
+        "pairs": n,
+        "pairs_with_masks": masked,
+        "traces": edited,
+    }
+
+
+def transfer_masks(q: Trace, r: Trace) -> int:
+    return len(q.backward.masks) + len(r.forward.masks)
+
+
+def bench_batched(traces, repeats: int, threads: int, device: str, n: int = 256) -> float:
+    batch = [traces[i % len(traces)] for i in range(n)]
+    torch.set_num_threads(threads)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+
+    def run():
+        overlap_batch(batch, PATCH, device=device)
+        sync()
+
+    return _median_ms(run, repeats)
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--pairs", type=int, default=64, help="distinct pairs per workload")
+    ap.add_argument("--repeats", type=int, default=7, help="repeats; medians are reported")
+    ap.add_argument("--batch-threads", type=int, default=2, help="CPU threads, batched figure")
+    ap.add_argument("--out", default="reports/benchmarks/pixtrace.json")
+    args = ap.parse_args(argv)
+    if args.pairs < 1 or args.repeats < 1 or args.batch_threads < 1:
+        raise ValueError(f"pairs, repeats and batch-threads must be >= 1, got {vars(args)}")
+
+    torch.set_num_threads(1)
+    cvo = bench_pairs(make_pairs(args.pairs, copy_vs_copy=False), args.repeats)
+    torch.set_num_threads(1)
+    cvc = bench_pairs(make_pairs(args.pairs, copy_vs_copy=True), args.repeats)
+    traces = cvo.pop("traces")
+    cvc.pop("traces")
+    result = {
+        "trace_overlap_ms_per_pair": cvo["trace_overlap_ms_per_pair"],
+        "edit_ms_per_pair": cvo["edit_ms_per_pair"],
+        "trace_overlap_share_of_edit": cvo["trace_overlap_ms_per_pair"] / cvo["edit_ms_per_pair"],
+        "batched_overlap_256_ms": bench_batched(traces, args.repeats, args.batch_threads, "cpu"),
+        "batched_overlap_256_threads": args.batch_threads,
+        "copy_vs_original": cvo,
+        "copy_vs_copy": cvc,
+        "official_dense_reference_ms_per_pair": OFFICIAL_DENSE_MS_PER_PAIR,
+        "official_dense_reference_note": "official CopyNCE dense-table PixTrace, same per-pair "
+        "work (both tables + overlap), on this class of CPU; quoted, not measured here",
+        "workload": {"source": SOURCE, "size": SIZE, "patch": PATCH, "source_kind": "mixed"},
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "processor": platform.processor() or platform.machine(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "per_pair_threads": 1,
+        },
+        "args": vars(args),
+    }
+    if torch.cuda.is_available():
+        result["batched_overlap_256_ms_cuda"] = bench_batched(traces, args.repeats, 1, "cuda")
+        result["machine"]["cuda_device"] = torch.cuda.get_device_name()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in result.items() if not isinstance(v, dict)}, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,263 @@
+"""Reading a benchmark in the DISC21 (ISC 2021) folder layout.
+
+Layout
+------
+::
+
+    ROOT/training_images/T000000.jpg ...      split "training"
+    ROOT/reference_images/R000000.jpg ...     split "reference"
+    ROOT/dev_queries/Q00000.jpg ...           split "dev_queries"
+    ROOT/final_queries/Q50000.jpg ...         split "final_queries"
+    ROOT/query_images/Q00000.jpg ...          split "queries" (single-folder layout)
+    ROOT/dev_ground_truth.csv (or public_ground_truth.csv)
+    ROOT/final_ground_truth.csv
+    ROOT/ground_truth.csv                     (for query_images/)
+
+Ground-truth CSVs have the header ``query_id,reference_id``, one row per query; an empty
+``reference_id`` marks a distractor (a query that copies no reference). Image ids are
+file stems (``Q00012``); lists are sorted by id.
+"""
+
+from __future__ import annotations
+
+import csv
+import warnings
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+from tqdm.auto import tqdm
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+# split name -> folder name under the root
+SPLIT_DIRS = {
+    "training": "training_images",
+    "reference": "reference_images",
+    "dev_queries": "dev_queries",
+    "final_queries": "final_queries",
+    "queries": "query_images",
+}
+QUERY_SPLITS = ("dev_queries", "final_queries", "queries")
+SPLIT_ALIASES = {"references": "reference", "train": "training"}
+# query split -> ground-truth files looked up at the root, first found wins
+GT_FILES = {
+    "dev_queries": ("dev_ground_truth.csv", "public_ground_truth.csv"),
+    "final_queries": ("final_ground_truth.csv",),
+    "queries": ("ground_truth.csv", "public_ground_truth.csv"),
+}
+GT_HEADER = ["query_id", "reference_id"]
+
+
+def load_image(path: str | Path) -> Image.Image:
+    """Decode an image file fully into a ``PIL.Image`` in RGB.
+
+    Raises ``FileNotFoundError`` if the file is missing and ``ValueError`` naming the
+    file if it cannot be decoded (not an image, truncated, corrupt).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image not found: {path}")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return img.convert("RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise ValueError(f"cannot decode image {path}: {e}") from e
+
+
+def check_image(path: Path) -> None:
+    """Raise ``ValueError`` naming ``path`` unless it is a complete, decodable image."""
+    try:
+        with Image.open(path) as img:
+            img.verify()  # structure and checksums, without decoding pixels
+        with Image.open(path) as img:
+            img.load()  # full decode: catches truncated data that verify() lets through
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise ValueError(f"cannot decode image {path}: {e}") from e
+
+
+def read_ground_truth(path: str | Path) -> list[tuple[str, str | None]]:
+    """Rows ``(query_id, reference_id or None)`` of a ground-truth CSV, in file order.
+
+    Raises ``ValueError`` naming the file on a bad header, a wrong column count, an empty
+    query id or a repeated query id.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ground-truth file not found: {path}")
+    with path.open(newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header is None or [h.strip() for h in header] != GT_HEADER:
+            raise ValueError(f"{path}: bad header {header}; expected {','.join(GT_HEADER)}")
+        rows, seen = [], set()
+        for line, row in enumerate(reader, start=2):
+            if not row:
+                continue
+            if len(row) != 2 or not row[0].strip():
+                raise ValueError(f"{path}:{line}: expected 'query_id,reference_id', got {row}")
+            q, r = row[0].strip(), row[1].strip()
+            if q in seen:
+                raise ValueError(f"{path}:{line}: query id {q} appears twice")
+            seen.add(q)
+            rows.append((q, r or None))
+    return rows
+
+
+class Disc21:
+    """A benchmark folder in the DISC21 layout (see the module docstring).
+
+    Args:
+        root: the benchmark folder.
+        ground_truth: optional path of one CSV to use for every query split instead of
+            the files found at the root (its rows are matched to splits by query id).
+        on_error: ``"raise"`` (default) stops at the first fault with an error naming the
+            file; ``"skip"`` drops faulty rows and images and reports their count in a
+            warning.
+    """
+
+    def __init__(self, root: str | Path, ground_truth: str | Path | None = None, on_error: str = "raise"):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"Disc21: benchmark folder not found: {self.root}")
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"Disc21: on_error must be 'raise' or 'skip', got {on_error!r}")
+        self.on_error = on_error
+        self.gt_path = Path(ground_truth) if ground_truth is not None else None
+        if self.gt_path is not None and not self.gt_path.is_file():
+            raise FileNotFoundError(f"Disc21: ground-truth file not found: {self.gt_path}")
+        present = [s for s, d in SPLIT_DIRS.items() if (self.root / d).is_dir()]
+        if "reference" not in present:
+            raise FileNotFoundError(f"Disc21: missing folder {self.root / SPLIT_DIRS['reference']}")
+        if not any(s in present for s in QUERY_SPLITS):
+            dirs = ", ".join(SPLIT_DIRS[s] for s in QUERY_SPLITS)
+            raise FileNotFoundError(f"Disc21: no query folder ({dirs}) under {self.root}")
+        self._present = present
+        self._images: dict[str, list[tuple[str, Path]]] = {}
+        self._bad: set[Path] = set()
+
+    # ------------------------------------------------------------------ faults
+    def _fault(self, message: str, exc: type[Exception] = ValueError) -> None:
+        if self.on_error == "raise":
+            raise exc(message)
+
+    def _warn_skipped(self, what: str, n: int, first: str) -> None:
+        if n:
+            warnings.warn(f"Disc21({self.root}): skipped {n} {what}; first: {first}", stacklevel=3)
+
+    # ------------------------------------------------------------------ listing
+    def splits(self) -> list[str]:
+        """Names of the splits present, in the order of :data:`SPLIT_DIRS`."""
+        return list(self._present)
+
+    def folder(self, split: str) -> Path:
+        """The folder of ``split`` (``FileNotFoundError`` if absent)."""
+        split = SPLIT_ALIASES.get(split, split)
+        if split not in SPLIT_DIRS:
+            raise ValueError(f"Disc21: unknown split {split!r}; known {list(SPLIT_DIRS)}")
+        if split not in self._present:
+            raise FileNotFoundError(f"Disc21: missing folder {self.root / SPLIT_DIRS[split]}")
+        return self.root / SPLIT_DIRS[split]
+
+    def images(self, split: str) -> list[tuple[str, Path]]:
+        """``[(image_id, path)]`` of a split, sorted by id; empty split -> ``ValueError``.
+
+        Images found faulty by :meth:`validate` in ``"skip"`` mode are left out.
+        """
+        split = SPLIT_ALIASES.get(split, split)
+        if split not in self._images:
+            folder = self.folder(split)
+            items = sorted(
+                (p.stem, p) for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+            )
+            ids = [i for i, _ in items]
+            if len(set(ids)) != len(ids):
+                dup = next(i for i in ids if ids.count(i) > 1)
+                raise ValueError(f"Disc21: image id {dup} appears twice in {folder}")
+            if not items:
+                self._fault(f"Disc21: empty split {split}: no images in {folder}")
+            self._images[split] = items
+        return [(i, p) for i, p in self._images[split] if p not in self._bad]
+
+    # ------------------------------------------------------------------ ground truth
+    def gt_file(self, split: str) -> Path | None:
+        """The ground-truth CSV used for a query split, or None when there is none."""
+        if split not in QUERY_SPLITS:
+            raise ValueError(f"Disc21: split {split!r} has no ground truth; query splits are {QUERY_SPLITS}")
+        if self.gt_path is not None:
+            return self.gt_path
+        for name in GT_FILES[split]:
+            if (self.root / name).is_file():
+                return self.root / name
+        return None
+
+    def ground_truth(self, split: str) -> list[tuple[str, str | None]]:
+        """``[(query_id, reference_id or None)]`` of a query split, sorted by query id.
+
+        Every query id must name an image of the split and every reference id an image
+        of ``reference`` (with an explicit ``ground_truth`` file, rows of other splits'
+        queries are ignored). Raises ``FileNotFoundError`` if the split has no CSV.
+        """
+        path = self.gt_file(split)
+        if path is None:
+            names = " or ".join(GT_FILES[split])
+            raise FileNotFoundError(f"Disc21: no ground truth for {split}: {names} not found in {self.root}")
+        rows = read_ground_truth(path)
+        queries = {i for i, _ in self.images(split)}
+        refs = {i for i, _ in self.images("reference")}
+        shared = self.gt_path is not None and sum(s in self._present for s in QUERY_SPLITS) > 1
+        if shared:
+            others = set()
+            for s in QUERY_SPLITS:
+                if s != split and s in self._present:
+                    others |= {i for i, _ in self.images(s)}
+        out, skipped = [], []
+        for q, r in rows:
+            if q not in queries:
+                if shared and q in others:
+                    continue
+                skipped.append(q)
+                self._fault(f"{path}: query id {q} has no image in {self.folder(split)}")
+                continue
+            if r is not None and r not in refs:
+                skipped.append(r)
+                self._fault(f"{path}: reference id {r} (query {q}) has no image in {self.folder('reference')}")
+                continue
+            out.append((q, r))
+        self._warn_skipped(f"ground-truth rows of {path.name}", len(skipped), skipped[0] if skipped else "")
+        return sorted(out)
+
+    # ------------------------------------------------------------------ validation
+    def validate(self, decode: bool = True) -> dict[str, int]:
+        """Check every split (and decode every image if ``decode``); return counts.
+
+        Returns ``{split: n_images}`` for each split present, plus
+        ``{split + "_positives": n}`` (queries with a reference) and ``{split + "_gt": n}``
+        (ground-truth rows) for each query split with a ground-truth file, and
+        ``"skipped"``, the number of faulty images dropped in ``"skip"`` mode.
+        Raises on the first fault in ``"raise"`` mode, naming the file or folder.
+        """
+        counts: dict[str, int] = {}
+        bad: list[Path] = []
+        for split in self.splits():
+            items = self.images(split)
+            if decode:
+                for _, p in tqdm(items, desc=f"check {split}", leave=False, mininterval=2.0):
+                    try:
+                        check_image(p)
+                    except ValueError:
+                        if self.on_error == "raise":
+                            raise
+                        bad.append(p)
+                        self._bad.add(p)
+            counts[split] = len(self.images(split))
+            if split in self._present and not counts[split] and self.on_error == "skip":
+                warnings.warn(f"Disc21({self.root}): split {split} is empty", stacklevel=2)
+        self._warn_skipped("unreadable images", len(bad), str(bad[0]) if bad else "")
+        for split in QUERY_SPLITS:
+            if split in self._present and self.gt_file(split) is not None:
+                gt = self.ground_truth(split)
+                counts[f"{split}_gt"] = len(gt)
+                counts[f"{split}_positives"] = sum(r is not None for _, r in gt)
+        counts["skipped"] = len(bad)
+        return counts

@@ -1,0 +1,425 @@
+"""Training losses: CopyNCE (patch-level, traced targets) and the descriptor/matcher baselines.
+
+Everything here is a pure tensor function; :class:`InfoNCE` is the one thin module (it
+owns the learnable logit scale).
+
+Patch convention: token ``i`` of a ``[B, N, C]`` tensor is patch ``i`` of a row-major
+``rows x cols`` grid, the same numbering :func:`icdlib.pixtrace.overlap` uses for its
+``[N, M + 1]`` overlap rows and columns (the last column is the "traces nowhere" bucket).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "copynce",
+    "copynce_targets",
+    "kept_channels",
+    "info_nce",
+    "InfoNCE",
+    "gather_with_grad",
+    "koleo",
+    "matcher_bce",
+]
+
+
+# ------------------------------------------------------------------------- CopyNCE
+def kept_channels(channels: int, heads: str | float | None) -> int:
+    """How many leading channels CopyNCE keeps out of ``channels``.
+
+    ``heads`` is ``None`` (all), a fraction string ``"a:b"`` (keep ``C*a/b``, e.g. the
+    released ``"6:6"`` = all of ViT-S's 6 heads), or a float in ``(0, 1]``. The kept count
+    must be a whole number of channels, at least 1.
+    """
+    if heads is None:
+        return channels
+    if isinstance(heads, str):
+        parts = heads.split(":")
+        try:
+            a, b = (int(p) for p in parts)
+        except ValueError:
+            raise ValueError(
+                f"copynce: heads must look like 'a:b' with integers, got {heads!r}"
+            ) from None
+        if a < 1 or b < 1 or a > b:
+            raise ValueError(f"copynce: heads 'a:b' needs 1 <= a <= b, got {heads!r}")
+        if (channels * a) % b:
+            raise ValueError(
+                f"copynce: heads {heads!r} does not split {channels} channels evenly"
+            )
+        return channels * a // b
+    frac = float(heads)
+    if not 0.0 < frac <= 1.0:
+        raise ValueError(f"copynce: heads fraction must be in (0, 1], got {heads!r}")
+    keep = int(round(channels * frac))
+    if keep < 1:
+        raise ValueError(f"copynce: heads {heads!r} keeps no channel of {channels}")
+    return keep
+
+
+@torch.no_grad()
+def copynce_targets(overlap: torch.Tensor, gamma: float, factor: float = 1.0) -> torch.Tensor:
+    """Soft CopyNCE targets from a patch overlap matrix (no gradient).
+
+    Args:
+        overlap: ``[B, N, M + 1]`` float, as :func:`icdlib.pixtrace.overlap_batch` gives
+            it: fraction of query patch ``i`` landing in reference patch ``j``; the last
+            column is the untraceable share. Negative entries are not allowed.
+        gamma: sharpening exponent (> 0); ``0 ** gamma = 0``.
+        factor: constant multiplying every weight (folded into the normaliser).
+    Returns:
+        ``[B, N, M]`` float ``w_ij = factor * O_ij^gamma / sum_{k<=M+1} O_ik^gamma``, the
+        invalid column dropped after normalising: a fully valid row sums to 1, a partly
+        invalid row to less, a fully invalid (or all-zero) row to 0.
+    """
+    if gamma <= 0:
+        raise ValueError(f"copynce: gamma must be > 0, got {gamma}")
+    if overlap.dim() != 3 or overlap.shape[-1] < 2:
+        raise ValueError(f"copynce: overlap must be [B, N, M+1], got {tuple(overlap.shape)}")
+    o = overlap.detach()
+    if not o.is_floating_point():
+        o = o.float()
+    low = o.min().item() if o.numel() else 0.0
+    if low < 0:
+        raise ValueError(f"copynce: overlap has negative entries (min {low:.3g})")
+    p = o if gamma == 1 else o.pow(gamma)
+    denom = p.sum(-1, keepdim=True).clamp_min_(torch.finfo(p.dtype).tiny)
+    if factor == 0:
+        return torch.zeros_like(p[..., :-1])
+    return p[..., :-1] / denom.div_(factor)
+
+
+_NORM_EPS = 1e-12  # as F.normalize: norms below this are clamped
+_FP32_SCALE_MAX = 40.0  # exp(-2 * scale) must stay a normal float32 (> 1.2e-38)
+
+
+class _CopyNCEPairs(torch.autograd.Function):
+    """Per-pair CopyNCE from raw tokens and pre-scaled targets, with a hand-written backward.
+
+    Inputs: ``q [B, N, K]``, ``r [B, M, K]``, ``w_qr [B, N, M]`` (targets times ``lam/N``),
+    ``w_rq [B, M, N]`` (targets times ``(1-lam)/M``), ``scale``. Output ``[B]``, the
+    pair losses, in the dtype of ``q``.
+
+    With ``S = scale * qn @ rn^T`` (one similarity matrix for both directions), the pair
+    loss is ``sum_i Wr_i lse_j(S_i.) + sum_j Wc_j lse_i(S_.j) - sum_ij S_ij L_ij`` where
+    ``Wr``/``Wc`` are the target row sums and ``L = w_qr + w_rq^T``, so
+    ``dS = Wr * softmax_rows(S) + Wc * softmax_cols(S) - L``.
+
+    Cosines are bounded, so ``E = exp(S - scale)`` lies in ``[exp(-2 scale), 1]`` and one
+    exponential serves both softmaxes (row sums and column sums of ``E``); float64 is used
+    for ``E`` when ``scale`` is too large for float32. Writing the backward out avoids
+    autograd's full-size temporaries, which dominated the cost.
+    """
+
+    @staticmethod
+    @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)
+    def forward(ctx, q, r, w_qr, w_rq, scale):
+        nq = torch.linalg.vector_norm(q, dim=-1, keepdim=True).clamp_min_(_NORM_EPS)  # (B,N,1)
+        nr = torch.linalg.vector_norm(r, dim=-1, keepdim=True).clamp_min_(_NORM_EPS)  # (B,M,1)
+        qn, rn = q / nq, r / nr
+        b = q.shape[0]
+        lin = torch.add(w_qr, w_rq.transpose(1, 2))  # (B, N, M) linear-term weights
+        # e = S - scale, straight out of the GEMM
+        e = torch.baddbmm(qn.new_full((1, 1, 1), -scale), qn, rn.transpose(1, 2), alpha=scale)
+        dot = torch.bmm(e.reshape(b, 1, -1), lin.reshape(b, -1, 1)).reshape(b)
+        dot = dot + scale * lin.sum((1, 2))  # sum_ij S_ij L_ij
+        if scale > _FP32_SCALE_MAX and e.dtype != torch.float64:
+            e = e.double()
+        e = e.exp_()  # (B, N, M), in [exp(-2 scale), 1]
+        row_sums, col_sums = e.sum(2), e.sum(1)  # (B, N), (B, M)
+        w_rows, w_cols = w_qr.sum(2), w_rq.sum(2)  # (B, N), (B, M)
+        lse_rows = row_sums.log() + scale
+        lse_cols = col_sums.log() + scale
+        per_pair = (lse_rows * w_rows).sum(1) + (lse_cols * w_cols).sum(1) - dot
+        ctx.save_for_backward(qn, rn, nq, nr, e, row_sums, col_sums, w_rows, w_cols, lin)
+        ctx.scale = scale
+        return per_pair.to(q.dtype)
+
+    @staticmethod
+    @torch.amp.custom_bwd(device_type="cuda")
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        qn, rn, nq, nr, e, row_sums, col_sums, w_rows, w_cols, lin = ctx.saved_tensors
+        g = (grad * ctx.scale).to(e.dtype)[:, None]  # (B, 1); dS/d(qn rn^T) = scale
+        a_rows = (w_rows * g / row_sums)[:, :, None]  # (B, N, 1)
+        a_cols = (w_cols * g / col_sums)[:, None, :]  # (B, 1, M)
+        ds = (e * a_rows).addcmul_(e, a_cols)  # softmax terms of dLoss/d(qn rn^T)
+        ds = ds.to(qn.dtype).addcmul_(lin, g[:, :, None].to(qn.dtype), value=-1.0)
+        dq = dr = None
+        if ctx.needs_input_grad[0]:
+            dq = _normalize_backward(torch.bmm(ds, rn), qn, nq)
+        if ctx.needs_input_grad[1]:
+            dr = _normalize_backward(torch.bmm(ds.transpose(1, 2), qn), rn, nr)
+        return dq, dr, None, None, None
+
+
+def _normalize_backward(d_unit, unit, norm):
+    """Gradient through ``x / max(||x||, eps)``, in place on ``d_unit`` (the upstream grad).
+
+    ``d_unit``, ``unit``: ``[B, N, K]``; ``norm``: ``[B, N, 1]`` clamped norms.
+    """
+    radial = torch.einsum("bnk,bnk->bn", unit, d_unit).unsqueeze(-1)  # (B, N, 1)
+    radial.masked_fill_(norm <= _NORM_EPS, 0.0)  # clamped norms: plain division by eps
+    return d_unit.addcmul_(unit, radial, value=-1.0).div_(norm)
+
+
+def copynce(
+    query_tokens: torch.Tensor,
+    reference_tokens: torch.Tensor,
+    overlap_qr: torch.Tensor,
+    overlap_rq: torch.Tensor,
+    *,
+    gamma: float = 3.0,
+    lam: float = 0.5,
+    scale: float = 16.0,
+    valid: torch.Tensor | None = None,
+    heads: str | float | None = None,
+) -> torch.Tensor:
+    """CopyNCE: patch-level InfoNCE with traced soft targets, both directions.
+
+    For each pair, ``s_ij = scale * cos(q_i, r_j)`` over the kept channels, targets ``w``
+    from :func:`copynce_targets`, and
+
+    ``l_qr = (1/N) sum_i sum_j w_ij * (-log softmax_j s_ij)`` (softmax over the M reference
+    patches of the same pair), ``l_rq`` likewise from ``overlap_rq`` with the softmax over
+    the N query patches, pair loss ``lam * l_qr + (1 - lam) * l_rq``.
+
+    Batch reduction: the mean over pairs with ``valid`` True. The official code averages
+    over every pair whose CopyNCE flag is set, so the matcher's negative pairs (all-invalid
+    overlaps, which add 0) still count in its denominator; pass ``valid=None`` (all pairs)
+    to reproduce that, or mark negatives False to average over positives only. A batch with
+    no valid pair gives an exact 0 that still has a (zero) gradient path.
+
+    Args:
+        query_tokens: ``[B, N, C]`` float patch tokens of the queries (row-major grid).
+        reference_tokens: ``[B, M, C]`` float patch tokens of the references.
+        overlap_qr: ``[B, N, M + 1]`` query -> reference overlaps (last column invalid).
+        overlap_rq: ``[B, M, N + 1]`` reference -> query overlaps.
+        gamma: target sharpening exponent (method: 3 descriptor, 1 matcher).
+        lam: weight of the query -> reference direction, in ``[0, 1]``.
+        scale: logit scale tau applied to cosine similarities (> 0).
+        valid: optional ``[B]`` bool; False pairs contribute nothing.
+        heads: channels kept, see :func:`kept_channels` (the first ``C*a/b``).
+    Returns:
+        scalar float tensor (nats).
+    """
+    q, r = query_tokens, reference_tokens
+    if q.dim() != 3 or r.dim() != 3:
+        raise ValueError(
+            f"copynce: tokens must be [B, N, C]; got query {tuple(q.shape)}, "
+            f"reference {tuple(r.shape)}"
+        )
+    b, n, c = q.shape
+    m = r.shape[1]
+    if r.shape[0] != b or r.shape[2] != c:
+        raise ValueError(
+            f"copynce: query {tuple(q.shape)} and reference {tuple(r.shape)} differ in batch "
+            "or channels"
+        )
+    if tuple(overlap_qr.shape) != (b, n, m + 1):
+        raise ValueError(
+            f"copynce: overlap_qr must be {(b, n, m + 1)}, got {tuple(overlap_qr.shape)}"
+        )
+    if tuple(overlap_rq.shape) != (b, m, n + 1):
+        raise ValueError(
+            f"copynce: overlap_rq must be {(b, m, n + 1)}, got {tuple(overlap_rq.shape)}"
+        )
+    if not 0.0 <= lam <= 1.0:
+        raise ValueError(f"copynce: lam must be in [0, 1], got {lam}")
+    if scale <= 0:
+        raise ValueError(f"copynce: scale must be > 0, got {scale}")
+    if valid is not None:
+        valid = torch.as_tensor(valid, device=q.device)
+        if valid.dtype != torch.bool or tuple(valid.shape) != (b,):
+            raise ValueError(
+                f"copynce: valid must be a [{b}] bool tensor, got {valid.dtype} "
+                f"{tuple(valid.shape)}"
+            )
+
+    k = kept_channels(c, heads)
+    dtype = torch.float64 if torch.float64 in (q.dtype, r.dtype) else torch.float32
+    q, r = q.to(dtype), r.to(dtype)  # softmax statistics need at least float32
+    with torch.no_grad():
+        o_qr = overlap_qr.to(device=q.device, dtype=dtype)
+        o_rq = overlap_rq.to(device=q.device, dtype=dtype)
+        w_qr = copynce_targets(o_qr, gamma, lam / n)  # (B, N, M)
+        w_rq = copynce_targets(o_rq, gamma, (1.0 - lam) / m)  # (B, M, N)
+    per_pair = _CopyNCEPairs.apply(q[..., :k], r[..., :k], w_qr, w_rq, float(scale))  # (B,)
+    if valid is None:
+        return per_pair.mean()
+    kept = torch.where(valid, per_pair, torch.zeros_like(per_pair))
+    return kept.sum() / valid.sum().clamp_min(1)
+
+
+# ------------------------------------------------------------------------- InfoNCE
+def gather_with_grad(x: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """All-gather ``x`` over the process group, keeping the gradient of the local slice.
+
+    Other ranks' slices arrive without gradient (a no-grad gather); the local slice is
+    re-inserted as ``x`` itself so this rank's loss back-propagates into its own inputs.
+    Every rank must pass the same shape.
+
+    Args:
+        x: ``[B, ...]`` local tensor.
+    Returns:
+        ``(gathered [world * B, ...], offset)`` where ``offset = rank * B`` is the position
+        of the local slice; ``(x, 0)`` when ``torch.distributed`` is not initialised.
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x, 0
+    world, rank = dist.get_world_size(), dist.get_rank()
+    parts = [torch.empty_like(x) for _ in range(world)]
+    with torch.no_grad():
+        dist.all_gather(parts, x.detach().contiguous())
+    parts[rank] = x
+    return torch.cat(parts), rank * x.shape[0]
+
+
+def info_nce(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    *,
+    temperature: float = 0.05,
+    scale: torch.Tensor | float | None = None,
+    gather: bool = True,
+) -> torch.Tensor:
+    """NT-Xent / InfoNCE between two views, every other embedding a negative.
+
+    The 2B local embeddings ``[a; b]`` are scored by cosine similarity against all
+    embeddings of the global batch (gathered over processes when ``torch.distributed`` is
+    initialised and ``gather`` is True, see :func:`gather_with_grad`). The positive of
+    ``a_i`` is ``b_i`` and vice versa; self-similarities are excluded. The loss is the
+    mean cross-entropy over the 2B local rows.
+
+    Args:
+        a, b: ``[B, D]`` float embeddings of the two views (normalised here).
+        temperature: fixed temperature (> 0), used when ``scale`` is None
+            (``logits = cos / temperature``; method.md s.8 calibration: 0.05).
+        scale: logit scale multiplying the cosines (a tensor keeps its gradient), e.g.
+            ``log_scale.exp()`` of :class:`InfoNCE`.
+        gather: gather negatives across processes when distributed.
+    Returns:
+        scalar float tensor (nats).
+    """
+    if a.dim() != 2 or a.shape != b.shape:
+        raise ValueError(
+            f"info_nce: a and b must both be [B, D]; got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
+    if a.shape[0] < 1:
+        raise ValueError("info_nce: empty batch")
+    if scale is None:
+        if temperature <= 0:
+            raise ValueError(f"info_nce: temperature must be > 0, got {temperature}")
+        scale = 1.0 / temperature
+    n = a.shape[0]
+    z = F.normalize(torch.cat([a, b]), dim=1)  # (2B, D)
+    everyone, offset = gather_with_grad(z) if gather else (z, 0)
+    logits = (z @ everyone.T) * scale  # (2B, world * 2B)
+    rows = torch.arange(2 * n, device=z.device)
+    minus_inf = torch.full((), float("-inf"), device=z.device, dtype=logits.dtype)
+    logits = logits.index_put((rows, rows + offset), minus_inf)  # no self-similarity
+    positives = (rows + n) % (2 * n) + offset  # a_i <-> b_i
+    return F.cross_entropy(logits, positives)
+
+
+class InfoNCE(nn.Module):
+    """:func:`info_nce` with a learnable logit scale (SSCD-style) or a fixed temperature.
+
+    Args:
+        learnable: learn ``log_scale`` (logits = cos * exp(log_scale)); else use
+            ``temperature``.
+        log_scale_init: initial log of the scale; 3.2 gives exp(3.2) ~ 24.5 (method.md s.4).
+        temperature: fixed temperature when not learnable.
+        gather: gather negatives across processes when distributed.
+    """
+
+    def __init__(
+        self,
+        learnable: bool = True,
+        log_scale_init: float = 3.2,
+        temperature: float = 0.05,
+        gather: bool = True,
+    ):
+        super().__init__()
+        if not learnable and temperature <= 0:
+            raise ValueError(f"InfoNCE: temperature must be > 0, got {temperature}")
+        self.learnable = learnable
+        self.temperature = float(temperature)
+        self.gather = gather
+        if learnable:
+            self.log_scale = nn.Parameter(torch.tensor(float(log_scale_init)))
+        else:
+            self.register_parameter("log_scale", None)
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Scalar loss of the ``[B, D]`` views ``a`` and ``b``."""
+        scale = self.log_scale.exp() if self.learnable else None
+        return info_nce(a, b, temperature=self.temperature, scale=scale, gather=self.gather)
+
+    def extra_repr(self) -> str:
+        if self.learnable:
+            return f"learnable, scale={self.log_scale.exp().item():.3g}"
+        return f"temperature={self.temperature}"
+
+
+# ------------------------------------------------------------------- KoLeo and BCE
+def koleo(x: torch.Tensor, groups: torch.Tensor | None = None, eps: float = 1e-8) -> torch.Tensor:
+    """KoLeo entropy regulariser ``-mean_i log(||x_i - x_nn(i)|| + eps)``.
+
+    ``nn(i)`` is the nearest (Euclidean) embedding that does not match ``i``: never ``i``
+    itself, nor any embedding with the same ``groups`` id (e.g. the other view of the same
+    image). Neighbours are picked without gradient; the distance carries it. Minimising it
+    spreads the descriptors apart.
+
+    Args:
+        x: ``[B, D]`` float embeddings (usually L2-normalised descriptors).
+        groups: optional ``[B]`` integer ids; equal ids are matching embeddings.
+        eps: added to the distance inside the log (duplicates give ``-log eps``, not inf).
+    Returns:
+        scalar float tensor.
+    """
+    if x.dim() != 2:
+        raise ValueError(f"koleo: x must be [B, D], got {tuple(x.shape)}")
+    n = x.shape[0]
+    excluded = torch.eye(n, dtype=torch.bool, device=x.device)
+    if groups is not None:
+        groups = torch.as_tensor(groups, device=x.device)
+        if tuple(groups.shape) != (n,):
+            raise ValueError(f"koleo: groups must be [{n}], got {tuple(groups.shape)}")
+        excluded |= groups[:, None] == groups[None, :]
+    if excluded.all(1).any():
+        raise ValueError("koleo: some embedding has no non-matching neighbour in the batch")
+    with torch.no_grad():
+        d2 = torch.cdist(x.detach(), x.detach()).masked_fill_(excluded, float("inf"))
+        nn_idx = d2.argmin(1)
+    dist_nn = (x - x[nn_idx]).norm(dim=1)
+    return -torch.log(dist_nn + eps).mean()
+
+
+def matcher_bce(
+    logits: torch.Tensor, labels: torch.Tensor, pos_weight: float | None = None
+) -> torch.Tensor:
+    """Binary cross-entropy of matcher logits against copy labels.
+
+    Args:
+        logits: ``[B]`` float, one logit per (query, reference) pair (sigmoid = P(copy)).
+        labels: ``[B]`` bool or {0, 1} numbers: 1 for a copy (positive) pair, 0 for a
+            (hard) negative.
+        pos_weight: optional weight on positive terms (e.g. negatives/positives ratio).
+    Returns:
+        scalar float tensor, mean over the batch (nats).
+    """
+    if logits.dim() != 1 or tuple(labels.shape) != tuple(logits.shape):
+        raise ValueError(
+            f"matcher_bce: logits and labels must both be [B]; got {tuple(logits.shape)} "
+            f"and {tuple(labels.shape)}"
+        )
+    y = labels.to(logits.dtype)
+    if not bool(((y == 0) | (y == 1)).all()):
+        raise ValueError(f"matcher_bce: labels must be 0/1, got values {y.unique().tolist()}")
+    pw = None if pos_weight is None else torch.tensor(float(pos_weight), device=logits.device)
+    return F.binary_cross_entropy_with_logits(logits, y, pos_weight=pw)

@@ -1,0 +1,558 @@
+"""One training entry point for the descriptor and the matcher, on CPU or multi-GPU DDP.
+
+In a notebook or script::
+
+    from icdlib import params, train
+    run = train.resolve_run(params.load_params(), arm="copynce")
+    train.train(run, "runs/copynce", data_root="data/bench")
+
+From the shell, one process (CPU or one GPU), or DDP over N GPUs (or N CPU processes)::
+
+    python -m icdlib.train --params params.yaml --arm copynce --out runs/copynce
+    torchrun --nproc_per_node=N -m icdlib.train --params params.yaml --arm copynce \\
+        --out runs/copynce --set train.steps=1000
+
+Exactness
+---------
+- The global batch of step ``t`` is a pure function of ``(seed, t)``
+  (:func:`icdlib.schedule.global_batch`); process ``rank`` computes a fixed shard of it,
+  so W processes consume the same batches as one, and the objectives
+  (:mod:`icdlib.objectives`) give the same gradients.
+- Checkpoints (atomic, every ``checkpoint_every`` steps) hold model, optimiser, loss
+  parameters, step and RNG states: a resumed run ends with the same weights as an
+  uninterrupted one.
+- Rank 0 alone shows progress, logs with DVCLive (``OUT/dvclive``) and writes files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import csv
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+from tqdm.auto import tqdm
+
+from icdlib import distributed as D
+from icdlib.mining import mine_neighbours
+from icdlib.objectives import DescriptorObjective, MatcherObjective
+from icdlib.params import load_params, section, to_dict
+from icdlib.schedule import global_batch, lr_schedule, shard
+
+CHECKPOINT = "checkpoint.pt"  # latest resumable state, rewritten atomically
+FINAL = "model.pt"  # final weights, loadable with icdlib.models.load_model
+NEIGHBOURS = "neighbours.npy"  # mined kNN hard negatives, [n, k] int64
+LIVE_DIR = "dvclive"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """params.yaml section ``train`` (CPU profile defaults; method.md s.5 and s.8)."""
+
+    kind: str = "descriptor"  # "descriptor" | "matcher": which model this run trains
+    steps: int = 250  # optimiser steps; ~5 min on 2 CPU threads at the CPU preset (s.8)
+    batch_size: int = 64  # global pairs per step, all processes and micro-steps together
+    lr: float = 5e-4  # peak AdamW lr; s.8 calibration (paper: 6e-4 * sqrt(B/1024))
+    weight_decay: float = 0.05  # s.8 calibration (paper: 0.04)
+    warmup_steps: int = 25  # 10% of steps: keeps early random-init updates small
+    warmup_start: float = 0.01  # warm-up starts at 1% of lr, as the released configs
+    min_lr: float = 2e-6  # cosine floor of the released configs
+    grad_clip: float = 3.0  # max global grad norm, released configs; 0 disables
+    grad_accum: int = 1  # micro-steps per optimiser step (in-batch negatives per micro-batch)
+    amp: bool = True  # bf16 autocast, on CUDA only (CPU always fp32)
+    workers: int = 2  # DataLoader worker processes per rank (edits + tracing are CPU-bound)
+    checkpoint_every: int = 50  # steps between resumable checkpoints (~1 min on CPU)
+    seed: int = 0  # data order, edits and init; rank r seeds torch with seed + r
+    w_infonce: float = 1.0  # descriptor InfoNCE weight (method.md s.4)
+    w_koleo: float = 5.0  # descriptor KoLeo weight (method.md s.4)
+    w_copynce: float = 0.0  # CopyNCE weight; 0 = baseline, arms set 5 / 3 (s.3)
+    w_bce: float = 1.0  # matcher BCE weight (s.4)
+    temperature: float | None = 0.05  # fixed InfoNCE temperature (s.8); null = learnable scale
+    gamma: float = 3.0  # CopyNCE target sharpening: 3 descriptor, 1 matcher (s.3)
+    lam: float = 0.5  # CopyNCE weight of the query->reference direction (s.3)
+    scale: float = 16.0  # CopyNCE logit scale tau (s.3)
+    heads: str | None = None  # CopyNCE channels kept, "a:b"; null = all (released "6:6")
+    copynce_over: str = "positives"  # matcher CopyNCE mean over "positives" or "all" pairs
+    knn_checkpoint: str | None = None  # descriptor checkpoint to mine kNN hard negatives with
+    knn_k: int = 16  # neighbours kept per image (paper 128 over 1M images; ours ~20k)
+    knn_batch_size: int = 128  # images per forward pass while mining
+    init: str | None = None  # checkpoint to start from (weights only): fine-tuning
+    backbone: str | None = None  # local DINO ViT checkpoint for the trunk; null = random init
+    split: str = "training"  # data split the pairs come from
+    log_every: int = 1  # steps between DVCLive metric rows
+
+    def __post_init__(self):
+        if self.kind not in ("descriptor", "matcher"):
+            raise ValueError(f"train.kind must be 'descriptor' or 'matcher', got {self.kind!r}")
+        for name in ("steps", "batch_size", "grad_accum", "checkpoint_every", "log_every", "knn_k"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        if self.workers < 0:
+            raise ValueError(f"train.workers must be >= 0, got {self.workers}")
+        if not 0 <= self.warmup_steps < self.steps:
+            raise ValueError(
+                f"train.warmup_steps must be in [0, steps={self.steps}), got {self.warmup_steps}"
+            )
+        if self.batch_size % self.grad_accum:
+            raise ValueError(
+                f"train.batch_size {self.batch_size} is not divisible by grad_accum {self.grad_accum}"
+            )
+        if self.grad_clip < 0:
+            raise ValueError(f"train.grad_clip must be >= 0, got {self.grad_clip}")
+
+
+# Named arms: dotted overrides applied to params before the configs are built. A
+# params.yaml section ``arms`` adds arms or replaces these by name.
+ARMS: dict[str, dict[str, Any]] = {
+    "infonce": {"train.kind": "descriptor", "train.w_copynce": 0.0},
+    "copynce": {"train.kind": "descriptor", "train.w_copynce": 5.0, "train.gamma": 3.0,
+                "train.lam": 0.5, "train.scale": 16.0},
+    "copynce_gamma1": {"train.kind": "descriptor", "train.w_copynce": 5.0, "train.gamma": 1.0},
+    "copynce_lam1": {"train.kind": "descriptor", "train.w_copynce": 5.0, "train.lam": 1.0},
+    "copynce_c2c": {"train.kind": "descriptor", "train.w_copynce": 5.0, "pairs.copy_vs_copy": 0.5},
+    "copynce_uniform": {"train.kind": "descriptor", "train.w_copynce": 5.0, "pairs.targets": "uniform"},
+    "matcher_bce": {"train.kind": "matcher", "train.w_copynce": 0.0},
+    "matcher_copynce": {"train.kind": "matcher", "train.w_copynce": 3.0, "train.gamma": 1.0},
+}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything one run reads: ``train``, the ``model`` config of ``train.kind``, ``pairs``.
+
+    ``overrides`` records the dotted ``(key, value)`` overrides applied (arm, then --set).
+    """
+
+    arm: str
+    train: TrainConfig
+    model: Any
+    pairs: Any
+    overrides: tuple = ()
+
+    def to_dict(self) -> dict:
+        return {"arm": self.arm, "train": to_dict(self.train), "model": to_dict(self.model),
+                "pairs": to_dict(self.pairs), "overrides": [list(o) for o in self.overrides]}
+
+
+def parse_sets(sets: Sequence[str]) -> list[tuple[str, Any]]:
+    """``["train.steps=10", "pairs.targets=uniform"]`` -> dotted pairs, values as YAML."""
+    out = []
+    for item in sets:
+        key, eq, text = item.partition("=")
+        if not eq or not key.strip():
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        out.append((key.strip(), yaml.safe_load(text) if text.strip() else ""))
+    return out
+
+
+def apply_overrides(params: dict, overrides: Sequence[tuple[str, Any]]) -> dict:
+    """Write dotted ``section.key`` overrides into a copy of ``params``.
+
+    The section may be missing (it is created); whether the key exists is checked when
+    the section's dataclass is built, which names any unknown key.
+    """
+    out = copy.deepcopy(params)
+    for key, value in overrides:
+        parts = key.split(".")
+        if len(parts) < 2:
+            raise ValueError(f"override {key!r}: expected section.key")
+        node = out
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"override {key!r}: {p!r} is not a section")
+        node[parts[-1]] = value
+    return out
+
+
+def resolve_run(params: dict, arm: str | None = None, sets: Sequence[str] | dict = (),
+                source: str = "params.yaml") -> RunConfig:
+    """Resolve a params dict, an arm name and overrides into a :class:`RunConfig`.
+
+    Args:
+        params: parsed params.yaml (sections ``train``, ``pairs``, the model's; optional
+            ``arms`` mapping name -> {dotted key: value} that adds to :data:`ARMS`).
+        arm: arm name or None (params as they are).
+        sets: ``["train.steps=10"]`` strings or a ``{"train.steps": 10}`` dict, applied
+            after the arm.
+    """
+    overrides: list[tuple[str, Any]] = []
+    if arm:
+        arms = {**ARMS, **(params.get("arms") or {})}
+        if arm not in arms:
+            raise ValueError(f"unknown arm {arm!r}; known arms: {', '.join(sorted(arms))}")
+        overrides += list((arms[arm] or {}).items())
+    overrides += list(sets.items()) if isinstance(sets, dict) else parse_sets(sets)
+    raw = apply_overrides(params, overrides)
+    tcfg = section(raw, "train", TrainConfig, source)
+    mcfg, pcfg = _model_config(raw, tcfg.kind, source), _pairs_config(raw, source)
+    if (mcfg.img_size, mcfg.patch_size) != (pcfg.size, pcfg.patch):
+        raise ValueError(
+            f"{source}: {model_section(tcfg.kind)} img_size/patch_size "
+            f"{mcfg.img_size}/{mcfg.patch_size} differ from pairs size/patch {pcfg.size}/{pcfg.patch}"
+        )
+    return RunConfig(arm or "", tcfg, mcfg, pcfg, tuple(overrides))
+
+
+# ----------------------------------------------------------------- adapters to models/pairs
+def model_section(kind: str) -> str:
+    """The params.yaml section holding the model config of ``kind``."""
+    return kind  # "descriptor" / "matcher", owned by icdlib.models
+
+
+def _model_config(raw: dict, kind: str, source: str):
+    from icdlib import models
+
+    return section(raw, model_section(kind), models.CONFIGS[kind], source)
+
+
+def _pairs_config(raw: dict, source: str):
+    from icdlib import pairs
+
+    return pairs.pairs_config(raw, source)
+
+
+def _build_model(run: RunConfig) -> nn.Module:
+    from icdlib import models
+
+    build = models.build_descriptor if run.train.kind == "descriptor" else models.build_matcher
+    return build(run.model)
+
+
+def _dataset(run: RunConfig, paths: list[Path], neighbours: np.ndarray | None):
+    from icdlib import pairs
+
+    if run.train.kind == "descriptor":
+        return pairs.TracedPairs(paths, run.pairs, run.train.seed, neighbours=neighbours)
+    return pairs.MatcherPairs(paths, run.pairs, run.train.seed, neighbours=neighbours)
+
+
+def _objective(run: RunConfig, model: nn.Module) -> nn.Module:
+    t = run.train
+    cn = dict(gamma=t.gamma, lam=t.lam, scale=t.scale, heads=t.heads)
+    if t.kind == "descriptor":
+        return DescriptorObjective(model, w_infonce=t.w_infonce, w_koleo=t.w_koleo,
+                                   w_copynce=t.w_copynce, temperature=t.temperature, **cn)
+    return MatcherObjective(model, w_bce=t.w_bce, w_copynce=t.w_copynce,
+                            copynce_over=t.copynce_over, **cn)
+
+
+def training_images(data_root: str | Path, split: str = "training") -> list[Path]:
+    """Image paths of ``split`` under a DISC21-layout ``data_root``, sorted by id."""
+    from icdlib.data import Disc21
+
+    return [p for _, p in Disc21(data_root).images(split)]
+
+
+# --------------------------------------------------------------------------- data order
+class _StepBatches(torch.utils.data.Sampler):
+    """Batch sampler: per micro-step from ``start_step`` on, this rank's ``(index, epoch)`` keys."""
+
+    def __init__(self, run: RunConfig, n: int, start_step: int, dist: D.DistInfo):
+        self.t, self.n, self.start, self.dist = run.train, n, start_step, dist
+
+    def __len__(self):
+        return (self.t.steps - self.start) * self.t.grad_accum
+
+    def __iter__(self):
+        for step in range(self.start, self.t.steps):
+            idx, pos = global_batch(self.t.seed, step, self.t.batch_size, self.n)
+            keys = np.stack([idx, pos // self.n], 1)  # (index, epoch): fresh edits each epoch
+            for micro in range(self.t.grad_accum):
+                part = shard(keys, self.dist.rank, self.dist.world_size, self.t.grad_accum, micro)
+                yield [(int(i), int(e)) for i, e in part]
+
+
+# --------------------------------------------------------------------------- checkpoints
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _save(path: Path, run: RunConfig, objective: nn.Module, optimizer, step: int, final: bool) -> None:
+    """Write a checkpoint atomically (``icdlib.models.save_checkpoint``)."""
+    from icdlib.models import save_checkpoint
+
+    meta = {
+        "kind": run.train.kind,
+        "config": to_dict(run.model),
+        "run": run.to_dict(),
+        "arm": run.arm,
+        "seed": run.train.seed,
+        "step": step,  # optimiser steps done == index of the next global batch
+        "loss_state": {k: v for k, v in objective.state_dict().items() if not k.startswith("model.")},
+    }
+    if not final:
+        meta["optimizer"] = optimizer.state_dict()
+        meta["rng"] = _rng_state()
+    save_checkpoint(path, objective.model, meta)
+
+
+def _load_weights(model: nn.Module, path: str | Path) -> dict:
+    from icdlib.models import load_model
+
+    loaded, meta = load_model(path)
+    missing, unexpected = model.load_state_dict(loaded.state_dict(), strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{path}: weights do not fit the model: missing {missing}, unexpected {unexpected}")
+    return meta
+
+
+def _trim_live(live_dir: Path, done: int) -> None:
+    """Drop DVCLive rows with ``step > done`` (logged after the checkpoint we resume from).
+
+    Rows are labelled with the number of optimiser steps done (1 for the first step).
+    """
+    for tsv in (live_dir / "plots" / "metrics").rglob("*.tsv") if live_dir.is_dir() else ():
+        with tsv.open() as f:
+            rows = list(csv.reader(f, delimiter="\t"))
+        if not rows or "step" not in rows[0]:
+            continue
+        col = rows[0].index("step")
+        keep = [rows[0]] + [r for r in rows[1:] if int(r[col]) <= done]
+        with tsv.open("w", newline="") as f:
+            csv.writer(f, delimiter="\t").writerows(keep)
+
+
+# --------------------------------------------------------------------------- training
+def _optimizer(objective: nn.Module, t: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW; biases, norms and scalars (ndim <= 1) get no weight decay."""
+    decay, plain = [], []
+    for p in objective.parameters():
+        if p.requires_grad:
+            (decay if p.ndim >= 2 else plain).append(p)
+    groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": plain, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=t.lr, betas=(0.9, 0.999))
+
+
+def _to_device(batch: dict, device: str) -> dict:
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+def _worker_init(worker_id: int) -> None:
+    # samples draw from explicit (seed, epoch, index) generators; one thread per worker
+    torch.set_num_threads(1)
+
+
+def _step_seed(seed: int, step: int, rank: int) -> int:
+    """Torch seed of one (step, rank): any stochastic layer draws are a pure function of it."""
+    return int(np.random.SeedSequence([int(seed), int(step), int(rank)]).generate_state(1)[0])
+
+
+def train(
+    run: RunConfig,
+    out_path: str | Path,
+    *,
+    data_root: str | Path | None = None,
+    image_paths: Sequence[str | Path] | None = None,
+    resume: bool = True,
+    device: str | None = None,
+    neighbours: np.ndarray | None = None,
+    callback: Callable[[int, dict], None] | None = None,
+    progress: bool = True,
+) -> Path:
+    """Train the model of ``run`` and write ``OUT/model.pt``; returns its path.
+
+    Args:
+        run: the resolved run (:func:`resolve_run`).
+        out_path: run folder: ``checkpoint.pt`` (resumable state), ``model.pt`` (final,
+            ``icdlib.models.load_model``-able, with the resolved run config and seed),
+            ``dvclive/`` (metrics), ``neighbours.npy`` (when mined).
+        data_root: DISC21-layout folder; its ``run.train.split`` images are the sources.
+        image_paths: the source images directly (instead of ``data_root``).
+        resume: continue from ``OUT/checkpoint.pt`` when it exists (a finished run
+            returns at once); False starts over.
+        device: "cpu" / "cuda"; default CUDA when available. Under torchrun each process
+            takes GPU ``LOCAL_RANK`` (NCCL) or joins a gloo group on CPU.
+        neighbours: ``[n, k]`` kNN indices for hard negatives; default mined from
+            ``run.train.knn_checkpoint`` when set (:func:`mine_neighbours`), else none.
+        callback: called after every optimiser step (and its checkpoint) on every process
+            as ``callback(steps_done, metrics)``.
+        progress: show a tqdm bar on rank 0.
+    """
+    from icdlib import pairs
+
+    t = run.train
+    dist = D.init_distributed(device)
+    cuda = dist.device.startswith("cuda")
+    out = Path(out_path)
+    if dist.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    D.barrier()
+    if image_paths is None:
+        if data_root is None:
+            raise ValueError("train: give data_root (a DISC21-layout folder) or image_paths")
+        image_paths = training_images(data_root, t.split)
+    paths = [Path(p) for p in image_paths]
+    if len(paths) < 2:
+        raise ValueError(f"train: need at least 2 source images, got {len(paths)}")
+
+    torch.manual_seed(t.seed)  # the same initial weights on every process
+    model = _build_model(run)
+    if t.init:
+        _load_weights(model, t.init)
+    elif t.backbone:
+        from icdlib.models import load_backbone_weights
+
+        load_backbone_weights(model, t.backbone)
+    objective = _objective(run, model).to(dist.device)
+    optimizer = _optimizer(objective, t)
+
+    ckpt, start = out / CHECKPOINT, 0
+    if resume and ckpt.is_file():
+        meta = _load_weights(model, ckpt)
+        objective.load_state_dict({**objective.state_dict(), **meta.get("loss_state", {})})
+        optimizer.load_state_dict(meta["optimizer"])
+        start = int(meta["step"])
+        objective.to(dist.device)
+        _set_rng_state(meta["rng"])  # the loader's worker base seed is drawn from it
+
+    if neighbours is None and t.knn_checkpoint:
+        nb_file = out / NEIGHBOURS
+        if dist.is_main and not nb_file.is_file():
+            np.save(nb_file, mine_neighbours(t.knn_checkpoint, paths, t.knn_k,
+                                             batch_size=t.knn_batch_size, device=dist.device))
+        D.barrier()
+        neighbours = np.load(nb_file)
+
+    dataset = _dataset(run, paths, neighbours)
+    lrs = lr_schedule(t.steps, t.lr, t.warmup_steps, t.min_lr, t.warmup_start)
+    net: nn.Module = objective
+    if dist.world_size > 1:
+        D.sync_batchnorm(objective, dist.device)
+        net = nn.parallel.DistributedDataParallel(
+            objective, device_ids=[dist.local_rank] if cuda else None, find_unused_parameters=True
+        )
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_sampler=_StepBatches(run, len(dataset), start, dist),
+        num_workers=t.workers,
+        collate_fn=pairs.collate,
+        pin_memory=cuda,
+        worker_init_fn=_worker_init if t.workers > 0 else None,
+    )
+    live = None
+    if dist.is_main:
+        from dvclive import Live
+
+        live_dir = out / LIVE_DIR
+        if start > 0:
+            _trim_live(live_dir, start)
+        live = Live(dir=str(live_dir), resume=start > 0, save_dvc_exp=False, dvcyaml=None)
+        live.log_params({"arm": run.arm, "seed": t.seed, "world_size": dist.world_size,
+                         **{f"train.{k}": v for k, v in to_dict(t).items() if v is not None}})
+    bar = tqdm(total=t.steps, initial=start, desc=f"train {run.arm or t.kind}", unit="step",
+               disable=not (progress and dist.is_main))
+    params = [p for p in objective.parameters() if p.requires_grad]
+    amp = torch.autocast("cuda", dtype=torch.bfloat16, enabled=bool(cuda and t.amp))
+    objective.train()
+    batches = iter(loader)
+    try:
+        for step in range(start, t.steps):
+            torch.manual_seed(_step_seed(t.seed, step, dist.rank))  # per-rank, per-step
+            for g in optimizer.param_groups:
+                g["lr"] = float(lrs[step])
+            tic = time.perf_counter()
+            logged: dict[str, float] = {}
+            n_pairs = 0
+            for micro in range(t.grad_accum):
+                batch = _to_device(next(batches), dist.device)
+                last = micro == t.grad_accum - 1
+                sync = net.no_sync() if (net is not objective and not last) else contextlib.nullcontext()
+                with sync:
+                    with amp:
+                        terms = net(batch)
+                    loss = terms["loss"]
+                    if not torch.isfinite(loss):
+                        raise FloatingPointError(f"train: loss is {loss.item()} at step {step}")
+                    (loss / t.grad_accum).backward()
+                n_pairs += batch["query"].shape[0] * dist.world_size
+                for k, v in terms.items():
+                    if k != "loss":
+                        logged[k] = logged.get(k, 0.0) + float(v) / t.grad_accum
+            clip = t.grad_clip if t.grad_clip > 0 else float("inf")
+            grad_norm = float(nn.utils.clip_grad_norm_(params, clip))
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            done = step + 1
+            elapsed = time.perf_counter() - tic
+            metrics = {**logged, "lr": float(lrs[step]), "grad_norm": grad_norm,
+                       "pairs_per_s": n_pairs / max(elapsed, 1e-9)}
+            if live is not None and (done % t.log_every == 0 or done == t.steps):
+                live.step = done
+                for k, v in metrics.items():
+                    live.log_metric(f"train/{k}", v)
+                live.next_step()
+            bar.update(1)
+            bar.set_postfix({k: f"{metrics[k]:.3g}" for k in ("infonce", "bce", "copynce") if k in metrics})
+            if done % t.checkpoint_every == 0 or done == t.steps:
+                if dist.is_main:
+                    _save(ckpt, run, objective, optimizer, done, final=False)
+                D.barrier()
+            if callback is not None:
+                callback(done, metrics)
+        final = out / FINAL
+        if dist.is_main:
+            _save(final, run, objective, optimizer, t.steps, final=True)
+        D.barrier()
+        return final
+    finally:
+        bar.close()
+        if live is not None:
+            live.end()
+
+
+# --------------------------------------------------------------------------------- CLI
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m icdlib.train",
+        description="Train a descriptor or matcher arm (single process, or DDP under torchrun).",
+    )
+    p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    p.add_argument("--arm", default=None, help=f"named arm: {', '.join(ARMS)} or one from params 'arms'")
+    p.add_argument("--out", required=True, help="run folder (checkpoint.pt, model.pt, dvclive/)")
+    p.add_argument("--data", default=None, help="DISC21-layout data root (default: params paths.data)")
+    p.add_argument("--init", default=None, help="start from this checkpoint's weights (fine-tuning)")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a params key, e.g. --set train.steps=1000 (repeatable)")
+    p.add_argument("--device", default=None, choices=["cpu", "cuda"], help="default: cuda if available")
+    p.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
+    args = p.parse_args(argv)
+    try:
+        params = load_params(args.params)
+        sets = list(args.sets) + ([f"train.init={args.init}"] if args.init else [])
+        run = resolve_run(params, args.arm, sets, source=str(args.params))
+        data = args.data or (params.get("paths") or {}).get("data")
+        if data is None:
+            raise ValueError("no data root: pass --data or set paths.data in the params file")
+        final = train(run, args.out, data_root=data, resume=not args.no_resume, device=args.device)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+    if D.DistInfo().is_main and int(__import__("os").environ.get("RANK", "0")) == 0:
+        print(final)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""dvc.yaml, params.yaml, profiles and notebooks agree with each other."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+from icdlib.params import load_params
+from icdlib.profile import apply_profile
+
+ROOT = Path(__file__).resolve().parents[1]
+PARAMS = load_params(ROOT / "params.yaml")
+DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def _has(params: dict, dotted: str) -> bool:
+    node = params
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def _stage_params(stage: dict) -> list[str]:
+    keys = []
+    for entry in stage.get("params", []):
+        if isinstance(entry, dict):  # {other_file.yaml: [keys]}
+            for v in entry.values():
+                keys += list(v)
+        else:
+            keys.append(entry)
+    return keys
+
+
+def _stages():
+    for name, stage in DVC["stages"].items():
+        body = stage.get("do", stage)
+        yield name, body
+
+
+def test_every_param_a_stage_names_exists_in_params_yaml():
+    missing = [(n, k) for n, s in _stages() for k in _stage_params(s) if not _has(PARAMS, k)]
+    assert not missing, f"stages name params that params.yaml lacks: {missing}"
+
+
+def test_every_templated_variable_in_dvc_yaml_exists_in_params_yaml():
+    text = (ROOT / "dvc.yaml").read_text()
+    names = set(re.findall(r"\$\{([^}]+)\}", text))
+    names = {n.strip() for n in names if not n.strip().startswith(("item", "key"))}
+    missing = sorted(n for n in names if not _has(PARAMS, n))
+    assert not missing, f"dvc.yaml uses ${{...}} variables missing from params.yaml: {missing}"
+
+
+def test_every_notebook_is_a_stage_and_exists():
+    cmds = " ".join(str(s.get("cmd", "")) for _, s in _stages())
+    for nb in NOTEBOOKS:
+        assert f"notebooks/{nb.name}" in cmds, f"{nb.name} is not run by any dvc.yaml stage"
+    for _, s in _stages():
+        for nb in re.findall(r"notebooks/(\S+\.ipynb)", str(s.get("cmd", ""))):
+            assert (ROOT / "notebooks" / nb).is_file(), f"stage runs missing notebook {nb}"
+
+
+def test_each_stage_depends_on_its_notebook():
+    for name, s in _stages():
+        for nb in re.findall(r"(notebooks/\S+\.ipynb)", str(s.get("cmd", ""))):
+            assert nb in s.get("deps", []), f"stage {name} runs {nb} but does not list it in deps"
+
+
+def _parameters_cell(nb) -> dict:
+    cells = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(cells) == 1, "a notebook needs exactly one cell tagged 'parameters'"
+    tree = ast.parse(cells[0].source)
+    out = {}
+    for node in tree.body:
+        assert isinstance(node, ast.Assign), "the parameters cell holds only literal assignments"
+        out[node.targets[0].id] = ast.literal_eval(node.value)
+    return out
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_opens_with_markdown_and_holds_no_definitions(path):
+    nb = nbformat.read(path, as_version=4)
+    assert nb.cells[0].cell_type == "markdown", "a notebook opens with a markdown cell saying what it produces"
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        tree = ast.parse("\n".join(l for l in cell.source.splitlines() if not l.lstrip().startswith(("%", "!"))))
+        defs = [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))]
+        assert not defs, f"{path.name}: notebooks hold no def/class (found {[d.name for d in defs]})"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_notebook_parameter_has_a_source(path):
+    """Each parameter is either the params file itself or set by dvc.yaml (-p NAME ...)."""
+    params = _parameters_cell(nbformat.read(path, as_version=4))
+    assert params.get("params_file") == "params.yaml"
+    cmds = [str(s.get("cmd", "")) for _, s in _stages() if f"notebooks/{path.name}" in str(s.get("cmd", ""))]
+    for name in params:
+        if name == "params_file":
+            continue
+        assert any(re.search(rf"-[py] {name}\b|-y ['\"]?{name}:", c) for c in cmds), (
+            f"{path.name}: parameter {name!r} is not set by its dvc.yaml stage"
+        )
+
+
+@pytest.mark.parametrize("profile", sorted(p.stem for p in (ROOT / "profiles").glob("*.yaml")))
+def test_profiles_only_set_existing_keys_and_build_valid_configs(profile, tmp_path):
+    out = tmp_path / "params.yaml"
+    apply_profile(ROOT / "params.yaml", profile, [], profiles_dir=ROOT / "profiles", out_path=out)
+    from icdlib.config import load_all
+
+    load_all(load_params(out))  # raises, naming the key, on anything invalid
+
+
+def test_default_params_build_valid_configs():
+    from icdlib.config import load_all
+
+    cfgs = load_all(PARAMS)
+    assert cfgs  # every section parsed
+
+
+def test_unknown_param_key_is_rejected_with_its_name():
+    from icdlib.config import load_all
+
+    bad = yaml.safe_load((ROOT / "params.yaml").read_text())
+    bad["train"]["stpes"] = 3
+    with pytest.raises(ValueError, match="stpes"):
+        load_all(bad)

@@ -1,0 +1,257 @@
+"""Training loop: schedule, data order, DDP equivalence, exact resume, logging, mining."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from icdlib import train as T
+from icdlib.mining import knn_from_features
+from icdlib.schedule import global_batch, lr_schedule, shard
+
+# A model small enough for a few CPU steps per second: width 32, depth 2, 32 px, patch 8.
+TINY = {
+    "train.steps": 6,
+    "train.batch_size": 8,
+    "train.lr": 1e-3,
+    "train.warmup_steps": 1,
+    "train.workers": 0,
+    "train.checkpoint_every": 3,
+    "train.w_koleo": 0.5,
+    "pairs.size": 32,
+    "pairs.patch": 8,
+    "pairs.donors": "procedural",
+}
+TINY_MODEL = {
+    "descriptor": {"embed_dim": 32, "depth": 2, "num_heads": 2, "img_size": 32, "patch_size": 8,
+                   "desc_dim": 16},
+    "matcher": {"embed_dim": 32, "num_heads": 2, "img_size": 32, "patch_size": 8,
+                "encoder_depth": 1, "fusion_depth": 1},
+}
+
+
+def tiny_run(arm="copynce", **extra) -> T.RunConfig:
+    kind = "matcher" if arm.startswith("matcher") else "descriptor"
+    sets = dict(TINY)
+    sets.update({f"{T.model_section(kind)}.{k}": v for k, v in TINY_MODEL[kind].items()})
+    sets.update(extra)
+    return T.resolve_run({}, arm, sets)
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> list[Path]:
+    from icdlib.sources import PROCEDURAL_KINDS, render
+
+    root = tmp_path_factory.mktemp("sources")
+    paths = []
+    for i in range(16):
+        p = root / f"T{i:06d}.png"
+        render(PROCEDURAL_KINDS[i % len(PROCEDURAL_KINDS)], i, 48).save(p)
+        paths.append(p)
+    return paths
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    from icdlib.models import load_model
+
+    model, _ = load_model(path)
+    return model.state_dict()
+
+
+# ------------------------------------------------------------------------ schedule
+def test_lr_schedule_matches_hand_computed_warmup_and_cosine():
+    lrs = lr_schedule(steps=6, lr=1.0, warmup_steps=2, min_lr=0.1, warmup_start=0.0)
+    # warm-up: 0, 1/2; cosine over steps 2..5 (span 3): progress 0, 1/3, 2/3, 1
+    expected = [0.0, 0.5, 1.0, 0.1 + 0.9 * 0.75, 0.1 + 0.9 * 0.25, 0.1]
+    np.testing.assert_allclose(lrs, expected, atol=1e-12)
+
+
+def test_lr_schedule_warmup_starts_at_fraction_of_lr():
+    lrs = lr_schedule(steps=10, lr=2e-3, warmup_steps=4, min_lr=0.0, warmup_start=0.01)
+    assert lrs[0] == pytest.approx(2e-5)
+    assert lrs[2] == pytest.approx(2e-3 * (0.01 + 0.99 * 0.5))
+    assert lrs[4] == pytest.approx(2e-3) and lrs[-1] == pytest.approx(0.0, abs=1e-15)
+
+
+def test_lr_schedule_rejects_warmup_longer_than_run():
+    with pytest.raises(ValueError, match="warmup_steps"):
+        lr_schedule(steps=5, lr=1.0, warmup_steps=5, min_lr=0.0)
+
+
+# ---------------------------------------------------------------------- data order
+def test_global_batches_cover_each_epoch_once_and_cross_epoch_boundaries():
+    n, b = 10, 4
+    stream = np.concatenate([global_batch(7, t, b, n)[0] for t in range(5)])  # 20 = 2 epochs
+    assert sorted(stream[:10]) == list(range(10)) and sorted(stream[10:]) == list(range(10))
+    _, pos = global_batch(7, 2, b, n)  # positions 8..11: epochs 0, 0, 1, 1
+    assert list(pos // n) == [0, 0, 1, 1]
+
+
+def test_global_batch_is_a_pure_function_of_seed_and_step():
+    a, _ = global_batch(3, 41, 6, 25)
+    global_batch(3, 5, 6, 25)  # no hidden state between calls
+    b, _ = global_batch(3, 41, 6, 25)
+    c, _ = global_batch(4, 41, 6, 25)
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_shards_of_all_ranks_and_microsteps_reassemble_the_global_batch():
+    batch = np.arange(12)
+    parts = [shard(batch, r, 2, 3, m) for m in range(3) for r in range(2)]
+    assert np.array_equal(np.concatenate(parts), batch)
+    with pytest.raises(ValueError, match="not divisible"):
+        shard(np.arange(10), 0, 4, 1, 0)
+
+
+# -------------------------------------------------------------------------- config
+def test_arm_and_sets_override_params_and_unknown_keys_are_named():
+    run = T.resolve_run({"train": {"steps": 90}}, "copynce", ["train.lr=0.01"])
+    assert run.train.w_copynce == 5.0 and run.train.gamma == 3.0
+    assert run.train.steps == 90 and run.train.lr == 0.01
+    assert T.resolve_run({}, "copynce_uniform").pairs.targets == "uniform"
+    with pytest.raises(ValueError, match="stepz"):
+        T.resolve_run({}, None, ["train.stepz=3"])
+    with pytest.raises(ValueError, match="nope"):
+        T.resolve_run({}, "nope")
+
+
+def test_params_arms_section_adds_an_arm():
+    params = {"arms": {"strong": {"train.w_copynce": 9.0}}}
+    assert T.resolve_run(params, "strong").train.w_copynce == 9.0
+
+
+# -------------------------------------------------------------------------- mining
+def test_knn_skips_the_image_itself_and_orders_by_similarity():
+    f = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.6, 0.8]], dtype=np.float32)
+    f /= np.linalg.norm(f, axis=1, keepdims=True)
+    nb = knn_from_features(f, 2)
+    brute = np.argsort(-(f @ f.T) + 10 * np.eye(4), axis=1)[:, :2]  # self pushed last
+    assert np.array_equal(nb, brute)
+    assert not (nb == np.arange(4)[:, None]).any()
+
+
+def test_model_input_size_must_match_pairs_size():
+    with pytest.raises(ValueError, match="pairs size/patch"):
+        T.resolve_run({}, "infonce", {"pairs.size": 64})
+
+
+# --------------------------------------------------------------------- training runs
+def _losses(run, out, images, **kw):
+    seen = []
+    T.train(run, out, image_paths=images, progress=False,
+            callback=lambda step, m: seen.append((step, m)), **kw)
+    return seen
+
+
+def test_copynce_run_lowers_its_loss_logs_dvclive_and_saves_a_loadable_model(images, tmp_path):
+    from icdlib.models import load_model
+
+    run = tiny_run("copynce", **{"train.steps": 12, "train.checkpoint_every": 6, "train.lr": 2e-3})
+    seen = _losses(run, tmp_path / "run", images)
+    nce = [m["infonce"] for _, m in seen]
+    cn = [m["copynce"] for _, m in seen]
+    assert np.mean(nce[-3:]) < np.mean(nce[:3]) and np.mean(cn[-3:]) < np.mean(cn[:3])
+    model, meta = load_model(tmp_path / "run" / T.FINAL)
+    assert meta["kind"] == "descriptor" and meta["seed"] == 0 and meta["step"] == 12
+    assert meta["run"]["train"]["w_copynce"] == 5.0 and meta["run"]["arm"] == "copynce"
+    assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 16)
+    tsv = tmp_path / "run" / T.LIVE_DIR / "plots" / "metrics" / "train" / "copynce.tsv"
+    rows = tsv.read_text().splitlines()
+    assert rows[0].split("\t")[0] == "step" and len(rows) == 1 + 12
+    summary = json.loads((tmp_path / "run" / T.LIVE_DIR / "metrics.json").read_text())
+    assert summary["train"]["lr"] == pytest.approx(run.train.min_lr)
+
+
+class _Kill(Exception):
+    pass
+
+
+def _kill_after(k):
+    def hook(step, metrics):
+        if step == k:
+            raise _Kill(f"killed after step {k}")
+    return hook
+
+
+def test_killed_run_resumes_to_the_same_final_weights(images, tmp_path):
+    run = tiny_run("copynce")  # 6 steps, checkpoint every 3
+    T.train(run, tmp_path / "straight", image_paths=images, progress=False)
+    with pytest.raises(_Kill):
+        T.train(run, tmp_path / "resumed", image_paths=images, progress=False, callback=_kill_after(4))
+    assert not (tmp_path / "resumed" / T.FINAL).exists()
+    seen = _losses(run, tmp_path / "resumed", images)  # restarts from the step-3 checkpoint
+    assert [s for s, _ in seen] == [4, 5, 6]
+    a, b = _weights(tmp_path / "straight" / T.FINAL), _weights(tmp_path / "resumed" / T.FINAL)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    rows = (tmp_path / "resumed" / T.LIVE_DIR / "plots" / "metrics" / "train" / "lr.tsv").read_text()
+    assert [int(r.split("\t")[0]) for r in rows.splitlines()[1:]] == [1, 2, 3, 4, 5, 6]
+
+
+def test_matcher_arm_trains_with_bce_and_copynce_on_positives(images, tmp_path):
+    run = tiny_run("matcher_copynce", **{"train.steps": 3, "pairs.pos_rate": 0.5})
+    seen = _losses(run, tmp_path / "m", images, neighbours=knn_from_features(
+        np.eye(len(images), dtype=np.float32) + 0.1, 3))
+    assert all(math.isfinite(m["bce"]) and 0 <= m["accuracy"] <= 1 for _, m in seen)
+    assert any(m["copynce"] > 0 for _, m in seen)
+
+
+def test_fine_tuning_starts_from_the_init_checkpoint_weights(images, tmp_path):
+    from icdlib.models import load_model
+
+    base = T.train(tiny_run("infonce", **{"train.steps": 2}), tmp_path / "base",
+                   image_paths=images, progress=False)
+    run = tiny_run("infonce", **{"train.steps": 1, "train.init": str(base), "train.lr": 1e-12,
+                                 "train.warmup_steps": 0, "train.min_lr": 0.0})
+    tuned = T.train(run, tmp_path / "tuned", image_paths=images, progress=False)
+    a = dict(load_model(base)[0].named_parameters())
+    b = dict(load_model(tuned)[0].named_parameters())
+    for k in a:  # a 1e-12 step leaves the initial weights as they were
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-8, msg=k)
+    fresh = dict(T._build_model(run).named_parameters())
+    assert not torch.allclose(fresh["proj.weight"], b["proj.weight"])
+
+
+# ---------------------------------------------------------------------------- DDP
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank, world, port, run, images, out, result_dir):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    seen = []
+    T.train(run, out, image_paths=images, progress=False, device="cpu",
+            callback=lambda step, m: seen.append(m))
+    Path(result_dir, f"rank{rank}.json").write_text(json.dumps(seen))
+    torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_process_gloo_ddp_follows_the_single_process_loss_trajectory(images, tmp_path):
+    import torch.multiprocessing as mp
+
+    run = tiny_run("copynce", **{"train.steps": 3, "train.checkpoint_every": 3, "train.lr": 3e-4})
+    single = [m for _, m in _losses(run, tmp_path / "single", images)]
+    mp.start_processes(_ddp_worker, args=(2, _free_port(), run, images, tmp_path / "ddp", tmp_path),
+                       nprocs=2, start_method="spawn")
+    for rank in (0, 1):
+        ddp = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        # step 1 runs on identical weights: losses and the global gradient agree to float
+        # rounding; afterwards Adam's normalised steps amplify that rounding slowly
+        for key in ("infonce", "koleo", "copynce", "grad_norm"):
+            assert ddp[0][key] == pytest.approx(single[0][key], rel=1e-5), key
+            np.testing.assert_allclose([m[key] for m in ddp], [m[key] for m in single],
+                                       rtol=1e-3, err_msg=key)
+    assert (tmp_path / "ddp" / T.FINAL).is_file()
