@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -79,7 +80,8 @@ def time_steps(run: T.RunConfig, batch: dict, device: str, steps: int, warmup: i
 
 def cpu_section(steps: int, tmp: Path) -> dict:
     torch.set_num_threads(2)
-    out = {"threads": 2, "batch_size": 64, "preset": "vit_tiny_cpu", "img_size": 112}
+    out = {"threads": 2, "batch_size": 64, "preset": "vit_tiny_cpu", "img_size": 112,
+           "loadavg_1min_before": os.getloadavg()[0]}  # other processes share these cores
     pool = None
     for arm in ARMS:
         run = T.resolve_run({}, arm, {"train.batch_size": 64})
@@ -89,6 +91,7 @@ def cpu_section(steps: int, tmp: Path) -> dict:
         med = statistics.median(t)
         out[arm] = {"step_s_median": med, "pairs_per_s": 64 / med, "steps_timed": len(t)}
         print(f"cpu {arm}: {64 / med:.1f} pairs/s ({med * 1e3:.0f} ms/step)", flush=True)
+    out["loadavg_1min_after"] = os.getloadavg()[0]
     return out
 
 
@@ -101,6 +104,7 @@ def cuda_section(steps: int, tmp: Path, max_batch: int) -> dict:
         run = T.resolve_run({}, arm, sets)
         rows, b = {}, 64
         while b <= max_batch:
+            torch.cuda.reset_peak_memory_stats()
             try:
                 t = time_steps(run, batch_of(pool, b, "cuda"), "cuda", steps, warmup=2)
             except torch.OutOfMemoryError:
@@ -110,7 +114,6 @@ def cuda_section(steps: int, tmp: Path, max_batch: int) -> dict:
             med = statistics.median(t)
             rows[b] = {"step_s_median": med, "pairs_per_s": b / med,
                        "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30}
-            torch.cuda.reset_peak_memory_stats()
             print(f"cuda {arm} b={b}: {b / med:.0f} pairs/s", flush=True)
             b *= 2
         out["by_batch"][arm] = rows

@@ -25,9 +25,10 @@ from skimage.color import hsv2rgb
 from icdlib.pixtrace import Mapping, Trace, patch_grid, pixel_centres
 
 INVALID_LABEL = "nowhere"
-# transparent at 0, then yellow -> red: empty reference patches stay see-through
+# see-through near 0, then yellow -> red: weak cells leave the reference visible
 OVERLAP_COLORSCALE = [
-    [0.0, "rgba(255,255,0,0.35)"],
+    [0.0, "rgba(255,255,0,0.0)"],
+    [0.03, "rgba(255,255,0,0.35)"],
     [0.5, "rgba(255,140,0,0.65)"],
     [1.0, "rgba(220,0,0,0.85)"],
 ]
@@ -249,7 +250,7 @@ def patch_of_point(x: float, y: float, size: tuple[int, int], patch: int) -> int
     return None
 
 
-def row_heatmap(row: np.ndarray, size: tuple[int, int], patch: int) -> dict:
+def row_heatmap(row: np.ndarray, size: tuple[int, int], patch: int, label_min: float = 0.005) -> dict:
     """Heatmap arrays of one value per reference patch, laid over the reference image.
 
     Args:
@@ -257,7 +258,8 @@ def row_heatmap(row: np.ndarray, size: tuple[int, int], patch: int) -> dict:
             without its last (untraceable) entry.
     Returns:
         dict with ``x``, ``y`` (patch centres, pixels), ``z`` (``[rows, cols]``, NaN where
-        the value is 0 so the image shows through) and ``text`` (ratios, '' where 0).
+        the value is 0 so the image shows through) and ``text`` (ratios with two
+        decimals, '' below ``label_min`` so tiny shares do not read as "0.00").
     """
     cols, rows = patch_grid(size, patch)
     row = np.asarray(row, dtype=np.float64)
@@ -265,7 +267,7 @@ def row_heatmap(row: np.ndarray, size: tuple[int, int], patch: int) -> dict:
         raise ValueError(f"row_heatmap: expected {cols * rows} values for a {cols}x{rows} grid, "
                          f"got shape {row.shape}")
     z = row.reshape(rows, cols)
-    text = np.where(z > 0, np.char.mod("%.2f", z), "")
+    text = np.where(z >= label_min, np.char.mod("%.2f", z), "")
     return dict(x=(np.arange(cols) + 0.5) * patch, y=(np.arange(rows) + 0.5) * patch,
                 z=np.where(z > 0, z, np.nan), text=text)
 
@@ -374,7 +376,8 @@ def affinity_figure(reference, affinity: np.ndarray, target: np.ndarray, patch: 
                            (2, target[:-1], "overlap")):
         fig.add_trace(image_trace(r, "reference"), row=1, col=col)
         fig.add_trace(go.Heatmap(
-            **row_heatmap(row, rsize, patch), zmin=0.0, zmax=max(float(np.nanmax(row)), 1e-6),
+            **row_heatmap(row, rsize, patch, label_min=0.01), zmin=0.0,
+            zmax=max(float(np.nanmax(row)), 1e-6),
             colorscale=OVERLAP_COLORSCALE, showscale=False, hoverongaps=False, name=name,
             texttemplate="%{text}", textfont=dict(size=8, color="black"),
             hovertemplate=f"{name} %{{z:.3f}}<extra></extra>"), row=1, col=col)

@@ -118,24 +118,24 @@ class _CopyNCEPairs(torch.autograd.Function):
     @staticmethod
     @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)
     def forward(ctx, q, r, w_qr, w_rq, scale):
-        nq = torch.linalg.vector_norm(q, dim=-1, keepdim=True).clamp_min_(_NORM_EPS)  # (B,N,1)
-        nr = torch.linalg.vector_norm(r, dim=-1, keepdim=True).clamp_min_(_NORM_EPS)  # (B,M,1)
-        qn, rn = q / nq, r / nr
+        inv_q = torch.linalg.vector_norm(q, dim=-1, keepdim=True).clamp_min_(_NORM_EPS)
+        inv_r = torch.linalg.vector_norm(r, dim=-1, keepdim=True).clamp_min_(_NORM_EPS)
+        inv_q, inv_r = inv_q.reciprocal_(), inv_r.reciprocal_()  # (B, N, 1), (B, M, 1)
         b = q.shape[0]
+        cos = torch.bmm(q, r.transpose(1, 2)).mul_(inv_q).mul_(inv_r.transpose(1, 2))  # (B,N,M)
         lin = torch.add(w_qr, w_rq.transpose(1, 2))  # (B, N, M) linear-term weights
-        # e = S - scale, straight out of the GEMM
-        e = torch.baddbmm(qn.new_full((1, 1, 1), -scale), qn, rn.transpose(1, 2), alpha=scale)
-        dot = torch.bmm(e.reshape(b, 1, -1), lin.reshape(b, -1, 1)).reshape(b)
-        dot = dot + scale * lin.sum((1, 2))  # sum_ij S_ij L_ij
+        dot = torch.bmm(cos.reshape(b, 1, -1), lin.reshape(b, -1, 1)).reshape(b)
+        dot = dot * scale  # sum_ij S_ij L_ij
+        e = torch.sub(cos, 1.0)
         if scale > _FP32_SCALE_MAX and e.dtype != torch.float64:
             e = e.double()
-        e = e.exp_()  # (B, N, M), in [exp(-2 scale), 1]
+        e = e.mul_(scale).exp_()  # exp(S - scale), (B, N, M), in [exp(-2 scale), 1]
         row_sums, col_sums = e.sum(2), e.sum(1)  # (B, N), (B, M)
         w_rows, w_cols = w_qr.sum(2), w_rq.sum(2)  # (B, N), (B, M)
         lse_rows = row_sums.log() + scale
         lse_cols = col_sums.log() + scale
         per_pair = (lse_rows * w_rows).sum(1) + (lse_cols * w_cols).sum(1) - dot
-        ctx.save_for_backward(qn, rn, nq, nr, e, row_sums, col_sums, w_rows, w_cols, lin)
+        ctx.save_for_backward(q, r, inv_q, inv_r, cos, e, row_sums, col_sums, w_rows, w_cols, lin)
         ctx.scale = scale
         return per_pair.to(q.dtype)
 
@@ -143,28 +143,33 @@ class _CopyNCEPairs(torch.autograd.Function):
     @torch.amp.custom_bwd(device_type="cuda")
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
-        qn, rn, nq, nr, e, row_sums, col_sums, w_rows, w_cols, lin = ctx.saved_tensors
-        g = (grad * ctx.scale).to(e.dtype)[:, None]  # (B, 1); dS/d(qn rn^T) = scale
+        q, r, inv_q, inv_r, cos, e, row_sums, col_sums, w_rows, w_cols, lin = ctx.saved_tensors
+        g = (grad * ctx.scale).to(e.dtype)[:, None]  # (B, 1); dS/dcos = scale
         a_rows = (w_rows * g / row_sums)[:, :, None]  # (B, N, 1)
         a_cols = (w_cols * g / col_sums)[:, None, :]  # (B, 1, M)
-        ds = (e * a_rows).addcmul_(e, a_cols)  # softmax terms of dLoss/d(qn rn^T)
-        ds = ds.to(qn.dtype).addcmul_(lin, g[:, :, None].to(qn.dtype), value=-1.0)
+        dcos = (e * a_rows).addcmul_(e, a_cols)  # softmax terms of dLoss/dcos
+        dcos = dcos.to(q.dtype).addcmul_(lin, g[:, :, None].to(q.dtype), value=-1.0)
+        # d cos_ij / d q_i = r_j / (|q_i| |r_j|) - cos_ij q_i / |q_i|^2, and likewise for r_j
         dq = dr = None
         if ctx.needs_input_grad[0]:
-            dq = _normalize_backward(torch.bmm(ds, rn), qn, nq)
+            radial = torch.einsum("bnm,bnm->bn", dcos, cos).unsqueeze(-1)  # (B, N, 1)
+            dq = torch.bmm(dcos * inv_r.transpose(1, 2), r)  # (B, N, K)
+            dq = _normalize_backward(dq, q, inv_q, radial)
         if ctx.needs_input_grad[1]:
-            dr = _normalize_backward(torch.bmm(ds.transpose(1, 2), qn), rn, nr)
+            radial = torch.einsum("bnm,bnm->bm", dcos, cos).unsqueeze(-1)  # (B, M, 1)
+            dr = torch.bmm((dcos * inv_q).transpose(1, 2), q)  # (B, M, K)
+            dr = _normalize_backward(dr, r, inv_r, radial)
         return dq, dr, None, None, None
 
 
-def _normalize_backward(d_unit, unit, norm):
-    """Gradient through ``x / max(||x||, eps)``, in place on ``d_unit`` (the upstream grad).
+def _normalize_backward(d_raw, x, inv_norm, radial):
+    """``inv * d_raw - inv^2 * radial * x``, in place on ``d_raw`` (all ``[B, N, *]``).
 
-    ``d_unit``, ``unit``: ``[B, N, K]``; ``norm``: ``[B, N, 1]`` clamped norms.
+    Clamped norms (``|x| <= eps``) drop the radial term: ``x / eps`` is linear in ``x``.
     """
-    radial = torch.einsum("bnk,bnk->bn", unit, d_unit).unsqueeze(-1)  # (B, N, 1)
-    radial.masked_fill_(norm <= _NORM_EPS, 0.0)  # clamped norms: plain division by eps
-    return d_unit.addcmul_(unit, radial, value=-1.0).div_(norm)
+    coef = radial.mul_(inv_norm).mul_(inv_norm)
+    coef.masked_fill_(inv_norm >= 1.0 / _NORM_EPS, 0.0)
+    return d_raw.mul_(inv_norm).addcmul_(x, coef, value=-1.0)
 
 
 def copynce(

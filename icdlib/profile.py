@@ -40,11 +40,19 @@ def parse_value(text: str) -> Any:
 
 
 def merge(base: dict, overlay: dict, where: str = "") -> None:
-    """Write ``overlay`` into ``base`` in place; every overlay key must exist in ``base``."""
+    """Write ``overlay`` into ``base`` in place.
+
+    A top-level section must already exist in ``base`` (a misspelt section fails here);
+    inside a section new keys may be added, and the section's config dataclass then
+    rejects any it does not know (``icdlib.config.load_all``).
+    """
     for key, value in overlay.items():
         path = f"{where}.{key}" if where else str(key)
+        if key not in base and not where:
+            raise KeyError(f"profile sets section {path!r}, which params.yaml does not have")
         if key not in base:
-            raise KeyError(f"profile sets {path!r}, which params.yaml does not have")
+            base[key] = value
+            continue
         if isinstance(value, dict) and isinstance(base[key], dict):
             merge(base[key], value, path)
         else:

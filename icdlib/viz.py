@@ -21,6 +21,7 @@ Pixel convention as in :mod:`icdlib.pixtrace`; sizes are ``(width, height)``.
 
 from __future__ import annotations
 
+import contextlib
 import html
 import io
 from dataclasses import dataclass
@@ -35,9 +36,9 @@ from PIL import Image
 
 from icdlib import edits, figures
 from icdlib.chain_widgets import ChainEditor
-from icdlib.disc21 import Disc21, load_image
+from icdlib.disc21 import SPLIT_DIRS, Disc21, load_image
 from icdlib.params import section
-from icdlib.pixtrace import Step, Trace, overlap, patch_grid
+from icdlib.pixtrace import Mapping, Step, Trace, overlap, patch_grid, transfer
 from icdlib.sources import PROCEDURAL_KINDS, render
 
 SOURCE_MODES = ("procedural", "disc21", "upload")
@@ -59,6 +60,7 @@ class VizConfig:
     descriptor: str = ""  # descriptor checkpoint path; "" = no model panel
     matcher: str = ""  # matcher checkpoint path; "" = no matcher score
     disc21_root: str = ""  # DISC21-layout folder for the "disc21" source mode
+    select_on_hover: bool = False  # hover selects too; off: every hover would redraw
 
     def __post_init__(self):
         if self.source_kind not in PROCEDURAL_KINDS:
@@ -167,8 +169,8 @@ class Explorer:
             seed=W.IntText(value=c.seed, description="seed"),
             size=W.IntSlider(value=c.size, min=64, max=512, step=16, description="size (px)"),
             disc21_root=W.Text(value=c.disc21_root, description="DISC21 root"),
-            disc21_split=W.Dropdown(options=["references", "training", "dev_queries",
-                                             "final_queries", "queries"], description="split"),
+            disc21_split=W.Dropdown(options=list(SPLIT_DIRS), value="references",
+                                    description="split"),
             disc21_index=W.IntText(value=0, description="image #"),
             upload=W.FileUpload(accept="image/*", multiple=False, description="upload"),
             patch=W.Dropdown(options=list(c.patch_choices), value=c.patch, description="patch"),
@@ -208,19 +210,14 @@ class Explorer:
             self.refresh()
 
     # ------------------------------------------------------------------ state
+    @contextlib.contextmanager
     def hold(self):
-        """Context manager: batch several control changes into one refresh at the end."""
-        explorer = self
-
-        class _Hold:
-            def __enter__(self):
-                self.outer = explorer._hold
-                explorer._hold = True
-
-            def __exit__(self, *exc):
-                explorer._hold = self.outer
-
-        return _Hold()
+        """Suspend refreshes while several controls change; call :meth:`refresh` after."""
+        outer, self._hold = self._hold, True
+        try:
+            yield self
+        finally:
+            self._hold = outer
 
     def load_source(self) -> Image.Image:
         """The source image of the current source mode, RGB, longer side = ``size``."""
@@ -288,16 +285,17 @@ class Explorer:
         patch = int(self.controls.patch.value)
         replace_figure(self.patch_fig, figures.patch_overlap_figure(
             self.query, self.reference, self.overlap, patch, self.selected))
-        self.patch_fig.data[1].on_click(self._on_patch_click)
+        self.patch_fig.data[1].on_click(self._on_patch_event)
+        if self.config.select_on_hover:
+            self.patch_fig.data[1].on_hover(self._on_patch_event)
         replace_figure(self.matrix_fig, figures.overlap_matrix_figure(self.overlap, self.selected))
         self.draw_model()
 
-    def transfer(self):
-        from icdlib.pixtrace import transfer
-
+    def transfer(self) -> Mapping:
+        """Exact query -> reference mapping of the current pair (through the source)."""
         return transfer(self.query_trace, self.reference_trace)
 
-    def _on_patch_click(self, trace, points, state) -> None:
+    def _on_patch_event(self, trace, points, state) -> None:
         if points.xs:
             i = figures.patch_of_point(points.xs[0], points.ys[0], self.query.size,
                                        int(self.controls.patch.value))
@@ -437,7 +435,7 @@ class Explorer:
     def _layout(self) -> W.Widget:
         c = self.controls
         for ed in (self.query_chain, self.reference_chain):
-            ed.rows_box.layout = W.Layout(max_height="360px", overflow_y="auto")
+            ed.rows_box.layout = W.Layout(max_height="360px", overflow="auto")
         source = W.VBox([c.mode, W.HBox([c.kind, c.seed]), c.size, c.disc21_root,
                          W.HBox([c.disc21_split, c.disc21_index]), c.upload])
         chain = W.VBox([W.HBox([c.chain_seed, self.random_button]), c.families,

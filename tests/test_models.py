@@ -218,10 +218,14 @@ def test_save_checkpoint_rejects_conflicting_kind(tmp_path):
         save_checkpoint(tmp_path / "m.pt", model, {"kind": "matcher"})
 
 
-def test_load_model_missing_file_names_the_path(tmp_path):
+def test_load_model_missing_or_foreign_file_names_the_path(tmp_path):
     missing = tmp_path / "nowhere.pt"
     with pytest.raises(FileNotFoundError, match="nowhere.pt"):
         load_model(missing)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"cls_token": torch.zeros(1, 1, 8)}, foreign)
+    with pytest.raises(ValueError, match="foreign.pt is not an icdlib checkpoint"):
+        load_model(foreign)
 
 
 # -------------------------------------------------------------------------- DINO import

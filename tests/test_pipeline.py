@@ -39,10 +39,33 @@ def _stage_params(stage: dict) -> list[str]:
     return keys
 
 
+def _expand(body, key: str, item) -> dict:
+    """A foreach stage body with ``${key}``/``${item}``/``${item.x}`` substituted."""
+    text = yaml.safe_dump(body)
+    text = text.replace("${key}", str(key))
+    if isinstance(item, dict):
+        for k, v in item.items():
+            text = text.replace(f"${{item.{k}}}", str(v))
+    else:
+        text = text.replace("${item}", str(item))
+    return yaml.safe_load(text)
+
+
 def _stages():
+    """(name, body) of every stage, foreach stages expanded per item."""
     for name, stage in DVC["stages"].items():
-        body = stage.get("do", stage)
-        yield name, body
+        if "foreach" not in stage:
+            yield name, stage
+            continue
+        items = stage["foreach"]
+        pairs = items.items() if isinstance(items, dict) else ((i, i) for i in items)
+        for key, item in pairs:
+            yield f"{name}@{key}", _expand(stage["do"], key, item)
+
+
+def _notebooks_run(cmd: str) -> list[str]:
+    """Input notebooks of a papermill command (the output path sits under reports/)."""
+    return re.findall(r"(?:^|\s)(notebooks/\S+\.ipynb)", cmd)
 
 
 def test_every_param_a_stage_names_exists_in_params_yaml():
@@ -59,17 +82,16 @@ def test_every_templated_variable_in_dvc_yaml_exists_in_params_yaml():
 
 
 def test_every_notebook_is_a_stage_and_exists():
-    cmds = " ".join(str(s.get("cmd", "")) for _, s in _stages())
+    run = {nb for _, s in _stages() for nb in _notebooks_run(str(s.get("cmd", "")))}
     for nb in NOTEBOOKS:
-        assert f"notebooks/{nb.name}" in cmds, f"{nb.name} is not run by any dvc.yaml stage"
-    for _, s in _stages():
-        for nb in re.findall(r"notebooks/(\S+\.ipynb)", str(s.get("cmd", ""))):
-            assert (ROOT / "notebooks" / nb).is_file(), f"stage runs missing notebook {nb}"
+        assert f"notebooks/{nb.name}" in run, f"{nb.name} is not run by any dvc.yaml stage"
+    for nb in run:
+        assert (ROOT / nb).is_file(), f"a stage runs missing notebook {nb}"
 
 
 def test_each_stage_depends_on_its_notebook():
     for name, s in _stages():
-        for nb in re.findall(r"(notebooks/\S+\.ipynb)", str(s.get("cmd", ""))):
+        for nb in _notebooks_run(str(s.get("cmd", ""))):
             assert nb in s.get("deps", []), f"stage {name} runs {nb} but does not list it in deps"
 
 
@@ -101,7 +123,7 @@ def test_every_notebook_parameter_has_a_source(path):
     """Each parameter is either the params file itself or set by dvc.yaml (-p NAME ...)."""
     params = _parameters_cell(nbformat.read(path, as_version=4))
     assert params.get("params_file") == "params.yaml"
-    cmds = [str(s.get("cmd", "")) for _, s in _stages() if f"notebooks/{path.name}" in str(s.get("cmd", ""))]
+    cmds = [str(s.get("cmd", "")) for _, s in _stages() if f"notebooks/{path.name}" in _notebooks_run(str(s.get("cmd", "")))]
     for name in params:
         if name == "params_file":
             continue

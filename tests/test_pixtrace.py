@@ -310,6 +310,18 @@ def test_overlap_exact_at_ties_on_patch_boundaries():
     assert_counts_equal(o, brute_overlap_counts(q, r, 7), 7)
 
 
+@pytest.mark.parametrize("degrees", [90.0, 180.0, -90.0])
+def test_overlap_exact_for_rotations_with_rounded_zero_slopes(degrees):
+    # cos(90 deg) is 6e-17, not 0: rows run (almost) parallel to the reference grid and
+    # pixel centres sit exactly on patch boundaries after the 2x shrink.
+    src = (64, 64)
+    q = Trace(src, [rotate(src, degrees), resize(src, (32, 32))])
+    r = Trace(src, [pad(src, 8)])
+    for patch in (8, 7):
+        o = overlap(q, r, patch)
+        assert_counts_equal(o, brute_overlap_counts(q, r, patch), patch)
+
+
 def test_overlap_respects_half_open_canvas_edges():
     # query pixel centre c + 0.5 <- source x = 2c + 2: column 27 lands exactly on the
     # source's right edge x = W = 56, which is outside [0, W); the reference pads the
@@ -330,17 +342,17 @@ def test_overlap_respects_half_open_canvas_edges():
 def test_segment_path_equals_per_pixel_path(seed):
     rng = np.random.default_rng(1000 + seed)
     source = (int(rng.integers(40, 120)), int(rng.integers(40, 120)))
+    masks = seed % 3 == 0
     m = transfer(
-        Trace(source, random_chain(rng, source, int(rng.integers(1, 7)))),
-        Trace(source, random_chain(rng, source, int(rng.integers(0, 4)))),
+        Trace(source, random_chain(rng, source, int(rng.integers(1, 7)), masks=masks)),
+        Trace(source, random_chain(rng, source, int(rng.integers(0, 4)), masks=masks)),
     )
     patch = int(rng.choice([4, 8, 16, 5]))
     qg, rg = pt.patch_grid(m.base_size, patch), pt.patch_grid(m.target_size, patch)
     mats, rows, strict = pt._stack([m], torch.device("cpu"))
-    fast = torch.zeros(1, qg[0] * qg[1], rg[0] * rg[1] + 1)
-    pt._segment_counts(mats, rows, strict, patch, qg, rg, fast)
-    dense = pt._dense_counts(mats, rows, strict, patch, qg, rg)
-    torch.testing.assert_close(fast[..., :-1], dense[..., :-1], atol=1e-6, rtol=0)
+    fast = pt.overlap_from_mappings([m], patch)[0]
+    dense = pt._dense_counts(mats, rows, strict, patch, qg, rg, m.masks)[0]
+    torch.testing.assert_close(fast, dense, atol=1e-6, rtol=0)
 
 
 def _pairs(seed, n, masks):

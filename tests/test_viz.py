@@ -360,3 +360,62 @@ def test_bad_source_settings_show_an_error_instead_of_raising(ex, tmp_path):
     assert "upload" in ex.status.value
     ex.controls.mode.value = "procedural"
     assert ex.status.value == ""
+
+
+# ---------------------------------------------------------------------- models
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    from icdlib.models import build_descriptor, build_matcher, save_checkpoint
+
+    d = tmp_path_factory.mktemp("ckpt")
+    small = dict(img_size=32, patch_size=8, embed_dim=24, num_heads=2)
+    desc = save_checkpoint(d / "desc.pt", build_descriptor("vit_tiny_cpu", seed=0, depth=1, desc_dim=8, **small))
+    match = save_checkpoint(d / "match.pt", build_matcher("vit_tiny_cpu", seed=0, encoder_depth=1,
+                                                          fusion_depth=1, **small))
+    return str(desc), str(match)
+
+
+def test_loaded_descriptor_shows_affinity_and_cosine_of_the_pair(ex, checkpoints):
+    from icdlib.models import load_model, preprocess
+
+    ex.query_chain.set_specs([{"op": "hflip"}])
+    ex.controls.descriptor.value = checkpoints[0]
+    ex.load_button.click()
+    model, _ = load_model(checkpoints[0])
+    x = preprocess([ex.query, ex.source], 32)
+    with torch.no_grad():
+        desc, tokens = model.forward_with_tokens(x)
+    ex.select_patch(7)  # 64 px / 16 -> 4x4 grid; patch 7 = (col 3, row 1), centre (56, 24)
+    out = ex.model_scores()
+    assert out["patch"] == 1 * 4 + 3  # model grid at 32 px, 8 px patches: centre (28, 12)
+    assert out["cosine"] == pytest.approx(float(desc[0] @ desc[1]), abs=1e-5)
+    assert np.allclose(out["affinity"], patch_affinity(tokens[0], tokens[1], 7).numpy(), atol=1e-5)
+    # ground truth: the same chain replayed with a resize to the model input, independently
+    resize = {"op": "resize", "width": 32, "height": 32, "resample": "bilinear"}
+    _, qt = edits.apply(ex.source, [{"op": "hflip"}, resize])
+    _, rt = edits.apply(ex.source, [resize])
+    assert np.allclose(out["target"], overlap(qt, rt, 8).numpy()[7])
+    assert out["target"][4] == pytest.approx(1.0)  # hflip: (col 3, row 1) -> (col 0, row 1)
+    assert "descriptor cosine" in ex.scores.value
+    assert np.nanmax(np.asarray(ex.affinity_fig.data[1].z, float)) == pytest.approx(out["affinity"].max())
+
+
+def test_loaded_matcher_scores_the_pair_with_its_sigmoid(ex, checkpoints):
+    from icdlib.models import load_model, preprocess
+
+    ex.controls.matcher.value = checkpoints[1]
+    ex.load_button.click()
+    model, _ = load_model(checkpoints[1])
+    x = preprocess([ex.query, ex.source], 32)
+    with torch.no_grad():
+        want = float(torch.sigmoid(model(x[:1], x[1:]))[0])
+    out = ex.model_scores()
+    assert out["matcher"] == pytest.approx(want, abs=1e-5)
+    assert out["tokens_from"] == "matcher" and "matcher score" in ex.scores.value
+
+
+def test_checkpoint_in_the_wrong_field_is_reported(ex, checkpoints):
+    ex.controls.descriptor.value = checkpoints[1]
+    ex.load_button.click()
+    assert "matcher checkpoint, not a descriptor" in ex.status.value
+    assert ex.models == {}

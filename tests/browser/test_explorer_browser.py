@@ -2,8 +2,9 @@
 
 Starts JupyterLab on 127.0.0.1 (free port, random token) over a temporary copy of
 ``notebooks/explorer.ipynb``, runs all cells in headless Chromium (Debian's, through
-playwright), changes the chain seed and presses "random chain", checks that the edited
-image changed, and saves ``reports/screenshots/explorer.png``.
+playwright), sets the chain seed to 1 and presses "random chain", checks that the edited
+image shown in the browser is exactly what ``edits.apply`` makes (before and after),
+and saves ``reports/screenshots/explorer.png``.
 
 Run: ``bash tests/browser/setup_chromium.sh && .venv/bin/python -m pytest -m browser tests/browser``
 """
@@ -41,6 +42,12 @@ QUERY_HREF_JS = """() => {
     const plot = document.querySelector('.jp-OutputArea .js-plotly-plot');
     const imgs = plot ? plot.querySelectorAll('image') : [];
     return imgs.length >= 2 ? imgs[1].getAttribute('href') : null;
+}"""
+
+KERNEL_IDLE_JS = """() => {
+    const nb = window.jupyterapp.shell.currentWidget;
+    const kernel = nb && nb.sessionContext.session && nb.sessionContext.session.kernel;
+    return kernel && kernel.status === 'idle';
 }"""
 
 
@@ -139,10 +146,40 @@ def wait_for(page, js: str, arg, what: str):
         pytest.fail(f"timed out waiting for {what}; notebook outputs: {texts}")
 
 
+def expected_query_uri(chain_seed: int) -> str:
+    """The PNG the explorer must show as its query for the notebook's source (seed 0)
+    edited by the chain of ``chain_seed``, computed here without any widget."""
+    from icdlib import edits, figures
+    from icdlib.sources import render
+    from icdlib.viz import VizConfig
+
+    cfg = VizConfig()
+    source = render(cfg.source_kind, 0, cfg.size)
+    query, _ = edits.apply(source, edits.sample_chain(chain_seed, edits.FAMILIES))
+    return figures.png_data_uri(query)
+
+
+def wait_until_idle(page, settle_s: float = 1.5, timeout_s: float = RUN_TIMEOUT_S) -> None:
+    """Wait until the kernel has stayed idle for ``settle_s`` (redraws come in bursts)."""
+    t0 = time.monotonic()
+    idle_since = None
+    while time.monotonic() - t0 < timeout_s:
+        if page.evaluate(KERNEL_IDLE_JS):
+            idle_since = idle_since or time.monotonic()
+            if time.monotonic() - idle_since >= settle_s:
+                return
+        else:
+            idle_since = None
+        page.wait_for_timeout(250)
+    pytest.fail(f"the kernel did not settle to idle within {timeout_s} s")
+
+
 def test_explorer_notebook_redraws_the_edited_image_when_the_chain_changes(jupyter, chromium):
     from playwright.sync_api import sync_playwright
 
     base, token = jupyter
+    want_before, want_after = expected_query_uri(0), expected_query_uri(1)
+    assert want_before != want_after
     t0 = time.monotonic()
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_FLAGS)
@@ -158,25 +195,26 @@ def test_explorer_notebook_redraws_the_edited_image_when_the_chain_changes(jupyt
                 await nb.sessionContext.ready;
                 await app.commands.execute('notebook:run-all-cells');
             }""")
-            before = wait_for(page, QUERY_HREF_JS, None, "the explorer's first draw")
-            assert before.startswith("data:image/png;base64,")
+            # the browser shows exactly the image edits.apply makes for chain seed 0
+            wait_for(page, f"(want) => ({QUERY_HREF_JS})() === want", want_before,
+                     "the explorer's first draw (chain seed 0)")
+            wait_until_idle(page)
             figure = page.locator(".jp-OutputArea .js-plotly-plot").first
             figure.scroll_into_view_if_needed()
             shot_before = figure.screenshot()
 
             seed = page.locator(".widget-text", has_text="chain seed").locator("input")
-            seed.fill("5")
+            seed.fill("1")
             seed.press("Enter")
             page.get_by_role("button", name="random chain").click()
-            after = wait_for(
-                page, f"(old) => {{ const h = ({QUERY_HREF_JS})(); return h && h !== old ? h : null; }}",
-                before, "a new query image after 'random chain'")
-            assert after != before
-            page.wait_for_timeout(500)  # let plotly paint the new image
-            assert figure.screenshot() != shot_before
+            wait_for(page, f"(want) => ({QUERY_HREF_JS})() === want", want_after,
+                     "the query image of chain seed 1 after 'random chain'")
+            wait_until_idle(page)
+            page.wait_for_timeout(1000)  # let plotly paint the last updates
+            assert figure.screenshot() != shot_before  # the pixels on screen changed too
 
             SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-            figure.scroll_into_view_if_needed()
+            figure.evaluate("e => e.scrollIntoView({block: 'start'})")
             page.screenshot(path=str(SCREENSHOT))
         finally:
             browser.close()

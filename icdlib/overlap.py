@@ -1,0 +1,343 @@
+"""Patch overlap matrices from PixTrace mappings (CopyNCE's soft targets).
+
+For a query/reference pair, ``O[i, j]`` is the fraction of query patch ``i``'s pixel
+centres whose traced position falls in reference patch ``j``; the last column is the
+fraction that traces nowhere. Patches are row-major over ``floor(H/p) x floor(W/p)``
+grids, the remainder dropped. Pixel convention as in :mod:`icdlib.pixtrace`: pixel
+(col c, row r) covers ``[c, c+1) x [r, r+1)``, centre ``(c + 0.5, r + 0.5)``; sizes are
+``(width, height)``.
+
+Geometry is counted exactly per query pixel row from breakpoints (no per-pixel work,
+:func:`_segment_counts`); pixels hidden by masks are looked up one by one and removed
+(:func:`_remove_hidden`). :func:`_dense_counts` is the plain per-pixel evaluation the
+fast path must equal. Every point test shares one float64 expression (``_lin``), so the
+paths agree bit for bit, on CPU and CUDA.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from icdlib.pixtrace import Mapping, Size, Trace, _lin, _mask_hits, transfer
+
+
+@dataclass(frozen=True)
+class OverlapConfig:
+    """``params.yaml:pixtrace`` -- patch-overlap targets."""
+
+    patch: int = 16  # ViT-S/16 patch size: 14 x 14 = 196 patches at 224 px, as CopyNCE uses
+    chunk: int = 32  # pairs evaluated together; ~1 MB float64 temporaries per tensor stay in cache
+
+    def __post_init__(self):
+        if int(self.patch) < 1:
+            raise ValueError(f"pixtrace: patch must be >= 1, got {self.patch}")
+        if int(self.chunk) < 1:
+            raise ValueError(f"pixtrace: chunk must be >= 1, got {self.chunk}")
+
+
+def patch_grid(size: Size, patch: int) -> tuple[int, int]:
+    """``(cols, rows)`` of whole patches, the remainder dropped (as a ViT patch embed)."""
+    if isinstance(patch, bool) or int(patch) != patch or patch < 1:
+        raise ValueError(f"overlap: patch must be an integer >= 1, got {patch!r}")
+    cols, rows = size[0] // patch, size[1] // patch
+    if cols < 1 or rows < 1:
+        raise ValueError(f"overlap: image size {size} is smaller than one patch of {patch}")
+    return cols, rows
+
+
+def overlap(query: Trace, reference: Trace, patch: int, device: str | torch.device = "cpu"):
+    """Patch overlap matrix of one query/reference pair.
+
+    Returns:
+        ``torch.float32 [Nq, Nr + 1]``: entry (i, j) is the fraction of query patch i's
+        pixels (pixel centres) whose traced position falls in reference patch j; the last
+        column holds the fraction that traces nowhere (untraceable, or outside the
+        reference's patch grid). Patches are numbered row-major over
+        ``floor(H/patch) x floor(W/patch)`` grids; rows sum to 1.
+    """
+    return overlap_batch([(query, reference)], patch, device=device)[0]
+
+
+def overlap_batch(
+    pairs: Sequence[tuple[Trace, Trace]],
+    patch: int,
+    device: str | torch.device = "cpu",
+    chunk: int = OverlapConfig.chunk,
+) -> torch.Tensor:
+    """Batched :func:`overlap` for pairs whose query sizes and reference sizes agree.
+
+    Returns ``torch.float32 [B, Nq, Nr + 1]`` on ``device``.
+    """
+    if len(pairs) == 0:
+        raise ValueError("overlap_batch: no pairs given")
+    maps = [transfer(q, r) for q, r in pairs]
+    return overlap_from_mappings(maps, patch, device=device, chunk=chunk)
+
+
+def overlap_from_mappings(
+    maps: Sequence[Mapping],
+    patch: int,
+    device: str | torch.device = "cpu",
+    chunk: int = OverlapConfig.chunk,
+) -> torch.Tensor:
+    """:func:`overlap_batch` from precomputed query -> reference mappings.
+
+    Geometry goes through the exact row-segment path (:func:`_segment_counts`); pixels
+    that masks hide are then looked up one by one and taken out (:func:`_remove_hidden`).
+    The counts equal a per-pixel evaluation (:func:`_dense_counts`) exactly.
+    """
+    if len(maps) == 0:
+        raise ValueError("overlap_batch: no pairs given")
+    if int(chunk) < 1:
+        raise ValueError(f"overlap_batch: chunk must be >= 1, got {chunk}")
+    qsize, rsize = maps[0].base_size, maps[0].target_size
+    for m in maps:
+        if m.base_size != qsize or m.target_size != rsize:
+            raise ValueError(
+                f"overlap_batch: all pairs need the same sizes; got query {m.base_size} vs "
+                f"{qsize}, reference {m.target_size} vs {rsize}"
+            )
+    qgrid, rgrid = patch_grid(qsize, patch), patch_grid(rsize, patch)
+    nq, nr = qgrid[0] * qgrid[1], rgrid[0] * rgrid[1]
+    dev = torch.device(device)
+    out = torch.zeros(len(maps), nq, nr + 1, dtype=torch.float32, device=dev)
+    for s in range(0, len(maps), chunk):
+        part = maps[s : s + chunk]
+        mats, rows, strict = _stack(part, dev)
+        lo, hi = _segment_counts(mats, rows, strict, patch, qgrid, rgrid, out[s : s + chunk])
+        for i, m in enumerate(part):
+            if m.masks:
+                _remove_hidden(out[s + i], m, mats[i : i + 1], lo[i], hi[i], patch, qgrid, rgrid)
+    out[..., nr] = 1.0 - out[..., :nr].sum(-1)
+    return out
+
+
+def _stack(maps: Sequence[Mapping], dev: torch.device):
+    """Matrices ``(B, 3, 3)`` and zero-padded half-plane rows ``(B, K, 3)`` as float64,
+    with ``strict (B, K)`` bool (True: ``> 0``, False: ``>= 0``; padding ``0 >= 0`` holds)."""
+    k = max(len(m.ge) + len(m.gt) for m in maps)
+    rows = np.zeros((len(maps), max(k, 1), 3))
+    strict = np.zeros((len(maps), max(k, 1)), dtype=bool)
+    for i, m in enumerate(maps):
+        a, b = len(m.ge), len(m.gt)
+        rows[i, :a], rows[i, a : a + b] = m.ge, m.gt
+        strict[i, a : a + b] = True
+    mats = np.stack([m.matrix for m in maps])
+    as_t = lambda a: torch.as_tensor(a, device=dev)  # noqa: E731
+    return as_t(mats), as_t(rows), as_t(strict)
+
+
+def _row_offsets(mats: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``(B, 3, R)``: ``m[i, 1] * y + m[i, 2]`` for each matrix row i and pixel row y."""
+    return _lin(mats[:, :, 1:2], y, mats[:, :, 2:3])
+
+
+def _project(mats, offs, xc, axis: int, affine: bool):
+    """Target coordinate ``axis`` (0: x, 1: y) of query points ``(xc, y)``.
+
+    ``offs`` come from :func:`_row_offsets` and must broadcast with ``xc`` after the
+    batch dimension; the same float64 expressions serve every path, so the row-segment
+    and per-pixel counts agree exactly.
+    """
+    shape = (-1,) + (1,) * (offs.dim() - 2)
+    num = _lin(mats[:, axis, 0].view(shape), xc, offs[:, axis])
+    if affine:
+        return num
+    return num / _lin(mats[:, 2, 0].view(shape), xc, offs[:, 2])
+
+
+def _holds(rows_u, off, xc, strict):
+    """``val >= 0`` (``strict``: ``val > 0``) for ``val = rows_u * xc + off``, float64.
+
+    ``> 0`` is written as ``>= `` the smallest normal double: the same for every value
+    except positive subnormals (below 2.2e-308), and robust when denormals are flushed.
+    """
+    return _lin(rows_u, xc, off) >= strict.to(torch.float64) * _TINY
+
+
+_TINY = float(np.finfo(np.float64).tiny)
+
+
+def _root_pixel(x: torch.Tensor, width: int) -> torch.Tensor:
+    """Index (float64) of the pixel whose centre is nearest the root ``x``, in [-1, width].
+
+    ``x`` must hold no NaN (see :func:`_safe_inverse`); infinities clamp to the ends.
+    """
+    return x.clamp_(-1.0, float(width)).floor_()
+
+
+def _safe_inverse(slope: torch.Tensor) -> torch.Tensor:
+    """``1 / slope`` with zero slopes replaced by a tiny one: a root then lies far off
+    (clamped), never NaN. A zero slope means no crossing along the row."""
+    return 1.0 / torch.where(slope == 0, _TINY, slope)
+
+
+def _segment_counts(mats, rows, strict, patch, qgrid, rgrid, out: torch.Tensor):
+    """Add the overlap fractions of the mappings' geometry (masks ignored) to ``out``
+    (contiguous float32 ``(B, Nq, Nr + 1)``, zeros; the last column is left to the
+    caller), row by row. Returns ``(lo, hi)``, float64 ``(B, R)``: each query pixel row's
+    valid columns ``[lo, hi)``.
+
+    Along a query pixel row the validity region is one interval ``[lo, hi)`` (a convex
+    polygon cut by a line) and the target x and y are monotone (projective maps with
+    ``w > 0``), so the target patch is constant between breakpoints: the pixels where a
+    target patch column/row boundary ``k * patch`` or a query patch boundary is crossed.
+    Each breakpoint comes from the root of its linear equation and is settled exactly by
+    evaluating the pixel nearest the root; the patch state at ``lo`` is evaluated, and a
+    cumulative sum of the breakpoints' +-1 steps gives every segment's patch.
+    Cost ``O(B * H * (Wq/p + Wr/p + Hr/p + K))`` instead of ``O(B * H * W * K)``.
+    """
+    dev, f64 = mats.device, torch.float64
+    (qc, qr), (rc, rr) = qgrid, rgrid
+    b, wg = mats.shape[0], qc * patch
+    affine = _is_affine(mats)
+    y = torch.arange(qr * patch, device=dev, dtype=f64) + 0.5  # (R,) pixel-row centres
+
+    # validity interval [lo, hi) of pixel columns, per row: (B, R, 1)
+    u = rows[:, :, 0:1]  # (B, K, 1)
+    off = _lin(rows[:, :, 1:2], y, rows[:, :, 2:3])  # (B, K, R)
+    n = _root_pixel(off * -_safe_inverse(u), wg)
+    ok = _holds(u, off, n + 0.5, strict[:, :, None])
+    lo = torch.where(u > 0, n + (~ok), torch.where((u == 0) & ~ok, float(wg), 0.0))
+    hi = torch.where(u < 0, n + ok, float(wg))
+    lo = lo.amax(1).clamp_(0, wg)[..., None]
+    hi = torch.maximum(hi.amin(1).clamp_(max=wg)[..., None], lo)
+
+    # patch state at lo: x and y cells clamped to [-1, rc] x [-1, rr]
+    offs = _row_offsets(mats, y)[..., None]  # (B, 3, R, 1)
+    xc = lo + 0.5
+    cx = _project(mats, offs, xc, 0, affine).div_(patch).floor_().nan_to_num_(0).clamp_(-1, rc)
+    cy = _project(mats, offs, xc, 1, affine).div_(patch).floor_().nan_to_num_(0).clamp_(-1, rr)
+    # (rows with lo = hi may sit on an invalid pixel: NaN there is harmless, lengths are 0)
+    step_y = rc + 2  # state = (cx + 1) + step_y * (cy + 1)
+    state0 = (cx + 1).add_(cy.add_(1).mul_(step_y))
+
+    # target boundaries t = k * patch (x thresholds, then y): first pixel past each, (B, R, T)
+    k = torch.cat([torch.arange(rc + 1, device=dev), torch.arange(rr + 1, device=dev)]).to(f64)
+    is_x = torch.arange(len(k), device=dev) <= rc
+    t = k * patch
+    a0 = torch.where(is_x, mats[:, 0, 0, None], mats[:, 1, 0, None])[:, None, :]  # (B, 1, T)
+    shape = (b, len(y), rc + 1)
+    offa = torch.cat([offs[:, 0].expand(shape), offs[:, 1].expand(b, len(y), rr + 1)], -1)
+    slope = a0 - t * mats[:, 2, 0, None, None]  # (B, 1, T): d(num - t den)/dx
+    root = (t - offa) if affine else (t * offs[:, 2] - offa)
+    n = _root_pixel(root.mul_(_safe_inverse(slope)), wg)  # (B, R, T)
+    inc = slope > 0  # the row crosses t upwards
+
+    def past(xc):  # is the pixel at xc past boundary t (cell >= k)?
+        proj = _lin(a0, xc, offa)
+        if not affine:
+            proj = proj.div_(_lin(mats[:, 2, 0, None, None], xc, offs[:, 2]))
+        return proj.div_(patch).floor_().ge_(k)
+
+    p_n = past(n + 0.5)
+    moved = p_n != inc  # the first pixel past the crossing is n + 1, else n
+    p_o = past(torch.where(moved, n + 1.5, n - 0.5))  # its other neighbour
+    # the change the event makes, evaluated (0 where rounding leaves no crossing)
+    delta = (p_o.to(f64) - p_n.to(f64)).mul_(moved.to(f64).mul_(2).sub_(1))
+    e = n.add_(moved).clamp_(min=lo, max=hi)
+    # each event: its pixel and the step it adds to the state (0 when already in state0)
+    step = (e > lo) * delta.mul_(torch.where(is_x, 1.0, float(step_y)))
+    qpos = (torch.arange(1, qc, device=dev, dtype=f64) * patch).expand(b, len(y), qc - 1)
+    pos = torch.cat([lo, hi, e, torch.minimum(torch.maximum(qpos, lo), hi)], -1)
+    step = torch.cat([torch.zeros_like(lo), torch.zeros_like(hi), step, torch.zeros_like(qpos)], -1)
+    # sort events by pixel with the step packed in the low bits: key = pos * span + step + step_y
+    span = 1 << (2 * step_y + 1).bit_length()
+    wide = (wg + 1) * span >= 2**31
+    key = _sort_rows(pos.mul_(span).add_(step).add_(step_y).to(torch.int64 if wide else torch.int32))
+    pos = key >> (span.bit_length() - 1)
+    state = ((key & (span - 1)) - step_y).cumsum(-1).add_(state0.to(torch.int64))
+    state = state[..., :-1].clamp_(0, step_y * (rr + 2) - 1)  # guards degenerate rows only
+    length = pos[..., 1:] - pos[..., :-1]  # (B, R, E-1) pixels per segment
+    qcol = pos[..., :-1].clamp(max=wg - 1).div_(patch, rounding_mode="floor")
+
+    # flat index into out: query patch * (Nr + 1) + reference patch (Nr: outside the grid)
+    cxs = torch.arange(-1, rc + 1, device=dev)
+    cys = torch.arange(-1, rr + 1, device=dev)
+    inside = ((cxs >= 0) & (cxs < rc))[None, :] & ((cys >= 0) & (cys < rr))[:, None]
+    ref = torch.where(inside, cys[:, None] * rc + cxs[None, :], rc * rr).reshape(-1)
+    qrow = torch.div(torch.arange(len(y), device=dev), patch, rounding_mode="floor")
+    base = (torch.arange(b, device=dev)[:, None] * qr + qrow) * qc  # (B, R) first query patch
+    flat = (qcol.long() + base[..., None]).mul_(rc * rr + 1).add_(ref[state.long()])
+    weight = length.to(torch.float32).div_(patch * patch)
+    out.view(-1).index_add_(0, flat.reshape(-1), weight.reshape(-1))
+    return lo[..., 0], hi[..., 0]
+
+
+def _remove_hidden(out, m: Mapping, mats, lo, hi, patch, qgrid, rgrid) -> None:
+    """Take the pixels that ``m.masks`` hide out of one pair's overlap ``out (Nq, Nr+1)``.
+
+    Only geometrically valid pixels (``lo <= c < hi`` on their row) were counted, so only
+    those are looked up; their reference patch is evaluated with the same expressions as
+    :func:`_segment_counts`.
+    """
+    (qc, qr), (rc, rr) = qgrid, rgrid
+    cols = np.arange(qc * patch)
+    xs, ys = cols + 0.5, np.arange(qr * patch) + 0.5
+    lo, hi = lo.cpu().numpy()[:, None], hi.cpu().numpy()[:, None]
+    hidden = (cols >= lo) & (cols < hi) & ~_mask_hits(m.masks, xs[None, :], ys[:, None])
+    r, c = np.nonzero(hidden)
+    if len(r) == 0:
+        return
+    dev = out.device
+    offs = _row_offsets(mats, torch.as_tensor(ys[r], device=dev))  # (1, 3, n)
+    xc = torch.as_tensor(xs[c], device=dev)
+    affine = _is_affine(mats)
+    cx = _project(mats, offs, xc, 0, affine).div_(patch).floor_()[0]
+    cy = _project(mats, offs, xc, 1, affine).div_(patch).floor_()[0]
+    keep = (cx >= 0) & (cx < rc) & (cy >= 0) & (cy < rr)
+    q = torch.as_tensor((r // patch) * qc + c // patch, device=dev)
+    flat = (q * (rc * rr + 1) + (cy * rc + cx).long())[keep]
+    weight = torch.full((len(flat),), -1.0 / (patch * patch), device=dev)
+    out.view(-1).index_add_(0, flat, weight)
+
+
+def _sort_rows(key: torch.Tensor) -> torch.Tensor:
+    """Sort integer keys along the last axis (numpy's vectorised sort on CPU)."""
+    if key.device.type == "cpu":
+        return torch.from_numpy(np.sort(key.numpy(), axis=-1))
+    return key.sort(-1).values
+
+
+def _is_affine(mats: torch.Tensor) -> bool:
+    """True when every matrix's last row is ``(0, 0, 1)`` (no division needed)."""
+    last = torch.tensor([0.0, 0.0, 1.0], device=mats.device, dtype=mats.dtype)
+    return bool((mats[:, 2] == last).all())
+
+
+def _dense_counts(mats, rows, strict, patch, qgrid, rgrid, masks=()) -> torch.Tensor:
+    """Overlap fractions ``(B, Nq, Nr + 1)`` float32, evaluated pixel by pixel.
+
+    The path for masked maps, and the reference for :func:`_segment_counts`.
+
+    Evaluates every query pixel centre with the same float64 expressions; ``masks`` (the
+    :attr:`Mapping.masks` of a single mapping, B = 1) are looked up pixel by pixel.
+    """
+    dev, f64 = mats.device, torch.float64
+    (qc, qr), (rc, rr) = qgrid, rgrid
+    b = mats.shape[0]
+    y = torch.arange(qr * patch, device=dev, dtype=f64) + 0.5
+    xc = torch.arange(qc * patch, device=dev, dtype=f64) + 0.5  # (Wg,)
+    off = _lin(rows[:, :, 1:2], y, rows[:, :, 2:3])[..., None]  # (B, K, R, 1)
+    ok = _holds(rows[:, :, 0, None, None], off, xc, strict[:, :, None, None]).all(1)
+    if masks:
+        if b != 1:
+            raise ValueError(f"overlap: masks need one mapping at a time, got {b}")
+        hit = _mask_hits(masks, xc.cpu().numpy()[None, :], y.cpu().numpy()[:, None])
+        ok &= torch.as_tensor(hit, device=dev)[None]
+    offs = _row_offsets(mats, y)[..., None]  # (B, 3, R, 1)
+    affine = _is_affine(mats)
+    cx = _project(mats, offs, xc, 0, affine).div_(patch).floor_()
+    cy = _project(mats, offs, xc, 1, affine).div_(patch).floor_()
+    ok &= (cx >= 0) & (cx < rc) & (cy >= 0) & (cy < rr)
+    ridx = torch.where(ok, cy * rc + cx, float(rc * rr)).long()  # (B, R, Wg)
+    qr_i = torch.div(torch.arange(len(y), device=dev), patch, rounding_mode="floor")
+    qc_i = torch.div(torch.arange(len(xc), device=dev), patch, rounding_mode="floor")
+    qidx = qr_i[:, None] * qc + qc_i[None, :]
+    flat = (torch.arange(b, device=dev)[:, None, None] * (qr * qc) + qidx) * (rc * rr + 1) + ridx
+    n = torch.bincount(flat.reshape(-1), minlength=b * qr * qc * (rc * rr + 1))
+    return n.view(b, qr * qc, rc * rr + 1).to(torch.float32) / float(patch * patch)
