@@ -19,7 +19,8 @@ repro: setup
 	$(BIN)/dvc repro
 
 test: setup
-	$(BIN)/python -m pytest -n 2 --durations=15 tests
+	$(BIN)/python -m pytest -n 2 -m "not browser" --durations=10 tests
+	$(BIN)/python -m pytest --nbmake --nbmake-timeout=600 notebooks
 
 test-browser: setup
 	bash tests/browser/setup_chromium.sh

@@ -82,7 +82,7 @@ def bench_pairs(pairs, repeats: int) -> dict:
             overlap(Trace(qs, qsteps), Trace(rs, rsteps), PATCH)
 
     n = len(pairs)
-    masked = sum(bool(transfer_masks(q, r)) for q, r in edited)
+    masked = sum(bool(q.backward.masks or r.forward.masks) for q, r in edited)
     return {
         "edit_ms_per_pair": _median_ms(edits, repeats, n),
         "trace_overlap_ms_per_pair": _median_ms(traces_and_overlap, repeats, n),
@@ -90,10 +90,6 @@ def bench_pairs(pairs, repeats: int) -> dict:
         "pairs_with_masks": masked,
         "traces": edited,
     }
-
-
-def transfer_masks(q: Trace, r: Trace) -> int:
-    return len(q.backward.masks) + len(r.forward.masks)
 
 
 def bench_batched(traces, repeats: int, threads: int, device: str, n: int = 256) -> float:

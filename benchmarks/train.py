@@ -7,7 +7,8 @@ Times complete optimiser steps (forward, losses, backward, gradient clipping, Ad
 exclude data loading (see benchmarks/loader.py for that side). Reported per arm:
 
 - CPU, 2 threads: the default CPU descriptor (``vit_tiny_cpu``, 112 px) at batch 64,
-  arms ``infonce`` and ``copynce``;
+  arms ``infonce`` and ``copynce`` timed in interleaved rounds (median and best step),
+  with the load average, since other processes may share the cores;
 - CUDA, when available: ViT-S/16 at 224 px (``vit_small``, bf16 autocast), the same two
   arms at doubling batch sizes up to the largest that fits in GPU memory.
 """
@@ -53,44 +54,57 @@ def batch_of(pool: list[dict], size: int, device: str) -> dict:
     return {k: v.to(device) for k, v in collate(items).items()}
 
 
-def time_steps(run: T.RunConfig, batch: dict, device: str, steps: int, warmup: int) -> list[float]:
-    """Seconds per optimiser step (median-ready list) of ``run``'s objective on ``batch``."""
-    torch.manual_seed(0)
-    objective = T._objective(run, T._build_model(run)).to(device).train()
-    optimizer = T._optimizer(objective, run.train)
-    params = [p for p in objective.parameters() if p.requires_grad]
-    amp = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.startswith("cuda"))
-    times = []
-    for i in range(warmup + steps):
-        if device.startswith("cuda"):
+class Stepper:
+    """One arm's objective + AdamW on ``device``; :meth:`step` times one optimiser step."""
+
+    def __init__(self, run: T.RunConfig, device: str):
+        torch.manual_seed(0)
+        self.run, self.device = run, device
+        self.objective = T._objective(run, T._build_model(run)).to(device).train()
+        self.optimizer = T._optimizer(self.objective, run.train)
+        self.params = [p for p in self.objective.parameters() if p.requires_grad]
+        self.cuda = device.startswith("cuda")
+
+    def step(self, batch: dict) -> float:
+        if self.cuda:
             torch.cuda.synchronize()
         tic = time.perf_counter()
-        with amp:
-            loss = objective(batch)["loss"]
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda):
+            loss = self.objective(batch)["loss"]
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, run.train.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if device.startswith("cuda"):
+        torch.nn.utils.clip_grad_norm_(self.params, self.run.train.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.cuda:
             torch.cuda.synchronize()
-        if i >= warmup:
-            times.append(time.perf_counter() - tic)
-    return times
+        return time.perf_counter() - tic
 
 
-def cpu_section(steps: int, tmp: Path) -> dict:
+def time_steps(run: T.RunConfig, batch: dict, device: str, steps: int, warmup: int) -> list[float]:
+    """Seconds of each of ``steps`` optimiser steps after ``warmup`` untimed ones."""
+    stepper = Stepper(run, device)
+    return [stepper.step(batch) for _ in range(warmup + steps)][warmup:]
+
+
+def cpu_section(steps: int, tmp: Path, rounds: int = 3) -> dict:
+    """Both arms, interleaved in ``rounds`` so that load from other processes hits both."""
     torch.set_num_threads(2)
     out = {"threads": 2, "batch_size": 64, "preset": "vit_tiny_cpu", "img_size": 112,
            "loadavg_1min_before": os.getloadavg()[0]}  # other processes share these cores
-    pool = None
-    for arm in ARMS:
-        run = T.resolve_run({}, arm, {"train.batch_size": 64})
-        if pool is None:
-            pool = pair_pool(run, 64, tmp / "cpu")
-        t = time_steps(run, batch_of(pool, 64, "cpu"), "cpu", steps, warmup=2)
-        med = statistics.median(t)
-        out[arm] = {"step_s_median": med, "pairs_per_s": 64 / med, "steps_timed": len(t)}
-        print(f"cpu {arm}: {64 / med:.1f} pairs/s ({med * 1e3:.0f} ms/step)", flush=True)
+    runs = {arm: T.resolve_run({}, arm, {"train.batch_size": 64}) for arm in ARMS}
+    batch = batch_of(pair_pool(runs["copynce"], 64, tmp / "cpu"), 64, "cpu")
+    steppers = {arm: Stepper(run, "cpu") for arm, run in runs.items()}
+    times: dict[str, list[float]] = {arm: [] for arm in ARMS}
+    for s in steppers.values():
+        s.step(batch)  # warm-up
+    for _ in range(rounds):
+        for arm, s in steppers.items():
+            times[arm] += [s.step(batch) for _ in range(max(1, steps // rounds))]
+    for arm, t in times.items():
+        med, best = statistics.median(t), min(t)
+        out[arm] = {"step_s_median": med, "step_s_min": best, "pairs_per_s": 64 / med,
+                    "pairs_per_s_best": 64 / best, "steps_timed": len(t)}
+        print(f"cpu {arm}: {64 / med:.1f} pairs/s median, {64 / best:.1f} best", flush=True)
     out["loadavg_1min_after"] = os.getloadavg()[0]
     return out
 

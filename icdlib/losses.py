@@ -104,10 +104,11 @@ class _CopyNCEPairs(torch.autograd.Function):
     ``w_rq [B, M, N]`` (targets times ``(1-lam)/M``), ``scale``. Output ``[B]``, the
     pair losses, in the dtype of ``q``.
 
-    With ``S = scale * qn @ rn^T`` (one similarity matrix for both directions), the pair
-    loss is ``sum_i Wr_i lse_j(S_i.) + sum_j Wc_j lse_i(S_.j) - sum_ij S_ij L_ij`` where
+    With ``S = scale * cos`` (one cosine matrix for both directions, from the raw tokens
+    and their inverse norms; unit vectors are never materialised), the pair loss is ``sum_i Wr_i lse_j(S_i.) + sum_j Wc_j lse_i(S_.j) - sum_ij S_ij L_ij`` where
     ``Wr``/``Wc`` are the target row sums and ``L = w_qr + w_rq^T``, so
-    ``dS = Wr * softmax_rows(S) + Wc * softmax_cols(S) - L``.
+    ``dS = Wr * softmax_rows(S) + Wc * softmax_cols(S) - L``. Norms are clamped at
+    ``_NORM_EPS`` as in ``F.normalize``.
 
     Cosines are bounded, so ``E = exp(S - scale)`` lies in ``[exp(-2 scale), 1]`` and one
     exponential serves both softmaxes (row sums and column sums of ``E``); float64 is used
@@ -149,27 +150,24 @@ class _CopyNCEPairs(torch.autograd.Function):
         a_cols = (w_cols * g / col_sums)[:, None, :]  # (B, 1, M)
         dcos = (e * a_rows).addcmul_(e, a_cols)  # softmax terms of dLoss/dcos
         dcos = dcos.to(q.dtype).addcmul_(lin, g[:, :, None].to(q.dtype), value=-1.0)
-        # d cos_ij / d q_i = r_j / (|q_i| |r_j|) - cos_ij q_i / |q_i|^2, and likewise for r_j
+        # d cos_ij / d q_i = r_j / (|q_i| |r_j|) - cos_ij q_i / |q_i|^2, and likewise for r_j:
+        # dq = (G / (|q| |r|^T)) @ r - radial_q * q / |q|^2 with radial_q = rowsum(G * cos)
+        radial_q = torch.einsum("bnm,bnm->bn", dcos, cos).unsqueeze(-1)  # (B, N, 1)
+        radial_r = torch.einsum("bnm,bnm->bm", dcos, cos).unsqueeze(-1)  # (B, M, 1)
+        dcos.mul_(inv_q).mul_(inv_r.transpose(1, 2))
         dq = dr = None
         if ctx.needs_input_grad[0]:
-            radial = torch.einsum("bnm,bnm->bn", dcos, cos).unsqueeze(-1)  # (B, N, 1)
-            dq = torch.bmm(dcos * inv_r.transpose(1, 2), r)  # (B, N, K)
-            dq = _normalize_backward(dq, q, inv_q, radial)
+            dq = torch.bmm(dcos, r).addcmul_(q, _radial_coef(radial_q, inv_q), value=-1.0)
         if ctx.needs_input_grad[1]:
-            radial = torch.einsum("bnm,bnm->bm", dcos, cos).unsqueeze(-1)  # (B, M, 1)
-            dr = torch.bmm((dcos * inv_q).transpose(1, 2), q)  # (B, M, K)
-            dr = _normalize_backward(dr, r, inv_r, radial)
+            dr = torch.bmm(dcos.transpose(1, 2), q)
+            dr.addcmul_(r, _radial_coef(radial_r, inv_r), value=-1.0)
         return dq, dr, None, None, None
 
 
-def _normalize_backward(d_raw, x, inv_norm, radial):
-    """``inv * d_raw - inv^2 * radial * x``, in place on ``d_raw`` (all ``[B, N, *]``).
-
-    Clamped norms (``|x| <= eps``) drop the radial term: ``x / eps`` is linear in ``x``.
-    """
+def _radial_coef(radial, inv_norm):
+    """``radial / |x|^2``; zero where the norm was clamped (``x / eps`` is linear in ``x``)."""
     coef = radial.mul_(inv_norm).mul_(inv_norm)
-    coef.masked_fill_(inv_norm >= 1.0 / _NORM_EPS, 0.0)
-    return d_raw.mul_(inv_norm).addcmul_(x, coef, value=-1.0)
+    return coef.masked_fill_(inv_norm > 0.5 / _NORM_EPS, 0.0)
 
 
 def copynce(

@@ -16,6 +16,7 @@ paths agree bit for bit, on CPU and CUDA.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -66,11 +67,18 @@ def overlap_batch(
     pairs: Sequence[tuple[Trace, Trace]],
     patch: int,
     device: str | torch.device = "cpu",
-    chunk: int = OverlapConfig.chunk,
+    chunk: int | None = None,
 ) -> torch.Tensor:
     """Batched :func:`overlap` for pairs whose query sizes and reference sizes agree.
 
-    Returns ``torch.float32 [B, Nq, Nr + 1]`` on ``device``.
+    Args:
+        pairs: ``(query trace, reference trace)`` tuples of the same source size each.
+        patch: patch side in pixels (>= 1; both images must hold at least one patch).
+        device: torch device the counting runs on (``"cpu"`` or ``"cuda"``).
+        chunk: pairs evaluated together (default: ``OverlapConfig.chunk`` on CPU, all
+            pairs on a GPU).
+    Returns:
+        ``torch.float32 [B, Nq, Nr + 1]`` on ``device``; rows sum to 1.
     """
     if len(pairs) == 0:
         raise ValueError("overlap_batch: no pairs given")
@@ -82,7 +90,7 @@ def overlap_from_mappings(
     maps: Sequence[Mapping],
     patch: int,
     device: str | torch.device = "cpu",
-    chunk: int = OverlapConfig.chunk,
+    chunk: int | None = None,
 ) -> torch.Tensor:
     """:func:`overlap_batch` from precomputed query -> reference mappings.
 
@@ -92,6 +100,9 @@ def overlap_from_mappings(
     """
     if len(maps) == 0:
         raise ValueError("overlap_batch: no pairs given")
+    dev = torch.device(device)
+    if chunk is None:  # CPU: cache-sized chunks; GPU: one launch sequence for all
+        chunk = OverlapConfig.chunk if dev.type == "cpu" else len(maps)
     if int(chunk) < 1:
         raise ValueError(f"overlap_batch: chunk must be >= 1, got {chunk}")
     qsize, rsize = maps[0].base_size, maps[0].target_size
@@ -103,7 +114,6 @@ def overlap_from_mappings(
             )
     qgrid, rgrid = patch_grid(qsize, patch), patch_grid(rsize, patch)
     nq, nr = qgrid[0] * qgrid[1], rgrid[0] * rgrid[1]
-    dev = torch.device(device)
     out = torch.zeros(len(maps), nq, nr + 1, dtype=torch.float32, device=dev)
     for s in range(0, len(maps), chunk):
         part = maps[s : s + chunk]
@@ -187,15 +197,18 @@ def _segment_counts(mats, rows, strict, patch, qgrid, rgrid, out: torch.Tensor):
     ``w > 0``), so the target patch is constant between breakpoints: the pixels where a
     target patch column/row boundary ``k * patch`` or a query patch boundary is crossed.
     Each breakpoint comes from the root of its linear equation and is settled exactly by
-    evaluating the pixel nearest the root; the patch state at ``lo`` is evaluated, and a
-    cumulative sum of the breakpoints' +-1 steps gives every segment's patch.
+    evaluating the pixel nearest the root and the neighbour across it; the step it makes
+    (+-1 cell, or 0 where rounding leaves no crossing) is that evaluated change. The patch
+    state at ``lo`` is evaluated, and a cumulative sum of the steps over the sorted
+    breakpoints gives every segment's patch.
     Cost ``O(B * H * (Wq/p + Wr/p + Hr/p + K))`` instead of ``O(B * H * W * K)``.
     """
     dev, f64 = mats.device, torch.float64
     (qc, qr), (rc, rr) = qgrid, rgrid
     b, wg = mats.shape[0], qc * patch
     affine = _is_affine(mats)
-    y = torch.arange(qr * patch, device=dev, dtype=f64) + 0.5  # (R,) pixel-row centres
+    g = _grid(patch, qgrid, rgrid, str(dev))
+    y, k, is_x, unit = g["y"], g["k"], g["is_x"], g["unit"]  # (R,) pixel-row centres; (T,) x3
 
     # validity interval [lo, hi) of pixel columns, per row: (B, R, 1)
     u = rows[:, :, 0:1]  # (B, K, 1)
@@ -217,8 +230,6 @@ def _segment_counts(mats, rows, strict, patch, qgrid, rgrid, out: torch.Tensor):
     state0 = (cx + 1).add_(cy.add_(1).mul_(step_y))
 
     # target boundaries t = k * patch (x thresholds, then y): first pixel past each, (B, R, T)
-    k = torch.cat([torch.arange(rc + 1, device=dev), torch.arange(rr + 1, device=dev)]).to(f64)
-    is_x = torch.arange(len(k), device=dev) <= rc
     t = k * patch
     a0 = torch.where(is_x, mats[:, 0, 0, None], mats[:, 1, 0, None])[:, None, :]  # (B, 1, T)
     shape = (b, len(y), rc + 1)
@@ -241,14 +252,15 @@ def _segment_counts(mats, rows, strict, patch, qgrid, rgrid, out: torch.Tensor):
     delta = (p_o.to(f64) - p_n.to(f64)).mul_(moved.to(f64).mul_(2).sub_(1))
     e = n.add_(moved).clamp_(min=lo, max=hi)
     # each event: its pixel and the step it adds to the state (0 when already in state0)
-    step = (e > lo) * delta.mul_(torch.where(is_x, 1.0, float(step_y)))
-    qpos = (torch.arange(1, qc, device=dev, dtype=f64) * patch).expand(b, len(y), qc - 1)
+    step = (e > lo) * delta.mul_(unit)
+    qpos = g["qpos"].expand(b, len(y), qc - 1)
     pos = torch.cat([lo, hi, e, torch.minimum(torch.maximum(qpos, lo), hi)], -1)
     step = torch.cat([torch.zeros_like(lo), torch.zeros_like(hi), step, torch.zeros_like(qpos)], -1)
     # sort events by pixel with the step packed in the low bits: key = pos * span + step + step_y
     span = 1 << (2 * step_y + 1).bit_length()
     wide = (wg + 1) * span >= 2**31
-    key = _sort_rows(pos.mul_(span).add_(step).add_(step_y).to(torch.int64 if wide else torch.int32))
+    key = pos.mul_(span).add_(step).add_(step_y)
+    key = _sort_rows(key.to(torch.int64 if wide else torch.int32))
     pos = key >> (span.bit_length() - 1)
     state = ((key & (span - 1)) - step_y).cumsum(-1).add_(state0.to(torch.int64))
     state = state[..., :-1].clamp_(0, step_y * (rr + 2) - 1)  # guards degenerate rows only
@@ -256,16 +268,33 @@ def _segment_counts(mats, rows, strict, patch, qgrid, rgrid, out: torch.Tensor):
     qcol = pos[..., :-1].clamp(max=wg - 1).div_(patch, rounding_mode="floor")
 
     # flat index into out: query patch * (Nr + 1) + reference patch (Nr: outside the grid)
-    cxs = torch.arange(-1, rc + 1, device=dev)
-    cys = torch.arange(-1, rr + 1, device=dev)
-    inside = ((cxs >= 0) & (cxs < rc))[None, :] & ((cys >= 0) & (cys < rr))[:, None]
-    ref = torch.where(inside, cys[:, None] * rc + cxs[None, :], rc * rr).reshape(-1)
-    qrow = torch.div(torch.arange(len(y), device=dev), patch, rounding_mode="floor")
+    ref, qrow = g["ref"], g["qrow"]
     base = (torch.arange(b, device=dev)[:, None] * qr + qrow) * qc  # (B, R) first query patch
     flat = (qcol.long() + base[..., None]).mul_(rc * rr + 1).add_(ref[state.long()])
     weight = length.to(torch.float32).div_(patch * patch)
     out.view(-1).index_add_(0, flat.reshape(-1), weight.reshape(-1))
     return lo[..., 0], hi[..., 0]
+
+
+@functools.lru_cache(maxsize=32)
+def _grid(patch: int, qgrid: tuple, rgrid: tuple, device: str) -> dict:
+    """Constant tensors of :func:`_segment_counts` for one geometry (never written to)."""
+    (qc, qr), (rc, rr) = qgrid, rgrid
+    dev, f64 = torch.device(device), torch.float64
+    k = torch.cat([torch.arange(rc + 1), torch.arange(rr + 1)]).to(dev, f64)
+    is_x = torch.arange(len(k), device=dev) <= rc
+    cxs, cys = torch.arange(-1, rc + 1, device=dev), torch.arange(-1, rr + 1, device=dev)
+    inside = ((cxs >= 0) & (cxs < rc))[None, :] & ((cys >= 0) & (cys < rr))[:, None]
+    return {
+        "y": torch.arange(qr * patch, device=dev, dtype=f64) + 0.5,
+        "k": k,
+        "is_x": is_x,
+        "unit": torch.where(is_x, 1.0, float(rc + 2)).to(f64),  # state step of x / y cells
+        "qpos": torch.arange(1, qc, device=dev, dtype=f64) * patch,
+        # state (cx + 1) + (rc + 2) (cy + 1) -> reference patch, rc * rr outside the grid
+        "ref": torch.where(inside, cys[:, None] * rc + cxs[None, :], rc * rr).reshape(-1),
+        "qrow": torch.div(torch.arange(qr * patch, device=dev), patch, rounding_mode="floor"),
+    }
 
 
 def _remove_hidden(out, m: Mapping, mats, lo, hi, patch, qgrid, rgrid) -> None:
@@ -276,24 +305,66 @@ def _remove_hidden(out, m: Mapping, mats, lo, hi, patch, qgrid, rgrid) -> None:
     :func:`_segment_counts`.
     """
     (qc, qr), (rc, rr) = qgrid, rgrid
-    cols = np.arange(qc * patch)
-    xs, ys = cols + 0.5, np.arange(qr * patch) + 0.5
-    lo, hi = lo.cpu().numpy()[:, None], hi.cpu().numpy()[:, None]
-    hidden = (cols >= lo) & (cols < hi) & ~_mask_hits(m.masks, xs[None, :], ys[:, None])
-    r, c = np.nonzero(hidden)
-    if len(r) == 0:
+    lo, hi = lo.cpu().numpy(), hi.cpu().numpy()
+    flat = _hidden_pixels(m.masks, qc * patch, qr * patch, lo, hi)
+    if len(flat) == 0:
         return
+    r, c = np.divmod(flat, qc * patch)
     dev = out.device
-    offs = _row_offsets(mats, torch.as_tensor(ys[r], device=dev))  # (1, 3, n)
-    xc = torch.as_tensor(xs[c], device=dev)
+    offs = _row_offsets(mats, torch.as_tensor(r + 0.5, device=dev))  # (1, 3, n)
+    xc = torch.as_tensor(c + 0.5, device=dev)
     affine = _is_affine(mats)
     cx = _project(mats, offs, xc, 0, affine).div_(patch).floor_()[0]
     cy = _project(mats, offs, xc, 1, affine).div_(patch).floor_()[0]
     keep = (cx >= 0) & (cx < rc) & (cy >= 0) & (cy < rr)
     q = torch.as_tensor((r // patch) * qc + c // patch, device=dev)
-    flat = (q * (rc * rr + 1) + (cy * rc + cx).long())[keep]
-    weight = torch.full((len(flat),), -1.0 / (patch * patch), device=dev)
-    out.view(-1).index_add_(0, flat, weight)
+    idx = (q * (rc * rr + 1) + (cy * rc + cx).long())[keep]
+    weight = torch.full((len(idx),), -1.0 / (patch * patch), device=dev)
+    out.view(-1).index_add_(0, idx, weight)
+
+
+def _hidden_pixels(masks, width: int, height: int, lo, hi) -> np.ndarray:
+    """Sorted flat indices ``r * width + c`` of valid grid pixels that a mask hides.
+
+    Each mask is only evaluated over the query-frame box that its False pixels can
+    reach (their bounding box mapped back through the inverse matrix, +-2 px).
+    """
+    found = []
+    for mk, mm in masks:
+        box = _query_box(mk, mm, width, height)
+        if box is None:
+            continue
+        c0, c1, r0, r1 = box
+        cols, rows = np.arange(c0, c1), np.arange(r0, r1)
+        hit = _mask_hits(((mk, mm),), cols[None, :] + 0.5, rows[:, None] + 0.5)
+        hid = ~hit & (cols >= lo[r0:r1, None]) & (cols < hi[r0:r1, None])
+        r, c = np.nonzero(hid)
+        found.append((r + r0) * width + (c + c0))
+    if not found:
+        return np.zeros(0, dtype=np.int64)
+    if len(found) == 1:
+        return found[0]
+    flat = np.sort(np.concatenate(found))  # a pixel hidden by two masks counts once
+    return flat[np.r_[True, flat[1:] != flat[:-1]]]
+
+
+def _query_box(mask: np.ndarray, mm: np.ndarray, width: int, height: int):
+    """``(c0, c1, r0, r1)`` grid box holding every pixel that may land on a False mask
+    pixel, or None when the mask hides nothing."""
+    bad = ~mask
+    rows, cols = np.flatnonzero(bad.any(1)), np.flatnonzero(bad.any(0))
+    if len(rows) == 0:
+        return None
+    x0, x1, y0, y1 = cols[0], cols[-1] + 1, rows[0], rows[-1] + 1
+    corners = np.array([[x0, x0, x1, x1], [y0, y1, y0, y1], [1, 1, 1, 1]], dtype=np.float64)
+    q = np.linalg.inv(mm) @ corners
+    if (q[2] <= 0).any():  # the box reaches past the horizon: take the whole grid
+        return 0, width, 0, height
+    qx, qy = q[0] / q[2], q[1] / q[2]
+    c0, c1 = int(np.floor(qx.min())) - 2, int(np.ceil(qx.max())) + 2
+    r0, r1 = int(np.floor(qy.min())) - 2, int(np.ceil(qy.max())) + 2
+    c0, c1, r0, r1 = max(c0, 0), min(c1, width), max(r0, 0), min(r1, height)
+    return (c0, c1, r0, r1) if c0 < c1 and r0 < r1 else None
 
 
 def _sort_rows(key: torch.Tensor) -> torch.Tensor:

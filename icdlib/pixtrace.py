@@ -20,6 +20,9 @@ the point, and every projective ``w`` must stay positive), and the masks, each w
 matrix that carries a point of the base frame into the mask's frame. Mappings compose
 and invert exactly, so copy-vs-copy transfer (query -> source -> reference) has no
 rounding and no holes. Dense tables are only built on request (:meth:`Trace.to_dense`).
+
+Patch overlap matrices (:func:`overlap`, :func:`overlap_batch`) live in
+:mod:`icdlib.overlap` and are re-exported here.
 """
 
 from __future__ import annotations
@@ -28,7 +31,6 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
-import torch
 
 Size = tuple[int, int]  # (width, height)
 
@@ -83,7 +85,8 @@ def _mask_hits(masks: tuple, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         h, w = mk.shape
         with np.errstate(divide="ignore", invalid="ignore"):
             if mm[0, 1] == 0 and mm[1, 0] == 0 and (mm[2] == (0, 0, 1)).all():
-                mx, my = np.floor(_lin(mm[0, 0], x, mm[0, 2])), np.floor(_lin(mm[1, 1], y, mm[1, 2]))
+                mx = np.floor(_lin(mm[0, 0], x, mm[0, 2]))
+                my = np.floor(_lin(mm[1, 1], y, mm[1, 2]))
                 den = np.ones(())
             else:
                 den = _lin(mm[2, 0], x, _lin(mm[2, 1], y, mm[2, 2]))
@@ -377,7 +380,9 @@ def transfer(query: Trace, reference: Trace) -> Mapping:
 
 
 # ---------------------------------------------------------------------- overlap
-_OVERLAP_NAMES = ("OverlapConfig", "overlap", "overlap_batch", "overlap_from_mappings", "patch_grid")
+_OVERLAP_NAMES = (
+    "OverlapConfig", "overlap", "overlap_batch", "overlap_from_mappings", "patch_grid",
+)
 
 
 def __getattr__(name: str):

@@ -35,8 +35,8 @@ Outputs (``OUT`` = the run folder)
   ``dvc.yaml`` of its own (``dvcyaml=None``): the pipeline stage declares those two paths
   as its metrics and plots, so ``dvc exp show`` and ``dvc plots`` find them.
 
-Rough cost: the CPU preset (ViT width 192, 112 px) does ~1 step/s at batch 64 on 2
-idle cores; ViT-S/16 at 224 px ~3,500 pairs/s on one H200 (``benchmarks/train.py``).
+Throughput per arm and device: ``python benchmarks/train.py`` writes
+``reports/benchmarks/train.json`` (ViT-S/16 at 224 px, bf16: ~3,500 pairs/s on one H200).
 """
 
 from __future__ import annotations
@@ -163,6 +163,30 @@ def _load_weights(model: nn.Module, path: str | Path) -> dict:
     return meta
 
 
+# keys that change neither the data nor the arithmetic: a run may resume with others
+_RESUME_FREE = {"workers", "checkpoint_every", "log_every", "knn_batch_size"}
+
+
+def _check_same_run(saved: dict, run: RunConfig, ckpt: Path) -> None:
+    """Refuse to resume a checkpoint written by a different configuration."""
+    now = run.to_dict()
+    diffs = []
+    for part in ("train", "model", "pairs"):
+        old, new = saved.get(part, {}), now[part]
+        for key in sorted(set(old) | set(new)):
+            if part == "train" and key in _RESUME_FREE:
+                continue
+            if old.get(key) != new.get(key) and not (
+                isinstance(old.get(key), (list, tuple)) and list(old[key]) == list(new.get(key) or [])
+            ):
+                diffs.append(f"{part}.{key}: {old.get(key)!r} -> {new.get(key)!r}")
+    if diffs:
+        raise ValueError(
+            f"{ckpt} was written by another configuration ({'; '.join(diffs)}); resume=False "
+            "(--no-resume) starts over, or use a new run folder"
+        )
+
+
 def _trim_live(live_dir: Path, done: int) -> None:
     """Drop DVCLive rows with ``step > done`` (logged after the checkpoint we resume from).
 
@@ -266,6 +290,7 @@ def train(
     ckpt, start = out / CHECKPOINT, 0
     if resume and ckpt.is_file():
         meta = _load_weights(model, ckpt)
+        _check_same_run(meta.get("run", {}), run, ckpt)
         objective.load_state_dict({**objective.state_dict(), **meta.get("loss_state", {})})
         optimizer.load_state_dict(meta["optimizer"])
         start = int(meta["step"])

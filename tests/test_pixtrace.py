@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from icdlib import overlap as ov
 from icdlib import pixtrace as pt
 from icdlib.params import section
 from icdlib.pixtrace import Mapping, OverlapConfig, Step, Trace, overlap, overlap_batch, transfer
@@ -85,7 +86,8 @@ def random_chain(rng, source, n_steps=4, masks=False):
         w, h = size
         if op == "crop" and min(w, h) > 24:
             cw, ch = int(rng.integers(w // 2, w + 1)), int(rng.integers(h // 2, h + 1))
-            st = crop(size, int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1)), cw, ch)
+            x0, y0 = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+            st = crop(size, x0, y0, cw, ch)
         elif op == "resize":
             st = resize(size, (int(rng.integers(32, 97)), int(rng.integers(32, 97))))
         elif op == "hflip":
@@ -331,7 +333,8 @@ def test_overlap_respects_half_open_canvas_edges():
     on_left = Step(np.array([[0.5, 0, 0.5], [0, 0.5, 0.5], [0, 0, 1]]), src, (28, 21))
     ref = Trace(src, [pad(src, 7)])
     o = overlap(Trace(src, [off_right]), ref, 7)
-    assert round(float(o[3, -1]) * 49, 4) == 7  # query patch (row 0, col 3): its column 27 is untraceable
+    # query patch (row 0, col 3): its column 27, 7 pixels, is untraceable
+    assert round(float(o[3, -1]) * 49, 4) == 7
     assert_counts_equal(o, brute_overlap_counts(Trace(src, [off_right]), ref, 7), 7)
     o = overlap(Trace(src, [on_left]), ref, 7)  # column 0 <- source x = 0: inside
     assert o[0, -1] == 0
@@ -348,10 +351,10 @@ def test_segment_path_equals_per_pixel_path(seed):
         Trace(source, random_chain(rng, source, int(rng.integers(0, 4)), masks=masks)),
     )
     patch = int(rng.choice([4, 8, 16, 5]))
-    qg, rg = pt.patch_grid(m.base_size, patch), pt.patch_grid(m.target_size, patch)
-    mats, rows, strict = pt._stack([m], torch.device("cpu"))
-    fast = pt.overlap_from_mappings([m], patch)[0]
-    dense = pt._dense_counts(mats, rows, strict, patch, qg, rg, m.masks)[0]
+    qg, rg = ov.patch_grid(m.base_size, patch), ov.patch_grid(m.target_size, patch)
+    mats, rows, strict = ov._stack([m], torch.device("cpu"))
+    fast = ov.overlap_from_mappings([m], patch)[0]
+    dense = ov._dense_counts(mats, rows, strict, patch, qg, rg, m.masks)[0]
     torch.testing.assert_close(fast, dense, atol=1e-6, rtol=0)
 
 

@@ -194,6 +194,9 @@ def test_killed_run_resumes_to_the_same_final_weights(images, tmp_path):
         assert torch.equal(a[k], b[k]), k
     rows = (tmp_path / "resumed" / T.LIVE_DIR / "plots" / "metrics" / "train" / "lr.tsv").read_text()
     assert [int(r.split("\t")[0]) for r in rows.splitlines()[1:]] == [1, 2, 3, 4, 5, 6]
+    with pytest.raises(ValueError, match=r"train.lr: 0.001 -> 0.002"):
+        T.train(tiny_run("copynce", **{"train.lr": 2e-3}), tmp_path / "resumed",
+                image_paths=images, progress=False)
 
 
 def test_matcher_arm_trains_with_bce_and_copynce_on_positives(images, tmp_path):
@@ -202,6 +205,20 @@ def test_matcher_arm_trains_with_bce_and_copynce_on_positives(images, tmp_path):
         np.eye(len(images), dtype=np.float32) + 0.1, 3))
     assert all(math.isfinite(m["bce"]) and 0 <= m["accuracy"] <= 1 for _, m in seen)
     assert any(m["copynce"] > 0 for _, m in seen)
+
+
+def test_matcher_mines_hard_negatives_with_a_descriptor_checkpoint(images, tmp_path):
+    from icdlib.mining import mine_neighbours
+    from icdlib.models import build_descriptor, save_checkpoint
+
+    torch.manual_seed(0)
+    desc = save_checkpoint(tmp_path / "desc.pt", build_descriptor(TINY_MODEL["descriptor"]).eval())
+    nb = mine_neighbours(desc, images, 3, batch_size=8)
+    assert nb.shape == (len(images), 3) and not (nb == np.arange(len(images))[:, None]).any()
+    run = tiny_run("matcher_bce", **{"train.steps": 1, "train.warmup_steps": 0,
+                                     "train.knn_checkpoint": str(desc), "train.knn_k": 3})
+    T.train(run, tmp_path / "m", image_paths=images, progress=False)
+    assert np.array_equal(np.load(tmp_path / "m" / T.NEIGHBOURS), nb)
 
 
 def test_fine_tuning_starts_from_the_init_checkpoint_weights(images, tmp_path):

@@ -305,6 +305,23 @@ def test_clicking_a_query_patch_selects_it(ex):
     assert list(ex.patch_fig.data[3].x)[:2] == [PATCH, 2 * PATCH]
 
 
+def test_hovering_selects_only_when_enabled():
+    e = Explorer(VizConfig(size=SIZE, patch=PATCH, random_chain=False, select_on_hover=True))
+    e.patch_fig.data[1]._dispatch_on_hover(Points([0], [40.0], [8.0], "query patch", 1), InputDeviceState())
+    assert e.selected == 2  # (col 2, row 0)
+
+
+def test_invalid_parameter_combination_is_reported_in_status(ex):
+    ex.query_chain.add("collage")
+    ctl = ex.query_chain.rows[0].params
+    with ex.hold():
+        ctl["rows"].widget.value, ctl["cols"].widget.value = 1, 2
+    ctl["index"].widget.value = 15
+    assert "collage" in ex.status.value and "index" in ex.status.value
+    ctl["index"].widget.value = 1
+    assert ex.status.value == ""
+
+
 def test_copy_vs_copy_edits_the_reference_with_its_own_chain(ex):
     ex.query_chain.add(first_op("geometric"))
     ex.reference_chain.set_specs([default_spec(first_op("composite"))])
@@ -344,8 +361,11 @@ def test_disc21_folder_image_becomes_the_source(ex, tmp_path):
     imgs = [Image.new("RGB", (40, 20), (i * 60, 0, 0)) for i in range(3)]
     for i, im in enumerate(imgs):
         im.save(tmp_path / "reference_images" / f"R{i:06d}.png")
+    from icdlib.disc21 import SPLIT_DIRS
+
     with ex.hold():
         ex.controls.disc21_root.value = str(tmp_path)
+        ex.controls.disc21_split.value = next(k for k, v in SPLIT_DIRS.items() if v == "reference_images")
         ex.controls.disc21_index.value = 2
         ex.controls.mode.value = "disc21"
     ex.refresh()
