@@ -24,7 +24,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -112,16 +111,17 @@ def cpu_section(steps: int, tmp: Path, rounds: int = 3) -> dict:
 def cuda_section(steps: int, tmp: Path, max_batch: int) -> dict:
     sets = {"descriptor.preset": "vit_small", "pairs.size": 224, "pairs.patch": 16}
     out = {"device": torch.cuda.get_device_name(0), "preset": "vit_small", "img_size": 224,
-           "amp": "bf16", "by_batch": {}}
+           "amp": "bf16", "max_batch_tried": max_batch, "by_batch": {}}
     pool = pair_pool(T.resolve_run({}, "copynce", sets), 64, tmp / "cuda")
     for arm in ARMS:
         run = T.resolve_run({}, arm, sets)
-        rows, b = {}, 64
+        rows, b, stopped_by = {}, 64, "max_batch"
         while b <= max_batch:
             torch.cuda.reset_peak_memory_stats()
             try:
                 t = time_steps(run, batch_of(pool, b, "cuda"), "cuda", steps, warmup=2)
             except torch.OutOfMemoryError:
+                stopped_by = "out_of_memory"
                 break
             finally:
                 torch.cuda.empty_cache()
@@ -133,7 +133,7 @@ def cuda_section(steps: int, tmp: Path, max_batch: int) -> dict:
         out["by_batch"][arm] = rows
         if rows:
             largest = max(rows)
-            out[arm] = {"largest_batch": largest, **rows[largest]}
+            out[arm] = {"largest_batch": largest, "stopped_by": stopped_by, **rows[largest]}
     return out
 
 

@@ -49,7 +49,6 @@ def init_distributed(device: str | None = None, backend: str | None = None) -> D
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1 and not dist.is_initialized():
         return DistInfo(device="cuda:0" if device == "cuda" else "cpu")
-    rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if device == "cuda":
         torch.cuda.set_device(local)

@@ -180,8 +180,9 @@ def _kill_after(k):
     return hook
 
 
-def test_killed_run_resumes_to_the_same_final_weights(images, tmp_path):
-    run = tiny_run("copynce")  # 6 steps, checkpoint every 3
+@pytest.mark.parametrize("arm", ["copynce", "matcher_copynce"])
+def test_killed_run_resumes_to_the_same_final_weights(arm, images, tmp_path):
+    run = tiny_run(arm)  # 6 steps, checkpoint every 3
     T.train(run, tmp_path / "straight", image_paths=images, progress=False)
     with pytest.raises(_Kill):
         T.train(run, tmp_path / "resumed", image_paths=images, progress=False, callback=_kill_after(4))
@@ -195,7 +196,7 @@ def test_killed_run_resumes_to_the_same_final_weights(images, tmp_path):
     rows = (tmp_path / "resumed" / T.LIVE_DIR / "plots" / "metrics" / "train" / "lr.tsv").read_text()
     assert [int(r.split("\t")[0]) for r in rows.splitlines()[1:]] == [1, 2, 3, 4, 5, 6]
     with pytest.raises(ValueError, match=r"train.lr: 0.001 -> 0.002"):
-        T.train(tiny_run("copynce", **{"train.lr": 2e-3}), tmp_path / "resumed",
+        T.train(tiny_run(arm, **{"train.lr": 2e-3}), tmp_path / "resumed",
                 image_paths=images, progress=False)
 
 
@@ -235,6 +236,27 @@ def test_fine_tuning_starts_from_the_init_checkpoint_weights(images, tmp_path):
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-8, msg=k)
     fresh = dict(T._build_model(run).named_parameters())
     assert not torch.allclose(fresh["proj.weight"], b["proj.weight"])
+
+
+def test_cli_trains_an_arm_from_a_params_file_and_rejects_a_bad_set(images, tmp_path, capsys):
+    import yaml
+
+    data = tmp_path / "disc"  # a DISC21 layout whose training split holds 8 images
+    for folder in ("training_images", "reference_images", "dev_queries"):
+        (data / folder).mkdir(parents=True)
+    for p in images[:8]:
+        (data / "training_images" / p.name).symlink_to(p)
+    params = {"seed": 3, "paths": {"data": "disc"}, "train": {"steps": 2, "warmup_steps": 0}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    args = ["--params", str(tmp_path / "params.yaml"), "--arm", "infonce", "--out", str(tmp_path / "run")]
+    sets = [a for k, v in TINY.items() if k not in ("train.steps", "train.warmup_steps")
+            for a in ("--set", f"{k}={v}")]
+    sets += [a for k, v in TINY_MODEL["descriptor"].items() for a in ("--set", f"descriptor.{k}={v}")]
+    assert T.main(args + sets) == 0
+    meta = torch.load(tmp_path / "run" / T.FINAL, weights_only=False)["meta"]
+    assert meta["seed"] == 3 and meta["step"] == 2 and meta["arm"] == "infonce"
+    assert T.main(args + ["--set", "train.stepz=1"]) == 2
+    assert "stepz" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------- DDP
