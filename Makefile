@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 repro: setup
-	$(BIN)/dvc repro
+	PATH="$(abspath $(BIN)):$$PATH" dvc repro
 
 test: setup
 	$(BIN)/python -m pytest -n 2 -m "not browser" --durations=10 tests
