@@ -160,6 +160,10 @@ def _backbone_state(obj: Any, where: str) -> dict[str, torch.Tensor]:
 def load_backbone_weights(model: nn.Module, path: str | Path | Mapping) -> BackboneLoad:
     """Load a DINO/timm-format ViT checkpoint into a model's trunk (``model.vit``).
 
+    Also takes one of icdlib's own descriptor checkpoints (its ViT trunk; a final norm the
+    descriptor lacks keeps its initial identity values): at CPU scale a trained descriptor
+    stands in for DINO weights when initialising a matcher.
+
     Accepted layouts: a plain state dict with timm/DINO key names (``cls_token``,
     ``pos_embed``, ``patch_embed.proj.weight``, ``blocks.N...``, ``norm...``), optionally
     wrapped in ``teacher``/``student``/``state_dict``/``model`` (the teacher is preferred)
@@ -184,8 +188,18 @@ def load_backbone_weights(model: nn.Module, path: str | Path | Mapping) -> Backb
         if not Path(path).is_file():
             raise FileNotFoundError(f"load_backbone_weights: checkpoint not found: {path}")
         raw = torch.load(path, map_location="cpu", weights_only=False)
+    own_descriptor = isinstance(raw, Mapping) and isinstance(raw.get("meta"), Mapping) \
+        and raw["meta"].get("kind") == "descriptor"
     state = _backbone_state(raw, where)
     target = model.vit.state_dict()
+    if own_descriptor:
+        # one of our descriptor checkpoints: its trunk is ``vit.*``; projection and BN are
+        # the descriptor head. It has no final norm, so a trunk that has one keeps its own
+        # (identity) initialisation.
+        state = {k[len("vit."):]: v for k, v in state.items() if k.startswith("vit.")}
+        for key in ("norm.weight", "norm.bias"):
+            if key in target and key not in state:
+                state[key] = target[key].clone()
 
     ignored = sorted(
         k

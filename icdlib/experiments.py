@@ -40,6 +40,8 @@ class PathsConfig:
     runs: str = "runs"
     features: str = "features"
     reports: str = "reports"
+    backbone: str | None = None  # DINO-format ViT weights for every trunk; None = random init
+    matcher_backbone: str | None = None  # the matcher trunk's start instead (e.g. a trained descriptor)
 
 
 @dataclass(frozen=True)
@@ -191,6 +193,10 @@ def train_arm(
     run = T.resolve_run(st.params, arm, sets, st.params_path.name)
     if run.train.steps <= run.train.warmup_steps:
         sets["train.warmup_steps"] = max(0, run.train.steps // 10)
+        run = T.resolve_run(st.params, arm, sets, st.params_path.name)
+    start = st.paths.matcher_backbone if run.train.kind == "matcher" and st.paths.matcher_backbone else st.paths.backbone
+    if start and run.train.backbone is None and run.train.init is None:
+        sets["train.backbone"] = str(resolve(st.params_path, start))
         run = T.resolve_run(st.params, arm, sets, st.params_path.name)
     if run.train.kind == "matcher" and run.train.knn_checkpoint is None:
         knn = st.path("models", checkpoint_name("copynce"))

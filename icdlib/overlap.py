@@ -345,6 +345,8 @@ def _hidden_pixels(masks, width: int, height: int, lo, hi) -> np.ndarray:
     if len(found) == 1:
         return found[0]
     flat = np.sort(np.concatenate(found))  # a pixel hidden by two masks counts once
+    if flat.size == 0:  # the masks hide nothing inside the valid region
+        return flat
     return flat[np.r_[True, flat[1:] != flat[:-1]]]
 
 
