@@ -310,3 +310,19 @@ def test_preprocess_resizes_and_imagenet_normalises():
     assert math.isclose(x[1, 1, 5, 5].item(), (128 / 255 - 0.456) / 0.224, abs_tol=1e-5)
     with pytest.raises(ValueError, match="preprocess"):
         preprocess([], 16)
+
+
+def test_own_descriptor_checkpoint_initialises_a_matcher_trunk(tmp_path):
+    from icdlib.checkpoints import save_checkpoint
+
+    source = build_descriptor("vit_tiny_cpu", img_size=32, depth=3, seed=1)  # no final norm
+    path = tmp_path / "descriptor.pt"
+    save_checkpoint(path, source, {"arm": "copynce"})
+    matcher = build_matcher("vit_tiny_cpu", img_size=32, encoder_depth=2, fusion_depth=1, seed=2)
+    fresh_norm = matcher.vit.state_dict()["norm.weight"].clone()
+    load_backbone_weights(matcher, path)
+    src, dst = source.vit.state_dict(), matcher.vit.state_dict()
+    for key in ("patch_embed.proj.weight", "blocks.0.attn.qkv.weight", "blocks.2.mlp.fc2.bias", "pos_embed"):
+        torch.testing.assert_close(dst[key], src[key])
+    torch.testing.assert_close(dst["norm.weight"], fresh_norm)  # the descriptor has none: kept as initialised
+    torch.testing.assert_close(matcher.fusion_token.data, src["cls_token"])
