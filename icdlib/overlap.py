@@ -7,11 +7,12 @@ grids, the remainder dropped. Pixel convention as in :mod:`icdlib.pixtrace`: pix
 (col c, row r) covers ``[c, c+1) x [r, r+1)``, centre ``(c + 0.5, r + 0.5)``; sizes are
 ``(width, height)``.
 
-Geometry is counted exactly per query pixel row from breakpoints (no per-pixel work,
-:func:`_segment_counts`); pixels hidden by masks are looked up one by one and removed
-(:func:`_remove_hidden`). :func:`_dense_counts` is the plain per-pixel evaluation the
-fast path must equal. Every point test shares one float64 expression (``_lin``), so the
-paths agree bit for bit, on CPU and CUDA.
+On CPU the counts come from a compiled per-pixel kernel (:mod:`icdlib.overlap_kernel`,
+numba). On other devices (CUDA) geometry is counted exactly per query pixel row from
+breakpoints (no per-pixel work, :func:`_segment_counts`), and pixels hidden by masks are
+looked up one by one and removed (:func:`_remove_hidden`). :func:`_dense_counts` is the
+plain per-pixel evaluation both must equal. Every point test shares one float64
+expression (``u * x + off``, no fused multiply-add), so the paths agree bit for bit.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from icdlib import overlap_kernel
 from icdlib.pixtrace import Mapping, Size, Trace, _lin, _mask_hits, transfer
 
 
@@ -31,7 +33,7 @@ class OverlapConfig:
     """``params.yaml:pixtrace`` -- patch-overlap targets."""
 
     patch: int = 16  # ViT-S/16 patch size: 14 x 14 = 196 patches at 224 px, as CopyNCE uses
-    chunk: int = 32  # CPU pairs per pass: (32, 224, 47) float64 temporaries (~2.7 MB) stay in cache
+    chunk: int = 32  # torch path, CPU pairs per pass: (32, 224, 47) float64 temps stay in cache
 
     def __post_init__(self):
         if int(self.patch) < 1:
@@ -75,8 +77,8 @@ def overlap_batch(
         pairs: ``(query trace, reference trace)`` tuples of the same source size each.
         patch: patch side in pixels (>= 1; both images must hold at least one patch).
         device: torch device the counting runs on (``"cpu"`` or ``"cuda"``).
-        chunk: pairs evaluated together (default: ``OverlapConfig.chunk`` on CPU, all
-            pairs on a GPU).
+        chunk: pairs the torch path evaluates together (default: all pairs on a GPU;
+            the compiled CPU path needs no chunking and only checks it).
     Returns:
         ``torch.float32 [B, Nq, Nr + 1]`` on ``device``; rows sum to 1.
     """
@@ -94,17 +96,25 @@ def overlap_from_mappings(
 ) -> torch.Tensor:
     """:func:`overlap_batch` from precomputed query -> reference mappings.
 
-    Geometry goes through the exact row-segment path (:func:`_segment_counts`); pixels
-    that masks hide are then looked up one by one and taken out (:func:`_remove_hidden`).
-    The counts equal a per-pixel evaluation (:func:`_dense_counts`) exactly.
+    On CPU the compiled per-pixel counter (:mod:`icdlib.overlap_kernel`) runs, on
+    ``torch.get_num_threads()`` threads when several pairs are given; on other devices
+    the torch row-segment path (:func:`_overlap_torch`). Both equal a per-pixel
+    evaluation (:func:`_dense_counts`) exactly.
     """
     if len(maps) == 0:
         raise ValueError("overlap_batch: no pairs given")
-    dev = torch.device(device)
-    if chunk is None:  # CPU: cache-sized chunks; GPU: one launch sequence for all
-        chunk = OverlapConfig.chunk if dev.type == "cpu" else len(maps)
-    if int(chunk) < 1:
+    if chunk is not None and int(chunk) < 1:
         raise ValueError(f"overlap_batch: chunk must be >= 1, got {chunk}")
+    qgrid, rgrid = _grids(maps, patch)
+    dev = torch.device(device)
+    if dev.type == "cpu":
+        threads = torch.get_num_threads()
+        return torch.from_numpy(overlap_kernel.fractions(maps, patch, qgrid, rgrid, threads))
+    return _overlap_torch(maps, patch, dev, chunk, qgrid, rgrid)
+
+
+def _grids(maps: Sequence[Mapping], patch: int):
+    """Query and reference patch grids, checking that every pair has the same sizes."""
     qsize, rsize = maps[0].base_size, maps[0].target_size
     for m in maps:
         if m.base_size != qsize or m.target_size != rsize:
@@ -112,7 +122,18 @@ def overlap_from_mappings(
                 f"overlap_batch: all pairs need the same sizes; got query {m.base_size} vs "
                 f"{qsize}, reference {m.target_size} vs {rsize}"
             )
-    qgrid, rgrid = patch_grid(qsize, patch), patch_grid(rsize, patch)
+    return patch_grid(qsize, patch), patch_grid(rsize, patch)
+
+
+def _overlap_torch(maps, patch, dev: torch.device, chunk=None, qgrid=None, rgrid=None):
+    """The torch path of :func:`overlap_from_mappings` on any device (the reference for
+    the compiled CPU path): geometry through the exact row segments
+    (:func:`_segment_counts`), then the pixels that masks hide looked up one by one and
+    taken out (:func:`_remove_hidden`). The last column is ``1 - sum`` of the others."""
+    if qgrid is None:
+        qgrid, rgrid = _grids(maps, patch)
+    if chunk is None:  # CPU: cache-sized chunks; GPU: one launch sequence for all
+        chunk = OverlapConfig.chunk if dev.type == "cpu" else len(maps)
     nq, nr = qgrid[0] * qgrid[1], rgrid[0] * rgrid[1]
     out = torch.zeros(len(maps), nq, nr + 1, dtype=torch.float32, device=dev)
     for s in range(0, len(maps), chunk):

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from icdlib import overlap as ov
+from icdlib import overlap_kernel as ovk
 from icdlib import pixtrace as pt
 from icdlib.params import section
 from icdlib.pixtrace import Mapping, OverlapConfig, Step, Trace, overlap, overlap_batch, transfer
@@ -425,3 +426,99 @@ def test_overlap_config_from_params():
         section({"pixtrace": {"pachh": 8}}, "pixtrace", OverlapConfig)
     with pytest.raises(ValueError, match="patch"):
         OverlapConfig(patch=0)
+
+
+# ---------------------------------------------------------------- compiled CPU path
+def _torch_counts(m: Mapping, patch: int) -> np.ndarray:
+    o = ov._overlap_torch([m], patch, torch.device("cpu"))[0].double().numpy()
+    return np.rint(o * patch * patch).astype(np.int64)
+
+
+def _kernel_counts(maps, patch: int, parallel: bool = False) -> np.ndarray:
+    qg, rg = ov.patch_grid(maps[0].base_size, patch), ov.patch_grid(maps[0].target_size, patch)
+    if not parallel:
+        return ovk.count(maps, patch, qg, rg)
+    out = np.empty((len(maps), qg[0] * qg[1], rg[0] * rg[1] + 1), np.float32)
+    ovk._count_parallel(*ovk.pack(maps), patch, *qg, *rg, out)
+    return np.rint(out.astype(np.float64) * patch * patch).astype(np.int64)
+
+
+@pytest.mark.parametrize("seed", range(16))
+def test_compiled_counts_equal_torch_path_and_brute_force(seed):
+    rng = np.random.default_rng(5000 + seed)
+    source = (int(rng.integers(50, 90)), int(rng.integers(50, 90)))
+    q = Trace(source, random_chain(rng, source, int(rng.integers(2, 6)), masks=seed % 2 == 0))
+    r = Trace(source, random_chain(rng, source, int(rng.integers(0, 4)), masks=seed % 4 == 0))
+    patch = [16, 8, 7, 12, 5][seed % 5]
+    if min(q.size + r.size) < patch:
+        r = Trace(source)
+    m = transfer(q, r)
+    got = _kernel_counts([m], patch)[0]
+    assert got.sum(1).tolist() == [patch * patch] * len(got)
+    np.testing.assert_array_equal(got, brute_overlap_counts(q, r, patch))
+    np.testing.assert_array_equal(got, _torch_counts(m, patch))
+
+
+@pytest.mark.parametrize("degrees", [90.0, 180.0, -90.0])
+def test_compiled_counts_exact_at_rotation_ties_and_perspective(degrees):
+    src = (64, 48)
+    q = Trace(src, [rotate(src, degrees), resize(src, (32, 24))])
+    r = Trace(src, [perspective(src, np.random.default_rng(3)), pad(src, 8)])
+    for patch in (8, 7, 16):
+        got = _kernel_counts([transfer(q, r)], patch)[0]
+        np.testing.assert_array_equal(got, brute_overlap_counts(q, r, patch))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_compiled_counts_exact_for_axis_aligned_chains_with_occlusions(seed):
+    # affine map + axis-aligned masks: the span shortcut (cells and mask columns settled
+    # from a span's end pixels), including spans wholly inside a hidden block
+    rng = np.random.default_rng(7000 + seed)
+    src = (int(rng.integers(60, 90)), int(rng.integers(60, 90)))
+    steps = [occlusion(src, rng), hflip(src), crop(src, 3, 5, src[0] - 9, src[1] - 7)]
+    size = steps[-1].out_size
+    steps += [resize(size, (int(rng.integers(40, 120)), int(rng.integers(40, 120))))]
+    steps += [occlusion(steps[-1].out_size, rng), vflip(steps[-1].out_size)]
+    q = Trace(src, steps)
+    r = Trace(src, [pad(src, 5), occlusion((src[0] + 10, src[1] + 10), rng)])
+    for patch in (8, 5):
+        got = _kernel_counts([transfer(q, r)], patch)[0]
+        np.testing.assert_array_equal(got, brute_overlap_counts(q, r, patch))
+
+
+def test_compiled_masks_are_looked_up_through_projective_matrices():
+    rng = np.random.default_rng(9)
+    src = (72, 64)
+    box = np.ones((64, 72), bool)
+    box[10:40, 20:50] = False  # hidden in the source frame, then warped by perspective
+    q = Trace(src, [Step.occlusion(src, box), perspective(src, rng), hflip(src)])
+    r = Trace(src, [occlusion(src, rng), perspective(src, rng)])
+    m = transfer(q, r)
+    assert any(mm[2, 0] != 0 or mm[2, 1] != 0 for _, mm in m.masks)
+    got = _kernel_counts([m], 8)[0]
+    np.testing.assert_array_equal(got, brute_overlap_counts(q, r, 8))
+    mats, rows, strict = ov._stack([m], torch.device("cpu"))
+    qg, rg = ov.patch_grid(m.base_size, 8), ov.patch_grid(m.target_size, 8)
+    dense = ov._dense_counts(mats, rows, strict, 8, qg, rg, m.masks)[0] * 64
+    np.testing.assert_array_equal(got, dense.round().long().numpy())
+
+
+def test_occluded_block_counts_as_traced_nowhere_by_hand():
+    mask = np.ones((32, 32), bool)
+    mask[0:4, 0:8] = False  # 32 pixels of patch 0, none elsewhere
+    o = overlap(Trace((32, 32), [Step.occlusion((32, 32), mask)]), Trace((32, 32)), 16)
+    assert o[0, 0] == 224 / 256 and o[0, -1] == 32 / 256
+    assert torch.equal(o[1:, :4], torch.eye(4)[1:]) and (o[1:, -1] == 0).all()
+
+
+def test_compiled_batched_and_parallel_equal_per_pair():
+    pairs = _pairs(21, 9, masks=True) + _pairs(21, 3, masks=True)  # repeats share masks
+    maps = [transfer(q, r) for q, r in pairs]
+    serial = _kernel_counts(maps, 16)
+    np.testing.assert_array_equal(_kernel_counts(maps, 16, parallel=True), serial)
+    for i, m in enumerate(maps):
+        np.testing.assert_array_equal(_kernel_counts([m], 16)[0], serial[i])
+        np.testing.assert_array_equal(serial[i], _torch_counts(m, 16))
+    out = overlap_batch(pairs, 16)
+    assert out.dtype == torch.float32
+    assert torch.equal(out, torch.from_numpy(serial).to(torch.float32) / 256.0)
