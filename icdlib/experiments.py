@@ -266,11 +266,12 @@ def training_curve(params_file: str | Path, run_name: str) -> pd.DataFrame:
 class Evaluator:
     """Evaluates many models on one benchmark split, embedding each image set once per model."""
 
-    def __init__(self, params_file: str | Path):
+    def __init__(self, params_file: str | Path, predictions: str = "predictions"):
         from icdlib.data import Disc21
         from icdlib.retrieval import EvalConfig
 
         self.st = Stage(params_file)
+        self.predictions = predictions  # folder under paths.features for this stage's prediction CSVs
         self.cfg = section(self.st.params, "eval", EvalConfig, self.st.params_path.name)
         root = self.st.path("data")
         self.ds = Disc21(root, ground_truth=self.st.dataset.ground_truth, on_error=self.st.dataset.on_error)
@@ -314,7 +315,7 @@ class Evaluator:
         for variant, af in variants.items():
             preds = descriptor_predictions(q_ids, qf, r_ids, rf, c, af)
             metrics, curve = self.score(preds)
-            path = self.st.path("features", "predictions", f"{name}_{variant}.csv")
+            path = self.st.path("features", self.predictions, f"{name}_{variant}.csv")
             write_predictions(path, preds["query_id"], preds["reference_id"], preds["score"])
             out[variant] = {"metrics": metrics, "curve": _curve(curve), "predictions": str(path)}
         return out
@@ -325,7 +326,7 @@ class Evaluator:
 
         preds = hash_predictions(self.queries, self.refs, method, self.cfg.k, self.cfg.num_workers)
         metrics, curve = self.score(preds)
-        path = self.st.path("features", "predictions", f"{method}.csv")
+        path = self.st.path("features", self.predictions, f"{method}.csv")
         write_predictions(path, preds["query_id"], preds["reference_id"], preds["score"])
         return {"plain": {"metrics": metrics, "curve": _curve(curve), "predictions": str(path)}}
 
@@ -339,7 +340,7 @@ class Evaluator:
         plain = rescore(model, candidates, qp, rp, size, c.matcher_batch_size, c.num_workers, c.device)
         out: dict[str, Any] = {}
         m, curve = self.score(plain)
-        path = self.st.path("features", "predictions", f"{name}_plain.csv")
+        path = self.st.path("features", self.predictions, f"{name}_plain.csv")
         write_predictions(path, plain["query_id"], plain["reference_id"], plain["score"])
         out["plain"] = {"metrics": m, "curve": _curve(curve), "predictions": str(path)}
         if n > 0:
@@ -350,7 +351,7 @@ class Evaluator:
             merged["score"] = merged["score_lce"].fillna(merged["score"])
             merged = merged[["query_id", "reference_id", "score"]]
             m, curve = self.score(merged)
-            path = self.st.path("features", "predictions", f"{name}_lce.csv")
+            path = self.st.path("features", self.predictions, f"{name}_lce.csv")
             write_predictions(path, merged["query_id"], merged["reference_id"], merged["score"])
             out["lce"] = {"metrics": m, "curve": _curve(curve), "predictions": str(path), "lce_candidates": n}
         return out
@@ -474,7 +475,7 @@ def run_ablations(params_file: str | Path, progress: bool = True) -> dict[str, A
     ``paths.reports/ablation/results.json``.
     """
     st = Stage(params_file)
-    ev = Evaluator(params_file)
+    ev = Evaluator(params_file, predictions="ablation")
     ev.aux = []  # the ablation table compares arms without score normalisation
     results: dict[str, Any] = {}
     for seed in st.ablation.seeds:
