@@ -206,7 +206,7 @@ def train_arm(
     if st.launch.nproc_per_node > 1 or st.launch.nnodes > 1:
         final = _torchrun(st, arm, run_dir, run.overrides[len(T.resolve_run(st.params, arm, {}).overrides):])
     else:
-        final = T.train(run, run_dir, data_root=st.path("data"), progress=progress)
+        final = T.train(run, run_dir, data_root=st.path("data"), resume="auto", progress=progress)
     dest = Path(out) if out is not None else st.path("models", checkpoint_name(arm))
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_suffix(dest.suffix + ".tmp")

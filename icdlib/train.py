@@ -167,6 +167,16 @@ def _load_weights(model: nn.Module, path: str | Path) -> dict:
 _RESUME_FREE = {"workers", "checkpoint_every", "log_every", "knn_batch_size"}
 
 
+def _same_run(ckpt: Path, run: RunConfig) -> bool:
+    """Whether ``ckpt`` was written by the configuration of ``run`` (see :func:`_check_same_run`)."""
+    saved = torch.load(ckpt, map_location="cpu", weights_only=False)
+    try:
+        _check_same_run((saved.get("meta") or saved).get("run", {}), run, ckpt)
+    except ValueError:
+        return False
+    return True
+
+
 def _check_same_run(saved: dict, run: RunConfig, ckpt: Path) -> None:
     """Refuse to resume a checkpoint written by a different configuration."""
     now = run.to_dict()
@@ -234,7 +244,7 @@ def train(
     *,
     data_root: str | Path | None = None,
     image_paths: Sequence[str | Path] | None = None,
-    resume: bool = True,
+    resume: bool | str = True,
     device: str | None = None,
     neighbours: np.ndarray | None = None,
     callback: Callable[[int, dict], None] | None = None,
@@ -250,7 +260,9 @@ def train(
         data_root: DISC21-layout folder; its ``run.train.split`` images are the sources.
         image_paths: the source images directly (instead of ``data_root``).
         resume: continue from ``OUT/checkpoint.pt`` when it exists (a finished run
-            returns at once); False starts over.
+            returns at once); False starts over; ``"auto"`` resumes only a checkpoint of
+            the same configuration and otherwise starts over (pipeline stages re-run
+            after a parameter change).
         device: "cpu" / "cuda"; default CUDA when available. Under torchrun each process
             takes GPU ``LOCAL_RANK`` (NCCL) or joins a gloo group on CPU.
         neighbours: ``[n, k]`` kNN indices for hard negatives; default mined from
@@ -288,6 +300,10 @@ def train(
     optimizer = _optimizer(objective, t)
 
     ckpt, start = out / CHECKPOINT, 0
+    if resume == "auto" and ckpt.is_file() and not _same_run(ckpt, run):
+        if dist.is_main:
+            print(f"{ckpt}: written by another configuration; starting over", file=sys.stderr)
+        resume = False
     if resume and ckpt.is_file():
         meta = _load_weights(model, ckpt)
         _check_same_run(meta.get("run", {}), run, ckpt)

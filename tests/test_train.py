@@ -200,6 +200,18 @@ def test_killed_run_resumes_to_the_same_final_weights(arm, images, tmp_path):
                 image_paths=images, progress=False)
 
 
+def test_changed_config_refuses_to_resume_unless_auto_starts_over(images, tmp_path):
+    out = tmp_path / "run"
+    T.train(tiny_run(**{"train.steps": 2}), out, image_paths=images, progress=False)
+    with pytest.raises(ValueError, match="another configuration"):
+        T.train(tiny_run(**{"train.steps": 3}), out, image_paths=images, progress=False)
+    fresh = tmp_path / "fresh"
+    T.train(tiny_run(**{"train.steps": 3}), fresh, image_paths=images, progress=False)
+    T.train(tiny_run(**{"train.steps": 3}), out, image_paths=images, progress=False, resume="auto")
+    a, b = _weights(out / "model.pt"), _weights(fresh / "model.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)  # started over: same as a fresh 3-step run
+
+
 def test_matcher_arm_trains_with_bce_and_copynce_on_positives(images, tmp_path):
     run = tiny_run("matcher_copynce", **{"train.steps": 3, "pairs.pos_rate": 0.5})
     seen = _losses(run, tmp_path / "m", images, neighbours=knn_from_features(
