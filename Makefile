@@ -30,4 +30,6 @@ bench: setup
 	$(BIN)/python benchmarks/pixtrace.py
 	$(BIN)/python benchmarks/copynce.py
 	$(BIN)/python benchmarks/loader.py
+	$(BIN)/python benchmarks/train.py
 	$(BIN)/python benchmarks/retrieval.py
+	$(BIN)/python benchmarks/metrics.py

@@ -66,13 +66,28 @@ def measure(paths: list[Path], cfg: PairsConfig, samples: int) -> dict:
     }
 
 
+def measured_gpu_rate(path: Path = OUT.parent / "train.json") -> tuple[float, str]:
+    """Best CopyNCE pairs/s of ViT-S/16 at 224 px measured on a GPU by benchmarks/train.py."""
+    try:
+        cuda = json.loads(path.read_text())["cuda"]
+        runs = cuda["by_batch"]["copynce"]
+        batch, best = max(((b, r["pairs_per_s"]) for b, r in runs.items()), key=lambda t: t[1])
+        return float(best), f"measured on {cuda['device']} (bf16, batch {batch}) by benchmarks/train.py"
+    except (OSError, KeyError, ValueError):
+        return 2000.0, "assumed (no GPU measurement in reports/benchmarks/train.json)"
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--samples", type=int, default=200, help="pairs timed per setting")
-    ap.add_argument("--gpu-pairs-per-s", type=float, default=2000.0,
-                    help="assumed ViT-S/16 224 px training throughput of one GPU, pairs/s")
+    ap.add_argument("--gpu-pairs-per-s", type=float, default=None,
+                    help="ViT-S/16 224 px training throughput of one GPU, pairs/s (default: the CopyNCE "
+                         "figure measured by benchmarks/train.py in reports/benchmarks/train.json, else 2000)")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args(argv)
+    gpu_source = "given on the command line"
+    if args.gpu_pairs_per_s is None:
+        args.gpu_pairs_per_s, gpu_source = measured_gpu_rate()
     torch.set_num_threads(1)  # one core, as one DataLoader worker
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -85,8 +100,8 @@ def main(argv=None) -> dict:
     report = {
         "settings": results,
         "assumed_gpu_pairs_per_s": args.gpu_pairs_per_s,
-        "gpu_assumption": "ViT-S/16 at 224 px, descriptor pairs (2 images) per second on one GPU; "
-                          "an assumption until measured",
+        "gpu_assumption": "ViT-S/16 at 224 px, CopyNCE descriptor pairs (2 images) per second trained on one "
+                          f"GPU: {gpu_source}",
         "cores_needed_for_one_gpu_224": round(args.gpu_pairs_per_s / per_core, 1),
         "machine": {"cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine(),
                     "torch_threads": torch.get_num_threads()},
