@@ -201,10 +201,11 @@ def train_arm(
     if run.train.kind == "matcher" and run.train.knn_checkpoint is None:
         knn = st.path("models", checkpoint_name("copynce"))
         if knn.is_file():
-            run = T.resolve_run(st.params, arm, {**sets, "train.knn_checkpoint": str(knn)}, st.params_path.name)
+            sets["train.knn_checkpoint"] = str(knn)
+            run = T.resolve_run(st.params, arm, sets, st.params_path.name)
     run_dir = st.path("runs", run_name or arm)
     if st.launch.nproc_per_node > 1 or st.launch.nnodes > 1:
-        final = _torchrun(st, arm, run_dir, run.overrides[len(T.resolve_run(st.params, arm, {}).overrides):])
+        final = _torchrun(st, arm, run_dir, sets.items())
     else:
         final = T.train(run, run_dir, data_root=st.path("data"), resume="auto", progress=progress)
     dest = Path(out) if out is not None else st.path("models", checkpoint_name(arm))
@@ -387,7 +388,7 @@ def evaluate_suite(params_file: str | Path) -> dict[str, Any]:
 
     Writes ``paths.reports/eval/results.json`` and PR curves ``reports/plots/pr_<row>.csv``.
     """
-    from icdlib.models import build_descriptor, load_model  # noqa: F401
+    from icdlib.models import DescriptorConfig, build_descriptor
 
     ev = Evaluator(params_file)
     st = ev.st
@@ -396,10 +397,9 @@ def evaluate_suite(params_file: str | Path) -> dict[str, Any]:
     for method, label in (("pdq", "PDQ"), ("phash", "pHash")):
         rows[label] = {"table": "descriptor", "seed": st.seed, "config": st.tag(tag_keys, baseline=method),
                        **ev.hashes(method)}
-    dcfg = section(st.params, "descriptor", __import__("icdlib.models", fromlist=["DescriptorConfig"]).DescriptorConfig,
-                   st.params_path.name)
+    dcfg = section(st.params, "descriptor", DescriptorConfig, st.params_path.name)
     rnd = build_descriptor(dcfg, seed=st.report.random_init_seed)
-    size = rnd.config.img_size if hasattr(rnd, "config") else int(st.params["pairs"]["size"])
+    size = rnd.config.img_size
     rows["random-init descriptor"] = {
         "table": "descriptor", "seed": st.report.random_init_seed,
         "config": st.tag(tag_keys + ["descriptor"], model="random_init"),
@@ -423,48 +423,46 @@ def evaluate_suite(params_file: str | Path) -> dict[str, Any]:
     out = st.path("reports", "eval")
     out.mkdir(parents=True, exist_ok=True)
     _write_json(out / "results.json", result)
-    _write_json(out / "metrics.json", {f"{k}/{v}": rows[k][v]["metrics"] for k in rows for v in ("plain", "sn", "lce")
-                                       if v in rows[k]})
+    _write_json(out / "metrics.json", {f"{label}/{variant}": e["metrics"] for label, _, variant, e in evaluated(rows)})
     write_pr_curves(rows, st.path("reports", "plots"))
     return result
+
+
+VARIANTS = ("plain", "sn", "lce")  # no normalisation, score normalisation, local crop ensembling
+
+
+def evaluated(rows: dict[str, Any]):
+    """``(label, row, variant, entry)`` for every variant an evaluation row holds."""
+    for label, row in rows.items():
+        for variant in VARIANTS:
+            if variant in row:
+                yield label, row, variant, row[variant]
 
 
 def write_pr_curves(rows: dict[str, Any], out_dir: Path) -> list[Path]:
     """One ``pr_<row>_<variant>.csv`` (recall, precision) per evaluated row, for ``dvc plots``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for label, row in rows.items():
-        for variant in ("plain", "sn", "lce"):
-            if variant in row:
-                slug = "".join(ch if ch.isalnum() else "_" for ch in label.lower()).strip("_")
-                p = out_dir / f"pr_{slug}_{variant}.csv"
-                pd.DataFrame(row[variant]["curve"]).to_csv(p, index=False, float_format="%.5f")
-                written.append(p)
+    for label, _, variant, entry in evaluated(rows):
+        slug = "".join(ch if ch.isalnum() else "_" for ch in label.lower()).strip("_")
+        p = out_dir / f"pr_{slug}_{variant}.csv"
+        pd.DataFrame(entry["curve"]).to_csv(p, index=False, float_format="%.5f")
+        written.append(p)
     return written
 
 
 def results_frame(result: dict[str, Any]) -> pd.DataFrame:
     """Flat table of an :func:`evaluate_suite` result: one row per (row, variant)."""
-    recs = []
-    for label, row in result["rows"].items():
-        for variant in ("plain", "sn", "lce"):
-            if variant in row:
-                m = row[variant]["metrics"]
-                recs.append({"table": row["table"], "method": label, "variant": variant,
-                             "uAP": m["uAP"], "RP90": m["RP90"], "mAP": m["mAP"], "seed": row["seed"]})
-    return pd.DataFrame(recs)
+    return pd.DataFrame([{"table": row["table"], "method": label, "variant": variant, "uAP": e["metrics"]["uAP"],
+                          "RP90": e["metrics"]["RP90"], "mAP": e["metrics"]["mAP"], "seed": row["seed"]}
+                         for label, row, variant, e in evaluated(result["rows"])])
 
 
 def curves_frame(result: dict[str, Any]) -> pd.DataFrame:
     """Long-format PR curves of an :func:`evaluate_suite` result: ``method, variant, recall, precision``."""
-    recs = []
-    for label, row in result["rows"].items():
-        for variant in ("plain", "sn", "lce"):
-            if variant in row:
-                c = row[variant]["curve"]
-                recs.append(pd.DataFrame({"method": label, "variant": variant, "recall": c["recall"],
-                                          "precision": c["precision"]}))
-    return pd.concat(recs, ignore_index=True)
+    return pd.concat([pd.DataFrame({"method": label, "variant": variant, "recall": e["curve"]["recall"],
+                                    "precision": e["curve"]["precision"]})
+                      for label, _, variant, e in evaluated(result["rows"])], ignore_index=True)
 
 
 # --------------------------------------------------------------------------- ablations

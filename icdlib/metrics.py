@@ -266,30 +266,25 @@ def evaluate(
     predictions: Iterable[PredictedMatch], ground_truth: Iterable[GroundTruthMatch]
 ) -> Metrics:
     """Metrics of typed records; see the module docstring for the exact semantics."""
+    return _evaluate_records(predictions, ground_truth)[0]
+
+
+def _evaluate_records(predictions: Iterable[PredictedMatch], ground_truth: Iterable[GroundTruthMatch]):
+    """:func:`evaluate_arrays` of typed records."""
     preds = list(predictions)
     gts = list(ground_truth)
-    metrics, _ = evaluate_arrays(
+    return evaluate_arrays(
         [p.query for p in preds],
         [p.reference for p in preds],
         np.array([p.score for p in preds], dtype=np.float64),
         [g.query for g in gts],
         [g.reference for g in gts],
     )
-    return metrics
 
 
 def pr_curve(predictions: Iterable[PredictedMatch], ground_truth: Iterable[GroundTruthMatch]) -> PrCurve:
     """The pooled precision/recall curve of typed records (see :class:`PrCurve`)."""
-    preds = list(predictions)
-    gts = list(ground_truth)
-    _, curve = evaluate_arrays(
-        [p.query for p in preds],
-        [p.reference for p in preds],
-        np.array([p.score for p in preds], dtype=np.float64),
-        [g.query for g in gts],
-        [g.reference for g in gts],
-    )
-    return curve
+    return _evaluate_records(predictions, ground_truth)[1]
 
 
 # --------------------------------------------------------------------------- CSV I/O

@@ -178,15 +178,10 @@ VARIANT_SUFFIX = {"plain": "", "sn": " + SN", "lce": " + LCE"}
 
 
 def _main_rows(result: dict[str, Any], table: str) -> list[Row]:
-    rows = []
-    for label, rec in result["rows"].items():
-        if rec["table"] != table:
-            continue
-        for variant, suffix in VARIANT_SUFFIX.items():
-            if variant in rec:
-                rows.append(Row(label + suffix, [rec[variant]["metrics"]], [int(rec["seed"])], rec["config"],
-                                {"variant": variant}))
-    return rows
+    from icdlib.experiments import evaluated
+
+    return [Row(label + VARIANT_SUFFIX[variant], [e["metrics"]], [int(rec["seed"])], rec["config"], {"variant": variant})
+            for label, rec, variant, e in evaluated(result["rows"]) if rec["table"] == table]
 
 
 def _ablation_rows(abl: dict[str, Any]) -> list[Row]:
