@@ -181,8 +181,9 @@ def train_arm(
     """Train one named arm (``params.yaml: arms``) and copy its final checkpoint to ``out``.
 
     The run folder ``paths.runs/<run_name>`` keeps the resumable checkpoint and DVCLive
-    logs: an interrupted stage continues where it stopped. Matcher arms mine hard
-    negatives with the CopyNCE descriptor checkpoint.
+    logs: an interrupted stage continues where it stopped. Matcher arms that draw kNN
+    negatives (``pairs.neg_knn_p > 0``) mine them once with the CopyNCE descriptor
+    checkpoint, in ``paths.runs/knn``.
     """
     from icdlib import train as T
 
@@ -198,10 +199,12 @@ def train_arm(
     if start and run.train.backbone is None and run.train.init is None:
         sets["train.backbone"] = str(resolve(st.params_path, start))
         run = T.resolve_run(st.params, arm, sets, st.params_path.name)
-    if run.train.kind == "matcher" and run.train.knn_checkpoint is None:
+    if run.train.kind == "matcher" and run.train.knn_checkpoint is None and run.pairs.neg_knn_p > 0:
         knn = st.path("models", checkpoint_name("copynce"))
         if knn.is_file():
             sets["train.knn_checkpoint"] = str(knn)
+            if run.train.knn_cache is None:  # both matcher arms mine once
+                sets["train.knn_cache"] = str(st.path("runs", "knn"))
             run = T.resolve_run(st.params, arm, sets, st.params_path.name)
     run_dir = st.path("runs", run_name or arm)
     if st.launch.nproc_per_node > 1 or st.launch.nnodes > 1:

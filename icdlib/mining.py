@@ -7,6 +7,7 @@ descriptor's second, look-alike pair in :class:`icdlib.pairs.TracedPairs`.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Sequence
 
@@ -38,6 +39,34 @@ def mine_neighbours(checkpoint: str | Path, image_paths: Sequence[str | Path], k
     feats = embed(model, list(image_paths), size, batch_size=batch_size, num_workers=workers,
                   device=device, desc="mining neighbours")
     return knn_from_features(feats, k)
+
+
+def neighbours_file(checkpoint: str | Path, image_paths: Sequence[str | Path], k: int,
+                    folder: str | Path) -> Path:
+    """Where :func:`cached_neighbours` keeps the table of these inputs.
+
+    The name hashes the checkpoint's bytes, ``k`` and the image paths, so a retrained
+    descriptor or another image list never reuses a stale table.
+    """
+    h = hashlib.sha1(Path(checkpoint).read_bytes())
+    h.update(f"k={k}\n".encode())
+    for p in image_paths:
+        h.update(f"{Path(p).resolve()}\n".encode())
+    return Path(folder) / f"neighbours_{h.hexdigest()[:16]}.npy"
+
+
+def cached_neighbours(checkpoint: str | Path, image_paths: Sequence[str | Path], k: int,
+                      folder: str | Path, **kwargs) -> np.ndarray:
+    """:func:`mine_neighbours`, stored in ``folder`` and reused by any run with the same inputs."""
+    path = neighbours_file(checkpoint, image_paths, k, folder)
+    if path.is_file():
+        return np.load(path)
+    table = mine_neighbours(checkpoint, image_paths, k, **kwargs)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.npy")
+    np.save(tmp, table)
+    tmp.replace(path)
+    return table
 
 
 def knn_from_features(features: np.ndarray, k: int) -> np.ndarray:

@@ -56,7 +56,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from icdlib import distributed as D
-from icdlib.mining import mine_neighbours
+from icdlib.mining import cached_neighbours, neighbours_file
 from icdlib.objectives import DescriptorObjective, MatcherObjective
 from icdlib.params import load_params, to_dict
 from icdlib.runs import ARMS, RunConfig, TrainConfig, model_section, resolve_run  # noqa: F401
@@ -64,7 +64,6 @@ from icdlib.schedule import global_batch, lr_schedule, shard
 
 CHECKPOINT = "checkpoint.pt"  # latest resumable state, rewritten atomically
 FINAL = "model.pt"  # final weights, loadable with icdlib.models.load_model
-NEIGHBOURS = "neighbours.npy"  # mined kNN hard negatives, [n, k] int64
 LIVE_DIR = "dvclive"
 
 
@@ -256,7 +255,7 @@ def train(
         run: the resolved run (:func:`resolve_run`).
         out_path: run folder: ``checkpoint.pt`` (resumable state), ``model.pt`` (final,
             ``icdlib.models.load_model``-able, with the resolved run config and seed),
-            ``dvclive/`` (metrics), ``neighbours.npy`` (when mined).
+            ``dvclive/`` (metrics), ``neighbours_<hash>.npy`` (when mined here).
         data_root: DISC21-layout folder; its ``run.train.split`` images are the sources.
         image_paths: the source images directly (instead of ``data_root``).
         resume: continue from ``OUT/checkpoint.pt`` when it exists (a finished run
@@ -266,7 +265,8 @@ def train(
         device: "cpu" / "cuda"; default CUDA when available. Under torchrun each process
             takes GPU ``LOCAL_RANK`` (NCCL) or joins a gloo group on CPU.
         neighbours: ``[n, k]`` kNN indices for hard negatives; default mined from
-            ``run.train.knn_checkpoint`` when set (:func:`mine_neighbours`), else none.
+            ``run.train.knn_checkpoint`` when set (:func:`icdlib.mining.cached_neighbours`, kept
+            in ``run.train.knn_cache`` or the run folder), else none.
         callback: called after every optimiser step (and its checkpoint) on every process
             as ``callback(steps_done, metrics)``.
         progress: show a tqdm bar on rank 0.
@@ -314,12 +314,12 @@ def train(
         _set_rng_state(meta["rng"])  # the loader's worker base seed is drawn from it
 
     if neighbours is None and t.knn_checkpoint:
-        nb_file = out / NEIGHBOURS
-        if dist.is_main and not nb_file.is_file():
-            np.save(nb_file, mine_neighbours(t.knn_checkpoint, paths, t.knn_k,
-                                             batch_size=t.knn_batch_size, device=dist.device))
+        folder = Path(t.knn_cache) if t.knn_cache else out
+        if dist.is_main:
+            cached_neighbours(t.knn_checkpoint, paths, t.knn_k, folder,
+                              batch_size=t.knn_batch_size, device=dist.device)
         D.barrier()
-        neighbours = np.load(nb_file)
+        neighbours = np.load(neighbours_file(t.knn_checkpoint, paths, t.knn_k, folder))
 
     dataset = _dataset(run, paths, neighbours)
     lrs = lr_schedule(t.steps, t.lr, t.warmup_steps, t.min_lr, t.warmup_start)

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from icdlib import train as T
-from icdlib.mining import knn_from_features
+from icdlib.mining import knn_from_features, neighbours_file
 from icdlib.schedule import global_batch, lr_schedule, shard
 
 # A model small enough for a few CPU steps per second: width 32, depth 2, 32 px, patch 8.
@@ -231,7 +231,27 @@ def test_matcher_mines_hard_negatives_with_a_descriptor_checkpoint(images, tmp_p
     run = tiny_run("matcher_bce", **{"train.steps": 1, "train.warmup_steps": 0,
                                      "train.knn_checkpoint": str(desc), "train.knn_k": 3})
     T.train(run, tmp_path / "m", image_paths=images, progress=False)
-    assert np.array_equal(np.load(tmp_path / "m" / T.NEIGHBOURS), nb)
+    assert np.array_equal(np.load(neighbours_file(desc, images, 3, tmp_path / "m")), nb)
+
+
+def test_mined_neighbours_are_shared_through_the_cache_and_never_stale(images, tmp_path, monkeypatch):
+    from icdlib import mining
+    from icdlib.models import build_descriptor, save_checkpoint
+
+    torch.manual_seed(0)
+    desc = save_checkpoint(tmp_path / "desc.pt", build_descriptor(TINY_MODEL["descriptor"]).eval())
+    calls = []
+    real = mining.mine_neighbours
+    monkeypatch.setattr(mining, "mine_neighbours", lambda *a, **k: calls.append(a) or real(*a, **k))
+    first = mining.cached_neighbours(desc, images, 3, tmp_path / "knn", batch_size=8)
+    again = mining.cached_neighbours(desc, images, 3, tmp_path / "knn", batch_size=8)
+    assert len(calls) == 1 and np.array_equal(first, again)
+    # a retrained descriptor (other bytes) or another k gets its own table
+    torch.manual_seed(1)
+    save_checkpoint(desc, build_descriptor(TINY_MODEL["descriptor"]).eval())
+    mining.cached_neighbours(desc, images, 3, tmp_path / "knn", batch_size=8)
+    mining.cached_neighbours(desc, images, 2, tmp_path / "knn", batch_size=8)
+    assert len(calls) == 3 and len(list((tmp_path / "knn").glob("neighbours_*.npy"))) == 3
 
 
 def test_fine_tuning_starts_from_the_init_checkpoint_weights(images, tmp_path):
