@@ -196,11 +196,15 @@ def _claim(name: str, better: float, worse: float, spread: float, basis: str) ->
     return {"claim": name, "gap_uAP": gap, "spread_uAP": spread, "spread_basis": basis, "verdict": verdict}
 
 
-def orderings(desc: pd.DataFrame, match: pd.DataFrame, abl: pd.DataFrame) -> list[dict[str, Any]]:
+def orderings(desc: pd.DataFrame, match: pd.DataFrame, abl: pd.DataFrame,
+              per_seed: dict[str, dict[int, float]] | None = None) -> list[dict[str, Any]]:
     """The paper's orderings on uAP, each against the seed-to-seed spread.
 
     Main-table rows come from one seed, so their spread is the larger sample std of the
     two corresponding ablation arms (same model and data, shorter runs, several seeds).
+    Ablation claims are paired (every arm of a seed shares data order and steps): given
+    ``per_seed`` (arm -> {seed: uAP}), their gap is the mean of the per-seed differences
+    and their spread the sample std of those differences.
     """
     d = desc.set_index("method")["uAP"]
     m = match.set_index("method")["uAP"]
@@ -221,11 +225,24 @@ def orderings(desc: pd.DataFrame, match: pd.DataFrame, abl: pd.DataFrame) -> lis
     if "copynce" in a.index:
         for other, name in (("copynce_uniform", "PixTrace targets > uniform targets"),
                             ("infonce", "CopyNCE on > off (ablation)")):
-            if other in a.index:
+            if other not in a.index:
+                continue
+            diffs = _paired_differences(per_seed or {}, "copynce", other)
+            if len(diffs) >= 2:
+                out.append(_claim(name + " [ablation, paired by seed]", float(np.mean(diffs)), 0.0,
+                                  float(np.std(diffs, ddof=1)),
+                                  f"std of the per-seed differences copynce - {other} ({len(diffs)} seeds)"))
+            else:
                 sp = max(std("copynce"), std(other))
                 out.append(_claim(name + " [ablation means]", float(a.loc["copynce", "uAP"]),
                                   float(a.loc[other, "uAP"]), sp, f"max std of ablation arms copynce/{other}"))
     return out
+
+
+def _paired_differences(per_seed: dict[str, dict[int, float]], arm: str, other: str) -> list[float]:
+    """``uAP(arm) - uAP(other)`` for every seed both arms ran, in seed order."""
+    a, b = per_seed.get(arm, {}), per_seed.get(other, {})
+    return [a[s] - b[s] for s in sorted(set(a) & set(b))]
 
 
 def write_report(params_file: str | Path) -> dict[str, Any]:
@@ -247,7 +264,9 @@ def write_report(params_file: str | Path) -> dict[str, Any]:
     ablation = write_table(_ablation_rows(abl), "ablation", out, "Ablations (descriptor, no SN)",
                            f"Profile `{st.profile}`, {abl['steps']} steps per run, mean ± std over seeds; "
                            "every arm of a seed shares its data order and step count.")
-    claims = orderings(desc, match, ablation)
+    per_seed = {arm: {int(sd): float(r["uAP"]) for sd, r in zip(rec["seeds"], rec["runs"])}
+                for arm, rec in abl["arms"].items()}
+    claims = orderings(desc, match, ablation, per_seed)
     summary = {"profile": st.profile, "seed": st.seed, "orderings": claims,
                "n_holds": sum(c["verdict"] == "holds" for c in claims), "n_claims": len(claims)}
     (out / "orderings.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -95,6 +95,51 @@ def test_each_stage_depends_on_its_notebook():
             assert nb in s.get("deps", []), f"stage {name} runs {nb} but does not list it in deps"
 
 
+def _icdlib_imports(module: str, module_level_only: bool) -> set[str]:
+    """icdlib modules that ``icdlib/<module>.py`` imports (at module level, or anywhere)."""
+    tree = ast.parse((ROOT / "icdlib" / f"{module}.py").read_text())
+    nodes = [n for top in tree.body for n in ([top] + (top.body if isinstance(top, ast.If) else []))] \
+        if module_level_only else list(ast.walk(tree))
+    found = set()
+    for n in nodes:
+        if isinstance(n, ast.ImportFrom) and n.module == "icdlib":
+            found |= {a.name for a in n.names}
+        elif isinstance(n, ast.ImportFrom) and n.module and n.module.startswith("icdlib."):
+            found.add(n.module.split(".")[1])
+        elif isinstance(n, ast.Import):
+            found |= {a.name.split(".")[1] for a in n.names if a.name.startswith("icdlib.")}
+    return {m for m in found if (ROOT / "icdlib" / f"{m}.py").is_file()}
+
+
+@pytest.mark.parametrize("name,stage", list(_stages()), ids=[n for n, _ in _stages()])
+def test_stage_deps_hold_every_icdlib_module_their_modules_import(name, stage):
+    """A stage's icdlib deps are closed under imports, so editing any module it runs re-runs it.
+
+    ``experiments`` is the notebooks' hub: its function-level imports fan out to every
+    stage's own modules, which each stage lists itself; all other modules count whole.
+    """
+    listed = {Path(d).stem for d in stage.get("deps", []) if isinstance(d, str) and d.startswith("icdlib/")}
+    missing = set()
+    for m in listed:
+        missing |= _icdlib_imports(m, module_level_only=m == "experiments") - listed
+    assert not missing, f"dvc.yaml stage {name}: add deps {sorted(f'icdlib/{m}.py' for m in missing)}"
+
+
+def test_each_stage_depends_on_the_icdlib_modules_its_notebook_imports():
+    for name, s in _stages():
+        for nb in _notebooks_run(str(s.get("cmd", ""))):
+            cells = nbformat.read(ROOT / nb, as_version=4).cells
+            tree = ast.parse("\n".join(c.source for c in cells if c.cell_type == "code"))
+            used = set()
+            for n in ast.walk(tree):
+                if isinstance(n, ast.ImportFrom) and n.module == "icdlib":
+                    used |= {a.name for a in n.names}
+                elif isinstance(n, ast.ImportFrom) and n.module and n.module.startswith("icdlib."):
+                    used.add(n.module.split(".")[1])
+            missing = sorted(f"icdlib/{m}.py" for m in used if f"icdlib/{m}.py" not in s.get("deps", []))
+            assert not missing, f"stage {name} runs {nb}, which imports {missing}: add them to its deps"
+
+
 def _parameters_cell(nb) -> dict:
     cells = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
     assert len(cells) == 1, "a notebook needs exactly one cell tagged 'parameters'"

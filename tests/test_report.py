@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -75,6 +76,25 @@ def test_orderings_within_noise_and_reversed():
     assert claims["CopyNCE descriptor > InfoNCE descriptor"]["verdict"] == "within_noise"
     assert claims["InfoNCE descriptor > best perceptual hash"]["verdict"] == "fails"
     assert claims["matcher (CopyNCE) > CopyNCE descriptor"]["verdict"] == "fails"
+
+
+def test_ablation_orderings_are_paired_by_seed():
+    # seed 2 is harder for every arm: the arms' stds are large, the paired differences are not
+    per_seed = {"copynce": {0: 0.30, 1: 0.31, 2: 0.10}, "copynce_uniform": {0: 0.28, 1: 0.29, 2: 0.08},
+                "infonce": {0: 0.31, 1: 0.30, 2: 0.12}}
+    desc, match, abl = _frames(0.30, 0.20, 0.10, 0.50, 0.05)
+    abl = pd.DataFrame({"method": list(per_seed), "uAP": [np.mean(list(v.values())) for v in per_seed.values()],
+                        "uAP_std": [np.std(list(v.values()), ddof=1) for v in per_seed.values()]})
+    claims = {c["claim"]: c for c in orderings(desc, match, abl, per_seed)}
+    c = claims["PixTrace targets > uniform targets [ablation, paired by seed]"]
+    assert c["gap_uAP"] == pytest.approx(0.02) and c["spread_uAP"] == pytest.approx(0.0, abs=1e-12)
+    assert c["verdict"] == "holds"  # unpaired, the 0.02 gap would sit inside a 0.12 std
+    c = claims["CopyNCE on > off (ablation) [ablation, paired by seed]"]
+    assert c["gap_uAP"] == pytest.approx(-0.02 / 3) and c["verdict"] == "fails"
+    assert c["spread_uAP"] == pytest.approx(np.std([-0.01, 0.01, -0.02], ddof=1))
+    # without per-seed values the claims fall back to the arms' means and stds
+    assert "PixTrace targets > uniform targets [ablation means]" in {
+        c["claim"] for c in orderings(desc, match, abl)}
 
 
 def test_config_tag_changes_with_the_params_it_hashes():
