@@ -28,7 +28,9 @@ PROFILES_DIR = Path("profiles")
 def _yaml() -> YAML:
     y = YAML()
     y.preserve_quotes = True
-    y.width = 100
+    y.width = 4096  # keep long flow mappings (the arms) on one line
+    # write None as `null`, as the file spells it (ruamel's default leaves the value empty)
+    y.representer.add_representer(type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null"))
     return y
 
 

@@ -200,3 +200,15 @@ def test_unknown_param_key_is_rejected_with_its_name():
     bad["train"]["stpes"] = 3
     with pytest.raises(ValueError, match="stpes"):
         load_all(bad)
+
+
+MATCHER_ONLY_PAIRS = {"pos_rate", "neg_knn_p", "neg_edit_p"}  # read by icdlib.pairs.MatcherPairs alone
+
+
+@pytest.mark.parametrize("name,stage", [(n, s) for n, s in _stages() if n.startswith(("train_descriptor", "ablations"))])
+def test_descriptor_stages_read_every_descriptor_pairs_key_and_no_matcher_one(name, stage):
+    keys = set(_stage_params(stage))
+    assert "pairs" not in keys, f"{name}: list the pairs keys it reads, not the whole section"
+    wanted = {f"pairs.{k}" for k in PARAMS["pairs"] if k not in MATCHER_ONLY_PAIRS}
+    assert wanted <= keys, f"{name}: missing {sorted(wanted - keys)}"
+    assert not keys & {f"pairs.{k}" for k in MATCHER_ONLY_PAIRS}

@@ -128,3 +128,17 @@ def test_apply_profile_keeps_comments_and_sets_values(tmp_path):
     assert yaml.safe_load(text) == {"profile": "fast", "seed": 3, "train": {"steps": 2}}
     with pytest.raises(FileNotFoundError, match="known: fast"):
         apply_profile(params, "slow", [], profiles_dir=tmp_path / "profiles")
+
+
+def test_a_single_set_on_params_yaml_rewrites_only_its_own_line(tmp_path):
+    import difflib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    params = tmp_path / "params.yaml"
+    before = (root / "params.yaml").read_text()
+    params.write_text(before)
+    apply_profile(params, None, ["eval.k=11"])
+    changed = [d for d in difflib.unified_diff(before.splitlines(), params.read_text().splitlines(), n=0)
+               if d[:1] in "+-" and not d.startswith(("+++", "---"))]
+    assert changed == ["-  k: 10  # candidates per query", "+  k: 11  # candidates per query"]
