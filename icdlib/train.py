@@ -315,11 +315,12 @@ def train(
 
     if neighbours is None and t.knn_checkpoint:
         folder = Path(t.knn_cache) if t.knn_cache else out
-        if dist.is_main:
-            cached_neighbours(t.knn_checkpoint, paths, t.knn_k, folder,
-                              batch_size=t.knn_batch_size, device=dist.device)
+        if dist.is_main:  # mines, or loads the table an earlier run left
+            neighbours = cached_neighbours(t.knn_checkpoint, paths, t.knn_k, folder,
+                                           batch_size=t.knn_batch_size, device=dist.device)
         D.barrier()
-        neighbours = np.load(neighbours_file(t.knn_checkpoint, paths, t.knn_k, folder))
+        if neighbours is None:  # the other ranks read what rank 0 wrote
+            neighbours = np.load(neighbours_file(t.knn_checkpoint, paths, t.knn_k, folder))
 
     dataset = _dataset(run, paths, neighbours)
     lrs = lr_schedule(t.steps, t.lr, t.warmup_steps, t.min_lr, t.warmup_start)

@@ -100,6 +100,11 @@ def _icdlib_imports(module: str, module_level_only: bool) -> set[str]:
     tree = ast.parse((ROOT / "icdlib" / f"{module}.py").read_text())
     nodes = [n for top in tree.body for n in ([top] + (top.body if isinstance(top, ast.If) else []))] \
         if module_level_only else list(ast.walk(tree))
+    return _icdlib_modules_imported(nodes)
+
+
+def _icdlib_modules_imported(nodes) -> set[str]:
+    """icdlib module names that these AST nodes import (``from icdlib import x``, ``icdlib.x``)."""
     found = set()
     for n in nodes:
         if isinstance(n, ast.ImportFrom) and n.module == "icdlib":
@@ -130,12 +135,7 @@ def test_each_stage_depends_on_the_icdlib_modules_its_notebook_imports():
         for nb in _notebooks_run(str(s.get("cmd", ""))):
             cells = nbformat.read(ROOT / nb, as_version=4).cells
             tree = ast.parse("\n".join(c.source for c in cells if c.cell_type == "code"))
-            used = set()
-            for n in ast.walk(tree):
-                if isinstance(n, ast.ImportFrom) and n.module == "icdlib":
-                    used |= {a.name for a in n.names}
-                elif isinstance(n, ast.ImportFrom) and n.module and n.module.startswith("icdlib."):
-                    used.add(n.module.split(".")[1])
+            used = _icdlib_modules_imported(ast.walk(tree))
             missing = sorted(f"icdlib/{m}.py" for m in used if f"icdlib/{m}.py" not in s.get("deps", []))
             assert not missing, f"stage {name} runs {nb}, which imports {missing}: add them to its deps"
 
