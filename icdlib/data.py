@@ -298,12 +298,14 @@ def build_benchmark(out_dir: str | Path, config: BuildConfig = BuildConfig(), se
     return manifest
 
 
-# ---------------------------------------------------------------------- CLI
-def _edit_config(params: dict, source: str):
-    from icdlib import edits
+def edit_config(params: dict, source: str = "params.yaml"):
+    """The ``icdlib.edits.EditConfig`` of a parsed params dict (section ``edits``), or None without one."""
+    from icdlib.edits import EditConfig
 
-    cls = getattr(edits, "EditConfig", None)
-    return section(params, "edits", cls, source) if cls is not None and "edits" in params else None
+    return section(params, "edits", EditConfig, source) if "edits" in params else None
+
+
+# ---------------------------------------------------------------------- CLI
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -339,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
                 cfg = dataclasses.replace(cfg, sources=dataclasses.replace(cfg.sources, photo_dir=photo_dir))
             seed = args.seed if args.seed is not None else int(params.get("seed", 0))
             t0 = time.perf_counter()
-            build_benchmark(args.out, cfg, seed, _edit_config(params, source))
+            build_benchmark(args.out, cfg, seed, edit_config(params, source))
             print(f"built {cfg.size} benchmark (seed {seed}) in {args.out}: "
                   + ", ".join(f"{k} {v}" for k, v in cfg.counts.items())
                   + f"; {time.perf_counter() - t0:.1f} s")

@@ -116,7 +116,7 @@ def prepare_data(params_file: str | Path, progress: bool = True) -> dict[str, An
     root = st.path("data")
     if st.dataset.build:
         cfg = D.data_config(st.params, st.params_path.name)
-        edit_cfg = D._edit_config(st.params, st.params_path.name)
+        edit_cfg = D.edit_config(st.params, st.params_path.name)
         D.build_benchmark(root, cfg, seed=st.seed, edit_config=edit_cfg, progress=progress)
     elif not root.is_dir():
         raise FileNotFoundError(f"paths.data: DISC21 folder not found: {root} (set dataset.build: true to build one)")
@@ -302,9 +302,17 @@ class Evaluator:
                                    preds["score"].to_numpy(), self.gt_q, self.gt_r)
         return m.to_dict(), curve
 
+    def record(self, preds: pd.DataFrame, name: str) -> dict[str, Any]:
+        """Score ``preds``, write them to ``paths.features/<predictions>/<name>.csv``; the result entry."""
+        from icdlib.metrics import write_predictions
+
+        metrics, curve = self.score(preds)
+        path = self.st.path("features", self.predictions, f"{name}.csv")
+        write_predictions(path, preds["query_id"], preds["reference_id"], preds["score"])
+        return {"metrics": metrics, "curve": _curve(curve), "predictions": str(path)}
+
     def descriptor(self, model: torch.nn.Module, size: int, name: str) -> dict[str, Any]:
         """Metrics of a descriptor without and with score normalisation; writes predictions."""
-        from icdlib.metrics import write_predictions
         from icdlib.retrieval import descriptor_predictions, embed
 
         c = self.cfg
@@ -317,47 +325,31 @@ class Evaluator:
         if len(self.aux) >= c.norm_end:
             variants["sn"] = embed(model, [p for _, p in self.aux], desc=f"{name}: auxiliary", **common)
         for variant, af in variants.items():
-            preds = descriptor_predictions(q_ids, qf, r_ids, rf, c, af)
-            metrics, curve = self.score(preds)
-            path = self.st.path("features", self.predictions, f"{name}_{variant}.csv")
-            write_predictions(path, preds["query_id"], preds["reference_id"], preds["score"])
-            out[variant] = {"metrics": metrics, "curve": _curve(curve), "predictions": str(path)}
+            out[variant] = self.record(descriptor_predictions(q_ids, qf, r_ids, rf, c, af), f"{name}_{variant}")
         return out
 
     def hashes(self, method: str) -> dict[str, Any]:
         from icdlib.hashes import hash_predictions
-        from icdlib.metrics import write_predictions
 
         preds = hash_predictions(self.queries, self.refs, method, self.cfg.k, self.cfg.num_workers)
-        metrics, curve = self.score(preds)
-        path = self.st.path("features", self.predictions, f"{method}.csv")
-        write_predictions(path, preds["query_id"], preds["reference_id"], preds["score"])
-        return {"plain": {"metrics": metrics, "curve": _curve(curve), "predictions": str(path)}}
+        return {"plain": self.record(preds, method)}
 
     def matcher(self, model: torch.nn.Module, size: int, candidates: pd.DataFrame, name: str) -> dict[str, Any]:
         """Matcher rescoring of ``candidates``: plain, and LCE on each query's top-n candidates."""
-        from icdlib.metrics import write_predictions
         from icdlib.retrieval import rescore
 
         c, n = self.cfg, self.st.report.lce_candidates
         qp, rp = dict(self.queries), dict(self.refs)
         plain = rescore(model, candidates, qp, rp, size, c.matcher_batch_size, c.num_workers, c.device)
-        out: dict[str, Any] = {}
-        m, curve = self.score(plain)
-        path = self.st.path("features", self.predictions, f"{name}_plain.csv")
-        write_predictions(path, plain["query_id"], plain["reference_id"], plain["score"])
-        out["plain"] = {"metrics": m, "curve": _curve(curve), "predictions": str(path)}
+        out: dict[str, Any] = {"plain": self.record(plain, f"{name}_plain")}
         if n > 0:
             ranked = candidates.sort_values(["query_id", "score"], ascending=[True, False], kind="stable")
             top = ranked.groupby("query_id", sort=False).head(n)
             lce = rescore(model, top, qp, rp, size, c.matcher_batch_size, c.num_workers, c.device, lce=True)
             merged = plain.merge(lce, on=["query_id", "reference_id"], how="left", suffixes=("", "_lce"))
             merged["score"] = merged["score_lce"].fillna(merged["score"])
-            merged = merged[["query_id", "reference_id", "score"]]
-            m, curve = self.score(merged)
-            path = self.st.path("features", self.predictions, f"{name}_lce.csv")
-            write_predictions(path, merged["query_id"], merged["reference_id"], merged["score"])
-            out["lce"] = {"metrics": m, "curve": _curve(curve), "predictions": str(path), "lce_candidates": n}
+            out["lce"] = {**self.record(merged[["query_id", "reference_id", "score"]], f"{name}_lce"),
+                          "lce_candidates": n}
         return out
 
 
