@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup repro test test-browser bench
+.PHONY: setup repro test test-browser bench deps
 
 setup: $(VENV)/.installed
 
@@ -33,3 +33,6 @@ bench: setup
 	$(BIN)/python benchmarks/train.py
 	$(BIN)/python benchmarks/retrieval.py
 	$(BIN)/python benchmarks/metrics.py
+
+deps: setup  # after changing a pipeline module's imports: dvc.yaml deps = the code each stage runs
+	$(BIN)/python tools/sync_dvc_deps.py

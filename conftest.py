@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent
 def pytest_configure(config):
     if not getattr(config.option, "nbmake", False) or os.environ.get("ICDLIB_PARAMS"):
         return
-    from icdlib.profile import apply_profile
+    from icdlib.pipeline.profile import apply_profile
 
     tmp = Path(tempfile.mkdtemp(prefix="icdlib-notebooks-"))
     out = tmp / "params.yaml"

@@ -2,7 +2,7 @@
 
     python benchmarks/loader.py [--samples 200] [--gpu-pairs-per-s 2000]
 
-Writes ``reports/benchmarks/loader.json``: descriptor pairs (``icdlib.pairs.TracedPairs``)
+Writes ``reports/benchmarks/loader.json``: descriptor pairs (``icdlib.data.pairs.TracedPairs``)
 per CPU-second of one core (process CPU time, one thread) at the CPU default (112 px input from 128 px sources) and at the
 paper size (224 px input from 256 px sources), the share of time spent decoding,
 editing, tracing (traces + both overlap matrices) and converting to tensors, and the
@@ -24,9 +24,9 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from icdlib.pairs import PairsConfig, TracedPairs
+from icdlib.data import PairsConfig, TracedPairs
 from icdlib.params import to_dict
-from icdlib.sources import PROCEDURAL_KINDS, render
+from icdlib.data import PROCEDURAL_KINDS, render
 
 OUT = Path(__file__).resolve().parents[1] / "reports" / "benchmarks" / "loader.json"
 SETTINGS = {"default_112": (128, 112), "paper_224": (256, 224)}  # name -> (source px, input px)

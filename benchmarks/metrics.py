@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from icdlib.metrics import evaluate_arrays
+from icdlib.eval.metrics import evaluate_arrays
 
 OUT = Path("reports/benchmarks/metrics.json")
 

@@ -2,7 +2,7 @@
 
     python benchmarks/retrieval.py [--images 256] [--queries 1000] [--references 100000]
 
-* Embedding: images/s of :func:`icdlib.retrieval.embed` (JPEG decode, resize, forward)
+* Embedding: images/s of :func:`icdlib.eval.retrieval.embed` (JPEG decode, resize, forward)
   for the ``params.yaml:descriptor`` model (preset ``vit_tiny_cpu``) from random init on 2 threads, and
   of the bare forward pass on preprocessed batches.
 * Search: queries/s of exact inner-product search (faiss ``Flat``), 1000 random
@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from icdlib.retrieval import embed, search
+from icdlib.eval.retrieval import embed, search
 
 OUT = Path("reports/benchmarks/retrieval.json")
 THREADS = 2

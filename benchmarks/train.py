@@ -29,9 +29,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from icdlib import train as T  # noqa: E402
-from icdlib.pairs import TracedPairs, collate  # noqa: E402
-from icdlib.sources import PROCEDURAL_KINDS, render  # noqa: E402
+from icdlib.train import loop as T  # noqa: E402
+from icdlib.data import TracedPairs, collate  # noqa: E402
+from icdlib.data import PROCEDURAL_KINDS, render  # noqa: E402
 
 ARMS = ("infonce", "copynce")
 

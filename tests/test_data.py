@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from icdlib.data import SIZES, BuildConfig, Disc21, build_benchmark, load_image, main, plan_queries
+from icdlib.data.build import SIZES, main, plan_queries
+from icdlib.data import BuildConfig, Disc21, build_benchmark, load_image
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = BuildConfig(size="tiny", workers=1)
@@ -90,7 +91,7 @@ def test_roles_share_no_source(tiny):
 
 def test_manifest_replays_every_query(tiny):
     from icdlib import edits
-    from icdlib.data import _Worker
+    from icdlib.data.build import _Worker
 
     out, manifest = tiny
     assert manifest["seed"] == 3 and manifest["config"]["size"] == "tiny"
@@ -254,7 +255,7 @@ def test_cli_check_exits_non_zero_naming_the_faulty_file(hand):
 
 def test_params_yaml_sections_build_the_configs():
     from icdlib.data import data_config
-    from icdlib.pairs import pairs_config
+    from icdlib.data import pairs_config
     from icdlib.params import load_params
 
     params = load_params(ROOT / "params.yaml")
@@ -268,7 +269,8 @@ def test_params_yaml_sections_build_the_configs():
 
 
 def test_photo_sources_never_cross_roles(tmp_path):
-    from icdlib.sources import SKIMAGE_PHOTOS, SourceConfig
+    from icdlib.data.sources import SKIMAGE_PHOTOS
+    from icdlib.data import SourceConfig
 
     cfg = dataclasses.replace(TINY, training=6, reference=6, dev_queries=4, final_queries=0,
                               sources=SourceConfig(photo_share=1.0))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from icdlib.chains import SAMPLERS
+from icdlib.edits import SAMPLERS
 from icdlib.edits import FAMILIES, OPS, EditConfig, apply, complete, list_ops, sample_chain, validate
 from icdlib.params import section
 from icdlib.pixtrace import pixel_centres

@@ -8,10 +8,11 @@ import pytest
 import torch
 from PIL import Image
 
-import icdlib.evaluate as ev
-from icdlib import metrics
-from icdlib.evaluate import evaluate_benchmark, main, pick_split
-from icdlib.retrieval import EvalConfig
+import icdlib.eval.engine as ev
+from icdlib.eval import metrics as metrics
+from icdlib.eval.cli import main
+from icdlib.eval.engine import evaluate_benchmark, pick_split
+from icdlib.eval.retrieval import EvalConfig
 
 # query id -> (reference index it copies, or None for a distractor)
 COPIES = {"Q000": 3, "Q001": 1, "Q002": None, "Q003": 0}
@@ -58,11 +59,11 @@ class ColourMatcher(torch.nn.Module):
 
 @pytest.fixture
 def fake_models(monkeypatch):
-    def load(path, kind, device):
+    def load(path, kind, device="cpu"):
         model = MeanColour() if kind == "descriptor" else ColourMatcher()
         return model, {"kind": kind, "config": {"img_size": 32}}
 
-    monkeypatch.setattr(ev, "_load", load)
+    monkeypatch.setattr(ev, "load_checkpoint", load)
 
 
 def test_pick_split_prefers_single_layout_and_rejects_unknown():
@@ -141,13 +142,13 @@ def test_cli_reports_bad_arguments_with_exit_code_2(tmp_path, capsys):
 
 
 def test_wrong_checkpoint_kind_is_rejected(tmp_path, monkeypatch):
-    import icdlib.models
+    import icdlib.eval.engine
 
-    monkeypatch.setattr(icdlib.models, "load_model", lambda p, device="cpu": (MeanColour(), {"kind": "matcher"}),
-                        raising=False)
+    monkeypatch.setattr(icdlib.eval.engine, "load_model", lambda p, device="cpu": (MeanColour(), {"kind": "matcher"}))
     data = _benchmark(tmp_path / "bench")
+    (tmp_path / "m.pt").write_bytes(b"stand-in")
     with pytest.raises(ValueError, match="holds a 'matcher' model, expected 'descriptor'"):
-        evaluate_benchmark(data, descriptor="m.pt")
+        evaluate_benchmark(data, descriptor=tmp_path / "m.pt")
 
 
 def test_auxiliary_can_be_a_bare_image_folder(tmp_path, fake_models):
@@ -177,7 +178,8 @@ def test_matcher_rescores_a_candidate_file(tmp_path, fake_models):
 
 
 def test_real_random_init_checkpoints_run_end_to_end(tmp_path, capsys):
-    from icdlib.models import build_descriptor, build_matcher, save_checkpoint
+    from icdlib.models import build_descriptor, build_matcher
+    from icdlib.checkpoints import save_checkpoint
 
     torch.manual_seed(0)  # random init only; the check is the pipeline, not the scores
     desc = save_checkpoint(tmp_path / "d.pt", build_descriptor("vit_tiny_cpu", img_size=48, depth=1,

@@ -141,7 +141,7 @@ def test_other_resampling_matches_trace(case, resample):
 @pytest.mark.parametrize("resample", ["bilinear", "bicubic"])
 def test_warp_samples_at_output_pixel_centres(resample):
     """A 0.3 px shift of a linear ramp reads the ramp exactly 0.3 px further on."""
-    from icdlib.warps import translate, warp
+    from icdlib.edits.warps import translate, warp
 
     ramp = np.tile((np.arange(16) * 10).astype(np.uint8)[None, :, None], (4, 1, 3))
     out = np.asarray(warp(Image.fromarray(ramp, "RGB"), translate(-0.3, 0.0), (8, 4), resample))
@@ -170,7 +170,7 @@ def test_occlusion_of_opaque_overlay_is_untraceable_and_faint_one_is_not():
 
 @pytest.mark.parametrize("name", sorted(n for n, op in OPS.items() if op.family == "photometric"))
 def test_photometric_op_keeps_size_and_identity_trace(name):
-    from icdlib.chains import SAMPLERS
+    from icdlib.edits import SAMPLERS
 
     spec = SAMPLERS[name](np.random.default_rng(0), EditConfig())[0]
     src = coord_sources()[0]

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from icdlib.hashes import (
+from icdlib.eval.hashes import (
     hamming_distances,
     hamming_topk,
     hash_files,

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from icdlib.metrics import (
+from icdlib.eval.metrics import (
     GroundTruthMatch as G,
     PredictedMatch as P,
     evaluate,

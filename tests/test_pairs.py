@@ -4,22 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from icdlib.pairs import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    MatcherPairs,
-    PairsConfig,
-    TracedPairs,
-    collate,
-    invalid_overlap,
-    make_loader,
-    make_targets,
-    pairs_config,
-    resize_traced,
-    to_tensor,
-)
+from icdlib.data.pairs import IMAGENET_MEAN, IMAGENET_STD, invalid_overlap, make_loader, make_targets, resize_traced, to_tensor
+from icdlib.data import MatcherPairs, PairsConfig, TracedPairs, collate, pairs_config
 from icdlib.pixtrace import Trace
-from icdlib.sources import render
+from icdlib.data import render
 
 CFG = PairsConfig(size=64, patch=16)  # 4x4 = 16 patches
 N = 16

@@ -10,8 +10,9 @@ import nbformat
 import pytest
 import yaml
 
+from _imports import closure, imported_modules, source_file
 from icdlib.params import load_params
-from icdlib.profile import apply_profile
+from icdlib.pipeline.profile import apply_profile
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = load_params(ROOT / "params.yaml")
@@ -95,49 +96,31 @@ def test_each_stage_depends_on_its_notebook():
             assert nb in s.get("deps", []), f"stage {name} runs {nb} but does not list it in deps"
 
 
-def _icdlib_imports(module: str, module_level_only: bool) -> set[str]:
-    """icdlib modules that ``icdlib/<module>.py`` imports (at module level, or anywhere)."""
-    tree = ast.parse((ROOT / "icdlib" / f"{module}.py").read_text())
-    nodes = [n for top in tree.body for n in ([top] + (top.body if isinstance(top, ast.If) else []))] \
-        if module_level_only else list(ast.walk(tree))
-    return _icdlib_modules_imported(nodes)
+def notebook_modules(nb: str) -> set[str]:
+    """The icdlib modules a notebook's code cells import."""
+    cells = nbformat.read(ROOT / nb, as_version=4).cells
+    return imported_modules(ast.walk(ast.parse("\n".join(c.source for c in cells if c.cell_type == "code"))))
 
 
-def _icdlib_modules_imported(nodes) -> set[str]:
-    """icdlib module names that these AST nodes import (``from icdlib import x``, ``icdlib.x``)."""
-    found = set()
-    for n in nodes:
-        if isinstance(n, ast.ImportFrom) and n.module == "icdlib":
-            found |= {a.name for a in n.names}
-        elif isinstance(n, ast.ImportFrom) and n.module and n.module.startswith("icdlib."):
-            found.add(n.module.split(".")[1])
-        elif isinstance(n, ast.Import):
-            found |= {a.name.split(".")[1] for a in n.names if a.name.startswith("icdlib.")}
-    return {m for m in found if (ROOT / "icdlib" / f"{m}.py").is_file()}
+def stage_code(stage: dict) -> set[str]:
+    """The icdlib files a stage runs: everything importing its notebooks' icdlib modules executes."""
+    used = set().union(*[notebook_modules(nb) for nb in _notebooks_run(str(stage.get("cmd", "")))])
+    return {source_file(m) for m in closure(used)}
 
 
 @pytest.mark.parametrize("name,stage", list(_stages()), ids=[n for n, _ in _stages()])
-def test_stage_deps_hold_every_icdlib_module_their_modules_import(name, stage):
-    """A stage's icdlib deps are closed under imports, so editing any module it runs re-runs it.
-
-    ``experiments`` is the notebooks' hub: its function-level imports fan out to every
-    stage's own modules, which each stage lists itself; all other modules count whole.
-    """
-    listed = {Path(d).stem for d in stage.get("deps", []) if isinstance(d, str) and d.startswith("icdlib/")}
-    missing = set()
-    for m in listed:
-        missing |= _icdlib_imports(m, module_level_only=m == "experiments") - listed
-    assert not missing, f"dvc.yaml stage {name}: add deps {sorted(f'icdlib/{m}.py' for m in missing)}"
+def test_stage_deps_are_exactly_the_icdlib_code_it_runs(name, stage):
+    """Editing a module a stage runs re-runs it (no missing dep), and editing any other
+    module does not (no extra dep): the report's formatting re-runs only the report."""
+    listed = {d for d in stage.get("deps", []) if isinstance(d, str) and d.startswith("icdlib/")}
+    runs = stage_code(stage)
+    assert not runs - listed, f"dvc.yaml stage {name}: add deps {sorted(runs - listed)}"
+    assert not listed - runs, f"dvc.yaml stage {name}: drop deps it never runs {sorted(listed - runs)}"
 
 
-def test_each_stage_depends_on_the_icdlib_modules_its_notebook_imports():
-    for name, s in _stages():
-        for nb in _notebooks_run(str(s.get("cmd", ""))):
-            cells = nbformat.read(ROOT / nb, as_version=4).cells
-            tree = ast.parse("\n".join(c.source for c in cells if c.cell_type == "code"))
-            used = _icdlib_modules_imported(ast.walk(tree))
-            missing = sorted(f"icdlib/{m}.py" for m in used if f"icdlib/{m}.py" not in s.get("deps", []))
-            assert not missing, f"stage {name} runs {nb}, which imports {missing}: add them to its deps"
+def test_report_stage_runs_no_training_or_evaluation_code():
+    report = dict(_stages())["report"]
+    assert not {f for f in stage_code(report) if f.startswith(("icdlib/train/", "icdlib/eval/", "icdlib/models/"))}
 
 
 def _parameters_cell(nb) -> dict:
@@ -181,20 +164,20 @@ def test_every_notebook_parameter_has_a_source(path):
 def test_profiles_only_set_existing_keys_and_build_valid_configs(profile, tmp_path):
     out = tmp_path / "params.yaml"
     apply_profile(ROOT / "params.yaml", profile, [], profiles_dir=ROOT / "profiles", out_path=out)
-    from icdlib.config import load_all
+    from icdlib.pipeline.config import load_all
 
     load_all(load_params(out))  # raises, naming the key, on anything invalid
 
 
 def test_default_params_build_valid_configs():
-    from icdlib.config import load_all
+    from icdlib.pipeline.config import load_all
 
     cfgs = load_all(PARAMS)
     assert cfgs  # every section parsed
 
 
 def test_unknown_param_key_is_rejected_with_its_name():
-    from icdlib.config import load_all
+    from icdlib.pipeline.config import load_all
 
     bad = yaml.safe_load((ROOT / "params.yaml").read_text())
     bad["train"]["stpes"] = 3
@@ -202,7 +185,7 @@ def test_unknown_param_key_is_rejected_with_its_name():
         load_all(bad)
 
 
-MATCHER_ONLY_PAIRS = {"pos_rate", "neg_knn_p", "neg_edit_p"}  # read by icdlib.pairs.MatcherPairs alone
+MATCHER_ONLY_PAIRS = {"pos_rate", "neg_knn_p", "neg_edit_p"}  # read by icdlib.data.pairs.MatcherPairs alone
 
 
 @pytest.mark.parametrize("name,stage", [(n, s) for n, s in _stages() if n.startswith(("train_descriptor", "ablations"))])

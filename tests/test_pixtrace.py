@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from icdlib import overlap as ov
-from icdlib import overlap_kernel as ovk
-from icdlib import pixtrace as pt
+from icdlib.pixtrace import patch_overlap as ov
+from icdlib.pixtrace import kernel as ovk
+from icdlib.pixtrace import torch_counts as tc
+from icdlib.pixtrace import trace as pt
 from icdlib.params import section
 from icdlib.pixtrace import Mapping, OverlapConfig, Step, Trace, overlap, overlap_batch, transfer
 
@@ -352,10 +353,10 @@ def test_segment_path_equals_per_pixel_path(seed):
         Trace(source, random_chain(rng, source, int(rng.integers(0, 4)), masks=masks)),
     )
     patch = int(rng.choice([4, 8, 16, 5]))
-    qg, rg = ov.patch_grid(m.base_size, patch), ov.patch_grid(m.target_size, patch)
-    mats, rows, strict = ov._stack([m], torch.device("cpu"))
+    qg, rg = pt.patch_grid(m.base_size, patch), pt.patch_grid(m.target_size, patch)
+    mats, rows, strict = tc._stack([m], torch.device("cpu"))
     fast = ov.overlap_from_mappings([m], patch)[0]
-    dense = ov._dense_counts(mats, rows, strict, patch, qg, rg, m.masks)[0]
+    dense = tc.dense_counts(mats, rows, strict, patch, qg, rg, m.masks)[0]
     torch.testing.assert_close(fast, dense, atol=1e-6, rtol=0)
 
 
@@ -430,12 +431,12 @@ def test_overlap_config_from_params():
 
 # ---------------------------------------------------------------- compiled CPU path
 def _torch_counts(m: Mapping, patch: int) -> np.ndarray:
-    o = ov._overlap_torch([m], patch, torch.device("cpu"))[0].double().numpy()
+    o = tc.overlap_torch([m], patch, torch.device("cpu"))[0].double().numpy()
     return np.rint(o * patch * patch).astype(np.int64)
 
 
 def _kernel_counts(maps, patch: int, parallel: bool = False) -> np.ndarray:
-    qg, rg = ov.patch_grid(maps[0].base_size, patch), ov.patch_grid(maps[0].target_size, patch)
+    qg, rg = pt.patch_grid(maps[0].base_size, patch), pt.patch_grid(maps[0].target_size, patch)
     if not parallel:
         return ovk.count(maps, patch, qg, rg)
     out = np.empty((len(maps), qg[0] * qg[1], rg[0] * rg[1] + 1), np.float32)
@@ -497,9 +498,9 @@ def test_compiled_masks_are_looked_up_through_projective_matrices():
     assert any(mm[2, 0] != 0 or mm[2, 1] != 0 for _, mm in m.masks)
     got = _kernel_counts([m], 8)[0]
     np.testing.assert_array_equal(got, brute_overlap_counts(q, r, 8))
-    mats, rows, strict = ov._stack([m], torch.device("cpu"))
-    qg, rg = ov.patch_grid(m.base_size, 8), ov.patch_grid(m.target_size, 8)
-    dense = ov._dense_counts(mats, rows, strict, 8, qg, rg, m.masks)[0] * 64
+    mats, rows, strict = tc._stack([m], torch.device("cpu"))
+    qg, rg = pt.patch_grid(m.base_size, 8), pt.patch_grid(m.target_size, 8)
+    dense = tc.dense_counts(mats, rows, strict, 8, qg, rg, m.masks)[0] * 64
     np.testing.assert_array_equal(got, dense.round().long().numpy())
 
 

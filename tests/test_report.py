@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from icdlib.profile import apply_profile, merge, set_dotted
-from icdlib.report import Row, config_tag, orderings, table_frame, write_table
+from icdlib.pipeline.profile import apply_profile, merge, set_dotted
+from icdlib.pipeline.report import Row, orderings, table_frame, write_table
+from icdlib.pipeline.stage import config_tag
 
 
 def _metrics(u, r=0.0, m=0.0):

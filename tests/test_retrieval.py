@@ -4,21 +4,19 @@ import pytest
 import torch
 from PIL import Image
 
-from icdlib.retrieval import (
+from icdlib.eval.rescore import N_LCE_PASSES, rescore
+from icdlib.eval.retrieval import (
     EvalConfig,
-    N_LCE_PASSES,
     descriptor_predictions,
     embed,
     load_features,
     merge_view_predictions,
     normalize_scores,
     predictions_frame,
-    query_views,
-    reference_views,
-    rescore,
     save_features,
     search,
 )
+from icdlib.eval.views import query_views, reference_views
 
 
 class MeanColour(torch.nn.Module):

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from icdlib.sources import PROCEDURAL_KINDS, PhotoPool, SourceConfig, pick_kind, render
+from icdlib.data import PROCEDURAL_KINDS, SourceConfig, render
+from icdlib.data.sources import PhotoPool, pick_kind
 
 
 @pytest.mark.parametrize("kind", PROCEDURAL_KINDS)

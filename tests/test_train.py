@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from icdlib import train as T
-from icdlib.mining import knn_from_features, neighbours_file
-from icdlib.schedule import global_batch, lr_schedule, shard
+from icdlib.train import cli as train_cli
+from icdlib.train import loop as T
+from icdlib.train.mining import knn_from_features, neighbours_file
+from icdlib.train.schedule import global_batch, lr_schedule, shard
 
 # A model small enough for a few CPU steps per second: width 32, depth 2, 32 px, patch 8.
 TINY = {
@@ -47,7 +48,7 @@ def tiny_run(arm="copynce", **extra) -> T.RunConfig:
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory) -> list[Path]:
-    from icdlib.sources import PROCEDURAL_KINDS, render
+    from icdlib.data import PROCEDURAL_KINDS, render
 
     root = tmp_path_factory.mktemp("sources")
     paths = []
@@ -59,7 +60,7 @@ def images(tmp_path_factory) -> list[Path]:
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
-    from icdlib.models import load_model
+    from icdlib.checkpoints import load_model
 
     model, _ = load_model(path)
     return model.state_dict()
@@ -151,7 +152,7 @@ def _losses(run, out, images, **kw):
 
 
 def test_copynce_run_lowers_its_loss_logs_dvclive_and_saves_a_loadable_model(images, tmp_path):
-    from icdlib.models import load_model
+    from icdlib.checkpoints import load_model
 
     run = tiny_run("copynce", **{"train.steps": 12, "train.checkpoint_every": 6, "train.lr": 2e-3})
     seen = _losses(run, tmp_path / "run", images)
@@ -221,8 +222,9 @@ def test_matcher_arm_trains_with_bce_and_copynce_on_positives(images, tmp_path):
 
 
 def test_matcher_mines_hard_negatives_with_a_descriptor_checkpoint(images, tmp_path):
-    from icdlib.mining import mine_neighbours
-    from icdlib.models import build_descriptor, save_checkpoint
+    from icdlib.train.mining import mine_neighbours
+    from icdlib.models import build_descriptor
+    from icdlib.checkpoints import save_checkpoint
 
     torch.manual_seed(0)
     desc = save_checkpoint(tmp_path / "desc.pt", build_descriptor(TINY_MODEL["descriptor"]).eval())
@@ -235,8 +237,9 @@ def test_matcher_mines_hard_negatives_with_a_descriptor_checkpoint(images, tmp_p
 
 
 def test_mined_neighbours_are_shared_through_the_cache_and_never_stale(images, tmp_path, monkeypatch):
-    from icdlib import mining
-    from icdlib.models import build_descriptor, save_checkpoint
+    from icdlib.train import mining as mining
+    from icdlib.models import build_descriptor
+    from icdlib.checkpoints import save_checkpoint
 
     torch.manual_seed(0)
     desc = save_checkpoint(tmp_path / "desc.pt", build_descriptor(TINY_MODEL["descriptor"]).eval())
@@ -255,7 +258,7 @@ def test_mined_neighbours_are_shared_through_the_cache_and_never_stale(images, t
 
 
 def test_fine_tuning_starts_from_the_init_checkpoint_weights(images, tmp_path):
-    from icdlib.models import load_model
+    from icdlib.checkpoints import load_model
 
     base = T.train(tiny_run("infonce", **{"train.steps": 2}), tmp_path / "base",
                    image_paths=images, progress=False)
@@ -284,10 +287,10 @@ def test_cli_trains_an_arm_from_a_params_file_and_rejects_a_bad_set(images, tmp_
     sets = [a for k, v in TINY.items() if k not in ("train.steps", "train.warmup_steps")
             for a in ("--set", f"{k}={v}")]
     sets += [a for k, v in TINY_MODEL["descriptor"].items() for a in ("--set", f"descriptor.{k}={v}")]
-    assert T.main(args + sets) == 0
+    assert train_cli.main(args + sets) == 0
     meta = torch.load(tmp_path / "run" / T.FINAL, weights_only=False)["meta"]
     assert meta["seed"] == 3 and meta["step"] == 2 and meta["arm"] == "infonce"
-    assert T.main(args + ["--set", "train.stepz=1"]) == 2
+    assert train_cli.main(args + ["--set", "train.stepz=1"]) == 2
     assert "stepz" in capsys.readouterr().err
 
 

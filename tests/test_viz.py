@@ -12,12 +12,14 @@ import torch
 from PIL import Image
 from plotly.callbacks import InputDeviceState, Points
 
-from icdlib import edits, figures
-from icdlib.chain_widgets import ChainEditor, EditRow, default_spec
+from icdlib import edits
+
+from icdlib.viz import figures as figures
+from icdlib.viz.chain_widgets import ChainEditor, EditRow, default_spec
 from icdlib.pixtrace import Step, Trace, overlap, transfer
-from icdlib.sources import render
-from icdlib.viz import (
-    Explorer, VizConfig, fit_size, map_patch, patch_affinity, resized_trace)
+from icdlib.data import render
+from icdlib.viz.affinity import fit_size, map_patch, patch_affinity, resized_trace
+from icdlib.viz.explorer import Explorer, VizConfig
 
 
 def hflip(size):
@@ -361,7 +363,7 @@ def test_disc21_folder_image_becomes_the_source(ex, tmp_path):
     imgs = [Image.new("RGB", (40, 20), (i * 60, 0, 0)) for i in range(3)]
     for i, im in enumerate(imgs):
         im.save(tmp_path / "reference_images" / f"R{i:06d}.png")
-    from icdlib.disc21 import SPLIT_DIRS
+    from icdlib.data import SPLIT_DIRS
 
     with ex.hold():
         ex.controls.disc21_root.value = str(tmp_path)
@@ -385,7 +387,8 @@ def test_bad_source_settings_show_an_error_instead_of_raising(ex, tmp_path):
 # ---------------------------------------------------------------------- models
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
-    from icdlib.models import build_descriptor, build_matcher, save_checkpoint
+    from icdlib.models import build_descriptor, build_matcher
+    from icdlib.checkpoints import save_checkpoint
 
     d = tmp_path_factory.mktemp("ckpt")
     small = dict(img_size=32, patch_size=8, embed_dim=24, num_heads=2)
@@ -396,7 +399,8 @@ def checkpoints(tmp_path_factory):
 
 
 def test_loaded_descriptor_shows_affinity_and_cosine_of_the_pair(ex, checkpoints):
-    from icdlib.models import load_model, preprocess
+    from icdlib.checkpoints import load_model
+    from icdlib.models import preprocess
 
     ex.query_chain.set_specs([{"op": "hflip"}])
     ex.controls.descriptor.value = checkpoints[0]
@@ -421,7 +425,8 @@ def test_loaded_descriptor_shows_affinity_and_cosine_of_the_pair(ex, checkpoints
 
 
 def test_loaded_matcher_scores_the_pair_with_its_sigmoid(ex, checkpoints):
-    from icdlib.models import load_model, preprocess
+    from icdlib.checkpoints import load_model
+    from icdlib.models import preprocess
 
     ex.controls.matcher.value = checkpoints[1]
     ex.load_button.click()

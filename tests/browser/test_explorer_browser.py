@@ -149,9 +149,10 @@ def wait_for(page, js: str, arg, what: str):
 def expected_query_uri(chain_seed: int) -> str:
     """The PNG the explorer must show as its query for the notebook's source (seed 0)
     edited by the chain of ``chain_seed``, computed here without any widget."""
-    from icdlib import edits, figures
-    from icdlib.sources import render
-    from icdlib.viz import VizConfig
+    from icdlib import edits
+    from icdlib.viz import figures as figures
+    from icdlib.data import render
+    from icdlib.viz.explorer import VizConfig
 
     cfg = VizConfig()
     source = render(cfg.source_kind, 0, cfg.size)

@@ -1,0 +1,377 @@
+"""Traced training pairs: torch Datasets that edit images and return PixTrace overlaps.
+
+Every sample is a pure function of ``(seed, epoch, index)``: the edit chains, the
+copy-vs-copy draw and the negatives come from ``numpy.random.default_rng([seed, epoch,
+index])``, so the data are reproducible whatever the worker count or order, and no
+trace state is shared between samples or workers.
+
+A *pair* (one dict) holds:
+
+- ``query``, ``reference``: ``[3, S, S]`` float32, ImageNet-normalised RGB at the model
+  input size ``S`` (bicubic resize of the edited / clean image).
+- ``overlap_qr``: ``[N, N + 1]`` float32, row i = where query patch i's pixels trace to
+  among the N reference patches, last column = untraceable share
+  (:func:`icdlib.pixtrace.overlap_batch`; patches row-major, ``N = (S // patch) ** 2``).
+- ``overlap_rq``: ``[N, N + 1]``, the same from reference to query.
+- ``copynce``: bool, the traced share of query pixels (mean of ``1 - overlap_qr[:, -1]``)
+  is at least ``min_traced``: the pair is traceable enough to train CopyNCE on.
+- ``traced``: float32, that traced share.
+- ``index``: int64, the training image the pair is made from (for MatcherPairs: the
+  reference's image; ``query_index`` is the query's image).
+- ``label`` (MatcherPairs only): float32, 1 for a copy, 0 for a negative.
+
+``targets`` replaces the traced overlaps for ablations, keeping each row's untraceable
+share ``u_i = O[i, N]`` (so the invalid bucket weighs rows the same way):
+
+- ``"pixtrace"``: the traced overlaps.
+- ``"uniform"``: ``T[i, j] = (1 - u_i) / N`` for every reference patch j, ``T[i, N] = u_i``
+  (the no-tracing control: right pair, no position).
+- ``"same_position"``: ``T[i, i] = 1 - u_i``, ``T[i, N] = u_i`` (query patch i is assumed
+  to match the reference patch at the same grid position).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from icdlib import edits
+from icdlib.data.disc21 import load_image
+from icdlib.params import section
+from icdlib.pixtrace import Step, Trace, overlap_batch
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # the statistics DINO/timm ViTs were trained with
+IMAGENET_STD = (0.229, 0.224, 0.225)
+TARGETS = ("pixtrace", "uniform", "same_position")
+
+
+@dataclass(frozen=True)
+class PairsConfig:
+    """The ``pairs`` section of params.yaml."""
+
+    size: int = 112  # model input S: 7x7 patches of 16 on CPU; 224 for the paper profile
+    patch: int = 16  # ViT patch size: the overlap grid must match the tokens
+    copy_vs_copy: float = 0.0  # share of pairs whose reference is edited too (released configs: 0)
+    targets: str = "pixtrace"  # "uniform" / "same_position" are the no-tracing controls
+    min_traced: float = 0.1  # copynce flag: at least 10% of query pixels trace into the reference
+    families: tuple[str, ...] | None = None  # edit families of the query chain (None: all)
+    reference_families: tuple[str, ...] | None = ("geometric", "photometric")  # copy-vs-copy reference edits: milder
+    donors: str = "training"  # composite edits paste other training images ("procedural": drawn ones)
+    knn: int = 7  # descriptor: second pair from one of the first 7 neighbours (method s.4)
+    pos_rate: float = 0.3  # matcher: share of positive pairs (released matcher config)
+    neg_knn_p: float = 0.5  # matcher negatives: query from a kNN neighbour with this probability
+    neg_edit_p: float = 0.5  # matcher negatives: query edited with this probability, else only resized
+
+    def __post_init__(self):
+        if self.size < self.patch or self.patch < 1:
+            raise ValueError(f"PairsConfig: need size >= patch >= 1, got size={self.size}, patch={self.patch}")
+        if self.targets not in TARGETS:
+            raise ValueError(f"PairsConfig.targets: unknown {self.targets!r}; known {TARGETS}")
+        if self.donors not in ("training", "procedural"):
+            raise ValueError(f"PairsConfig.donors: must be 'training' or 'procedural', got {self.donors!r}")
+        for name in ("copy_vs_copy", "min_traced", "pos_rate", "neg_knn_p", "neg_edit_p"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                raise ValueError(f"PairsConfig.{name} must be in [0, 1], got {v}")
+        if self.knn < 1:
+            raise ValueError(f"PairsConfig.knn must be >= 1, got {self.knn}")
+
+
+def pairs_config(params: dict, source: str = "params.yaml") -> PairsConfig:
+    """The :class:`PairsConfig` of a parsed params dict (section ``pairs``)."""
+    return section(params, "pairs", PairsConfig, source)
+
+
+# ---------------------------------------------------------------------- pure helpers
+def to_tensor(img: Image.Image) -> torch.Tensor:
+    """PIL RGB -> ``[3, H, W]`` float32, ImageNet-normalised."""
+    x = torch.from_numpy(np.asarray(img.convert("RGB"), dtype=np.float32)).permute(2, 0, 1) / 255.0
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    return (x - mean) / std
+
+
+def resize_traced(img: Image.Image, trace: Trace, size: int) -> tuple[Image.Image, Trace]:
+    """Resize to ``size x size`` (bicubic) and append the matching scale step to ``trace``.
+
+    Pillow's resize maps output pixel centre ``(c + 0.5)`` to input ``(c + 0.5) * w / S``,
+    i.e. the continuous scale ``x' = x * S / w``, ``y' = y * S / h``.
+    """
+    w, h = img.size
+    m = np.diag([size / w, size / h, 1.0])
+    out = img if (w, h) == (size, size) else img.resize((size, size), Image.Resampling.BICUBIC)
+    return out, trace.then(Step(m, (w, h), (size, size), name="resize"))
+
+
+def make_targets(o: torch.Tensor, mode: str) -> torch.Tensor:
+    """Overlap targets ``[N, M + 1]`` for ``mode`` in :data:`TARGETS` (module docstring)."""
+    if mode == "pixtrace":
+        return o
+    n, m = o.shape[0], o.shape[1] - 1
+    out = torch.zeros_like(o)
+    untraced = o[:, -1]
+    out[:, -1] = untraced
+    if mode == "uniform":
+        out[:, :-1] = ((1.0 - untraced) / m)[:, None]
+    elif mode == "same_position":
+        if n != m:
+            raise ValueError(f"make_targets: same_position needs as many query as reference patches, got {n} vs {m}")
+        out[:, :-1] = torch.diag(1.0 - untraced)
+    else:
+        raise ValueError(f"make_targets: unknown targets {mode!r}; known {TARGETS}")
+    return out
+
+
+def invalid_overlap(n: int) -> torch.Tensor:
+    """``[n, n + 1]``: every pixel untraceable (a negative pair)."""
+    o = torch.zeros(n, n + 1)
+    o[:, -1] = 1.0
+    return o
+
+
+# ---------------------------------------------------------------------- datasets
+class _PairBase(Dataset):
+    def __init__(self, image_paths: Sequence[str | Path], config: PairsConfig, seed: int,
+                 neighbours: np.ndarray | None = None, edit_config: Any = None, timing: bool = False):
+        self.paths = [Path(p) for p in image_paths]
+        if not self.paths:
+            raise ValueError(f"{type(self).__name__}: image_paths is empty")
+        if not isinstance(config, PairsConfig):
+            raise ValueError(f"{type(self).__name__}: config must be a PairsConfig, got {type(config).__name__}")
+        if not isinstance(seed, (int, np.integer)) or int(seed) < 0:
+            raise ValueError(f"{type(self).__name__}: seed must be a non-negative int, got {seed!r}")
+        self.config, self.seed, self.edit_config = config, int(seed), edit_config
+        self.neighbours = None
+        if neighbours is not None:
+            nb = np.asarray(neighbours)
+            if nb.ndim != 2 or nb.shape[0] != len(self.paths) or not np.issubdtype(nb.dtype, np.integer):
+                raise ValueError(
+                    f"{type(self).__name__}: neighbours must be an int array [n={len(self.paths)}, k], "
+                    f"got {nb.dtype} {nb.shape}"
+                )
+            if nb.size and (nb.min() < 0 or nb.max() >= len(self.paths)):
+                raise ValueError(f"{type(self).__name__}: neighbours has indices outside [0, {len(self.paths)})")
+            self.neighbours = nb
+        self.epoch = 0
+        self.n_patches = (config.size // config.patch) ** 2
+        self.stats: dict[str, float] | None = defaultdict(float) if timing else None
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw fresh edits: ``dataset[i]`` becomes ``sample(i, epoch)``."""
+        self.epoch = int(epoch)
+
+    def __getitem__(self, key):
+        """``dataset[i]`` = ``sample(i, self.epoch)``; ``dataset[(i, epoch)]`` = ``sample(i, epoch)``."""
+        if isinstance(key, tuple):
+            return self.sample(int(key[0]), int(key[1]))
+        return self.sample(int(key), self.epoch)
+
+    def _rng(self, index: int, epoch: int) -> np.random.Generator:
+        if not 0 <= index < len(self.paths):
+            raise IndexError(f"{type(self).__name__}: index {index} outside [0, {len(self.paths)})")
+        return np.random.default_rng([self.seed, int(epoch), int(index)])
+
+    def _tick(self, stage: str, t0: float) -> float:
+        t1 = time.process_time()
+        if self.stats is not None:
+            self.stats[stage] += t1 - t0
+        return t1
+
+    def _load(self, index: int) -> Image.Image:
+        t0 = time.process_time()
+        img = load_image(self.paths[index])
+        self._tick("decode", t0)
+        return img
+
+    def _donor(self, seed: int) -> Image.Image:
+        return load_image(self.paths[int(seed) % len(self.paths)])
+
+    def _edit(self, img: Image.Image, rng: np.random.Generator, families) -> tuple[Image.Image, Trace]:
+        t0 = time.process_time()
+        specs = edits.sample_chain(int(rng.integers(2**63 - 1)), families=families, config=self.edit_config)
+        donors = self._donor if self.config.donors == "training" else None
+        out = edits.apply(img, specs, donors=donors, config=self.edit_config)
+        self._tick("edit", t0)
+        return out
+
+    def _neighbour(self, index: int, rng: np.random.Generator, k: int | None) -> int | None:
+        """A random one of the first ``k`` neighbours of ``index`` (itself skipped), or None."""
+        row = [int(j) for j in self.neighbours[index] if int(j) != index]
+        if k is not None:
+            row = row[:k]
+        return row[int(rng.integers(len(row)))] if row else None
+
+    def _finish(self, q_img, q_tr, r_img, r_tr, traced_pair: bool) -> dict[str, Any]:
+        """Resize both views, compute overlaps and targets, convert to tensors."""
+        cfg = self.config
+        t0 = time.process_time()
+        q_img, q_tr = resize_traced(q_img, q_tr, cfg.size)
+        r_img, r_tr = resize_traced(r_img, r_tr, cfg.size)
+        if traced_pair:
+            o_qr, o_rq = overlap_batch([(q_tr, r_tr), (r_tr, q_tr)], cfg.patch)  # both directions, one call
+        else:
+            o_qr = o_rq = invalid_overlap(self.n_patches)
+        traced = float(1.0 - o_qr[:, -1].mean())
+        o_qr, o_rq = make_targets(o_qr, cfg.targets), make_targets(o_rq, cfg.targets)
+        t0 = self._tick("trace", t0)
+        out = {
+            "query": to_tensor(q_img),
+            "reference": to_tensor(r_img),
+            "overlap_qr": o_qr,
+            "overlap_rq": o_rq,
+            "copynce": torch.tensor(traced >= cfg.min_traced and traced > 0),
+            "traced": torch.tensor(traced, dtype=torch.float32),
+        }
+        self._tick("tensor", t0)
+        return out
+
+
+class TracedPairs(_PairBase):
+    """Descriptor training pairs: (edited copy, reference) of one training image.
+
+    Args:
+        image_paths: training image files; item ``i`` is made from ``image_paths[i]``.
+        config: :class:`PairsConfig`.
+        seed: run seed; sample ``(i, epoch)`` draws from ``default_rng([seed, epoch, i])``.
+        neighbours: optional ``[n, k]`` int kNN table (row i: neighbours of image i; i
+            itself is skipped). When given, an item is a list of two pairs: image i's,
+            and that of one of its first ``config.knn`` neighbours (hard negatives for
+            InfoNCE, method s.4); :func:`collate` flattens them.
+        edit_config: ``icdlib.edits.EditConfig`` for ``sample_chain``/``apply`` (None: defaults).
+        timing: accumulate CPU seconds (``time.process_time``) per stage (decode, edit,
+            trace, tensor) in ``.stats``.
+
+    The reference is the clean image resized to ``S`` (copy-vs-original), except for a
+    ``config.copy_vs_copy`` share of pairs where it is edited too (milder families).
+    """
+
+    def __init__(self, image_paths, config: PairsConfig = PairsConfig(), seed: int = 0,
+                 neighbours=None, edit_config=None, timing: bool = False):
+        super().__init__(image_paths, config, seed, neighbours, edit_config, timing)
+
+    def pair(self, index: int, rng: np.random.Generator) -> dict[str, Any]:
+        """One pair made from image ``index`` with draws from ``rng``."""
+        src = self._load(index)
+        copy_vs_copy = rng.random() < self.config.copy_vs_copy
+        q_img, q_tr = self._edit(src, rng, self.config.families)
+        if copy_vs_copy:
+            r_img, r_tr = self._edit(src, rng, self.config.reference_families)
+        else:
+            r_img, r_tr = src, Trace(src.size)
+        out = self._finish(q_img, q_tr, r_img, r_tr, traced_pair=True)
+        out["copy_vs_copy"] = torch.tensor(bool(copy_vs_copy))
+        out["index"] = torch.tensor(index, dtype=torch.int64)
+        return out
+
+    def sample(self, index: int, epoch: int = 0):
+        """The item ``index`` of ``epoch``: a pair dict, or a list of two with neighbours."""
+        rng = self._rng(index, epoch)
+        first = self.pair(index, rng)
+        if self.neighbours is None:
+            return first
+        j = self._neighbour(index, rng, self.config.knn)
+        return [first, self.pair(j if j is not None else index, rng)]
+
+
+class MatcherPairs(_PairBase):
+    """Matcher training pairs: positives (edited copy, clean reference) and negatives.
+
+    With probability ``config.pos_rate`` the item is a positive made from image ``i``
+    (label 1). Otherwise the reference is image ``i`` and the query another image ``j``
+    (label 0): a random one of ``i``'s kNN neighbours (all ``k`` columns) with probability
+    ``config.neg_knn_p`` when ``neighbours`` is given, else uniform over the other images;
+    the query is edited with probability ``config.neg_edit_p``, else only resized.
+    Negatives have every query pixel untraceable: all overlap mass in the last column.
+    Arguments as in :class:`TracedPairs`.
+    """
+
+    def __init__(self, image_paths, config: PairsConfig = PairsConfig(), seed: int = 0,
+                 neighbours=None, edit_config=None, timing: bool = False):
+        super().__init__(image_paths, config, seed, neighbours, edit_config, timing)
+        if len(self.paths) < 2:
+            raise ValueError("MatcherPairs: need at least 2 images to draw negatives")
+
+    def sample(self, index: int, epoch: int = 0) -> dict[str, Any]:
+        cfg = self.config
+        rng = self._rng(index, epoch)
+        ref = self._load(index)
+        if rng.random() < cfg.pos_rate:
+            q_img, q_tr = self._edit(ref, rng, cfg.families)
+            if rng.random() < cfg.copy_vs_copy:
+                r_img, r_tr = self._edit(ref, rng, cfg.reference_families)
+            else:
+                r_img, r_tr = ref, Trace(ref.size)
+            out = self._finish(q_img, q_tr, r_img, r_tr, traced_pair=True)
+            out["label"], qi = torch.tensor(1.0), index
+        else:
+            qi = None
+            if self.neighbours is not None and rng.random() < cfg.neg_knn_p:
+                qi = self._neighbour(index, rng, None)
+            if qi is None:
+                qi = int(rng.integers(len(self.paths) - 1))
+                qi += qi >= index  # uniform over the other images
+            q_src = self._load(qi)
+            if rng.random() < cfg.neg_edit_p:
+                q_img, q_tr = self._edit(q_src, rng, cfg.families)
+            else:
+                q_img, q_tr = q_src, Trace(q_src.size)
+            out = self._finish(q_img, q_tr, ref, Trace(ref.size), traced_pair=False)
+            out["label"] = torch.tensor(0.0)
+        out["index"] = torch.tensor(index, dtype=torch.int64)
+        out["query_index"] = torch.tensor(qi, dtype=torch.int64)
+        return out
+
+
+# ---------------------------------------------------------------------- batching
+def collate(items: Sequence) -> dict[str, torch.Tensor]:
+    """Stack pair dicts into a batch: every key ``[B, ...]``.
+
+    Items that are lists of pairs (TracedPairs with neighbours) are flattened in order,
+    so item ``b``'s pairs sit at consecutive rows.
+    """
+    flat = []
+    for it in items:
+        flat.extend(it if isinstance(it, (list, tuple)) else [it])
+    if not flat:
+        raise ValueError("collate: empty batch")
+    keys = flat[0].keys()
+    for i, d in enumerate(flat):
+        if d.keys() != keys:
+            raise ValueError(f"collate: pair {i} has keys {sorted(d)}, expected {sorted(keys)}")
+    return {k: torch.stack([d[k] for d in flat]) for k in keys}
+
+
+def _worker_init(worker_id: int) -> None:
+    # samples draw from explicit generators; one thread per worker avoids oversubscription
+    torch.set_num_threads(1)
+
+
+def make_loader(dataset: Dataset, batch_size: int, workers: int = 0, seed: int = 0,
+                pin_memory: bool = False, shuffle: bool = True, drop_last: bool = True) -> DataLoader:
+    """A DataLoader with :func:`collate` and a seeded order.
+
+    The order is drawn from ``torch.Generator().manual_seed(seed)`` (epoch e of one
+    loader = the e-th permutation); the samples themselves depend only on the dataset's
+    ``(seed, epoch, index)``. Call ``dataset.set_epoch(e)`` before each epoch; workers
+    are not persistent, so they see it.
+    """
+    if batch_size < 1 or workers < 0:
+        raise ValueError(f"make_loader: need batch_size >= 1 and workers >= 0, got {batch_size}, {workers}")
+    g = torch.Generator()
+    g.manual_seed(int(seed))
+    return DataLoader(
+        dataset, batch_size=batch_size, shuffle=shuffle, generator=g, num_workers=workers,
+        collate_fn=collate, pin_memory=pin_memory, drop_last=drop_last,
+        worker_init_fn=_worker_init if workers > 0 else None, persistent_workers=False,
+    )

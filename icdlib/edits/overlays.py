@@ -1,0 +1,156 @@
+"""Occluding overlays: text, emoji-like stickers, stripes and foreign images on top.
+
+Each overlay is drawn as an RGBA layer; its alpha times ``opacity`` is the covering
+alpha ``a`` of every pixel, the result is ``a * layer + (1 - a) * image``, and pixels
+with ``a >= occlusion_threshold`` are logged untraceable with
+:meth:`icdlib.pixtrace.Step.occlusion`. Geometry is unchanged.
+Text uses Pillow's built-in scalable font (``ImageFont.load_default(size=...)``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from icdlib.edits import composites as C
+from icdlib.edits.registry import SEED, Param, color_param, opacity_param, register
+from icdlib.edits.text import font
+
+FRAC = dict(low=0.0, high=1.0)
+
+
+def _layer_blend(img: Image.Image, layer: Image.Image, opacity: float, ctx, name: str):
+    """Blend an RGBA ``layer`` (same size as ``img``) over ``img`` and log occlusion."""
+    rgba = np.asarray(layer, np.float32)
+    alpha = rgba[..., 3] / 255.0 * opacity
+    out = C.blend(img, Image.fromarray(rgba[..., :3].astype(np.uint8), "RGB"), alpha)
+    return out, C.occlusion_step(img, alpha, ctx, name)
+
+
+@register(
+    "text", "overlay",
+    Param("text", "text", doc="the string to draw"),
+    Param("x", "float", **FRAC, doc="left of the text, fraction of the width"),
+    Param("y", "float", **FRAC, doc="top of the text, fraction of the height"),
+    Param("size", "float", 0.02, 0.6, doc="font size, fraction of the image height"),
+    color_param("color", default=(255, 255, 255)),
+    opacity_param(),
+)
+def text(img, p, ctx):
+    """Draw a line of text (built-in font) with opacity."""
+    w, h = img.size
+    layer = Image.new("RGBA", img.size, (0, 0, 0, 0))
+    ImageDraw.Draw(layer).text(
+        (p["x"] * w, p["y"] * h), p["text"], font=font(p["size"] * h), fill=tuple(p["color"]) + (255,)
+    )
+    return _layer_blend(img, layer, p["opacity"], ctx, "text")
+
+
+def _sticker_shape(kind: str, side: int, color) -> Image.Image:
+    """A ``side`` x ``side`` RGBA emoji-like sticker drawn with ImageDraw."""
+    s = side
+    im = Image.new("RGBA", (s, s), (0, 0, 0, 0))
+    d = ImageDraw.Draw(im)
+    col = tuple(color) + (255,)
+    ink = (20, 20, 20, 255)
+    if kind in ("circle", "face"):
+        d.ellipse((0, 0, s - 1, s - 1), fill=col)
+    if kind == "face":
+        e = s * 0.09
+        for cx in (0.35 * s, 0.65 * s):
+            d.ellipse((cx - e, 0.38 * s - e, cx + e, 0.38 * s + e), fill=ink)
+        d.arc((0.25 * s, 0.3 * s, 0.75 * s, 0.78 * s), 20, 160, fill=ink, width=max(1, s // 14))
+    elif kind == "star":
+        pts = []
+        for k in range(10):
+            r = s / 2 if k % 2 == 0 else s / 5
+            a = -math.pi / 2 + k * math.pi / 5
+            pts.append((s / 2 + r * math.cos(a), s / 2 + r * math.sin(a)))
+        d.polygon(pts, fill=col)
+    elif kind == "heart":
+        r = s / 4
+        d.ellipse((0, 0.1 * s, 2 * r, 0.1 * s + 2 * r), fill=col)
+        d.ellipse((s - 2 * r, 0.1 * s, s, 0.1 * s + 2 * r), fill=col)
+        d.polygon([(0.02 * s, 0.1 * s + 1.3 * r), (s - 0.02 * s, 0.1 * s + 1.3 * r), (s / 2, 0.95 * s)], fill=col)
+    return im
+
+
+@register(
+    "sticker", "overlay",
+    Param("kind", "choice", choices=("circle", "face", "star", "heart"), doc="sticker shape"),
+    Param("x", "float", **FRAC, doc="sticker centre, fraction of the width"),
+    Param("y", "float", **FRAC, doc="sticker centre, fraction of the height"),
+    Param("size", "float", 0.02, 1.0, doc="sticker side, fraction of the shorter image side"),
+    Param("degrees", "float", -360.0, 360.0, default=0.0, doc="rotation, counter-clockwise"),
+    color_param("color", default=(255, 204, 0)),
+    opacity_param(),
+)
+def sticker(img, p, ctx):
+    """Draw an emoji-like sticker (circle, smiley face, star, heart) with opacity."""
+    w, h = img.size
+    side = max(2, int(round(p["size"] * min(w, h))))
+    st = _sticker_shape(p["kind"], side, p["color"])
+    if p["degrees"]:
+        st = st.rotate(p["degrees"], resample=Image.Resampling.BILINEAR, expand=True)
+    layer = Image.new("RGBA", img.size, (0, 0, 0, 0))
+    layer.paste(st, (int(round(p["x"] * w - st.width / 2)), int(round(p["y"] * h - st.height / 2))))
+    return _layer_blend(img, layer, p["opacity"], ctx, "sticker")
+
+
+@register(
+    "stripes", "overlay",
+    Param("count", "int", 1, 64, doc="number of stripe periods across the image diagonal"),
+    Param("thickness", "float", 0.02, 0.98, doc="covered share of each period"),
+    Param("degrees", "float", -360.0, 360.0, default=0.0, doc="stripe direction, 0: vertical stripes"),
+    Param("phase", "float", 0.0, 1.0, default=0.0, doc="shift, fraction of a period"),
+    color_param("color"),
+    opacity_param(),
+)
+def stripes(img, p, ctx):
+    """Parallel stripes across the image with opacity."""
+    w, h = img.size
+    period = math.hypot(w, h) / p["count"]
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float64) + 0.5
+    t = math.radians(p["degrees"])
+    u = (xs * math.cos(t) + ys * math.sin(t)) / period + p["phase"]
+    alpha = ((u - np.floor(u)) < p["thickness"]).astype(np.float32) * p["opacity"]
+    color = Image.new("RGB", img.size, tuple(p["color"]))
+    return C.blend(img, color, alpha), C.occlusion_step(img, alpha, ctx, "stripes")
+
+
+def _donor_over(img, p, ctx, shape: str, name: str):
+    """Paste a donor patch (rectangle or ellipse) over the image with opacity."""
+    left, top, bw, bh = C.rect_box(img.size, p["area"], p["ratio"], p["x"], p["y"])
+    patch = ctx.donor(p["seed"], (bw, bh)).convert("RGBA")
+    if shape == "ellipse":
+        m = Image.new("L", (bw, bh), 0)
+        ImageDraw.Draw(m).ellipse((0, 0, bw - 1, bh - 1), fill=255)
+        patch.putalpha(m)
+    layer = Image.new("RGBA", img.size, (0, 0, 0, 0))
+    layer.paste(patch, (left, top))
+    return _layer_blend(img, layer, p["opacity"], ctx, name)
+
+
+_DONOR_PARAMS = (
+    Param("area", "float", 0.005, 1.0, doc="patch area, fraction of the image area"),
+    Param("ratio", "float", 0.2, 5.0, default=1.0, doc="patch width/height in pixels"),
+    Param("x", "float", **FRAC, doc="position in the free horizontal range"),
+    Param("y", "float", **FRAC, doc="position in the free vertical range"),
+)
+
+
+@register("paste_over", "composite", *_DONOR_PARAMS, opacity_param(), SEED)
+def paste_over(img, p, ctx):
+    """Paste a rectangular donor image over the image (the image is the background)."""
+    return _donor_over(img, p, ctx, "rect", "paste_over")
+
+
+@register(
+    "overlay_image", "overlay", *_DONOR_PARAMS, opacity_param(),
+    Param("shape", "choice", default="ellipse", choices=("rect", "ellipse"), doc="patch outline"), SEED,
+)
+def overlay_image(img, p, ctx):
+    """Put another image (a rectangle or an ellipse cut of a donor) on top, with opacity."""
+    return _donor_over(img, p, ctx, p["shape"], "overlay_image")

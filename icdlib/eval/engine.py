@@ -1,0 +1,280 @@
+"""The evaluation engine: one split of a DISC21-layout folder, scored for any model.
+
+:class:`Benchmark` holds the query split, the references, the ground truth and the
+auxiliary images of one evaluation, and turns a descriptor, a hash baseline or a matcher
+into ``query_id, reference_id, score`` predictions (higher = more likely a copy) and ISC21
+metrics. Both ``python -m icdlib.evaluate`` (:func:`evaluate_benchmark`) and the pipeline's
+evaluation stages (:mod:`icdlib.pipeline.evaluation`) run on it, so a table row and a
+command-line run of the same model agree.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from icdlib.checkpoints import load_model
+from icdlib.data import IMAGE_SUFFIXES, SPLIT_DIRS, Disc21
+from icdlib.eval.hashes import hash_predictions
+from icdlib.eval.metrics import Metrics, PrCurve, evaluate_arrays, read_predictions, write_predictions
+from icdlib.eval.rescore import rescore
+from icdlib.eval.retrieval import EvalConfig, descriptor_predictions, embed, save_features
+from icdlib.eval.views import query_views
+from icdlib.params import to_dict
+
+SPLIT_PREFERENCE = ("queries", "dev_queries", "final_queries")
+Items = Sequence[tuple[str, Path]]  # (image id, path)
+
+
+@dataclass
+class EvalResult:
+    """What one evaluation produced.
+
+    Attributes:
+        predictions: DataFrame ``query_id, reference_id, score`` (higher = more likely a copy).
+        metrics: ISC21 metrics, or None without ground truth.
+        curve: pooled PR curve, or None without ground truth.
+        split: the query split evaluated.
+        info: resolved config and inputs (what ``eval_config.json`` holds).
+    """
+
+    predictions: pd.DataFrame
+    metrics: Metrics | None
+    curve: PrCurve | None
+    split: str
+    info: dict
+
+
+def pick_split(available: Sequence[str], split: str | None) -> str:
+    """The query split to evaluate: ``split`` if given and present, else the preferred one."""
+    queries = [s for s in SPLIT_PREFERENCE if s in available]
+    if split is not None:
+        if split not in queries:
+            raise ValueError(f"evaluate: split {split!r} not available; query splits present: {queries}")
+        return split
+    if not queries:
+        raise ValueError(f"evaluate: no query split among {list(available)}")
+    return queries[0]
+
+
+def auxiliary_images(root: str | Path) -> list[tuple[str, Path]]:
+    """``[(id, path)]`` of ``ROOT/training_images/`` (or of ROOT itself if it holds the images)."""
+    root = Path(root)
+    folder = root / SPLIT_DIRS["training"]
+    if not folder.is_dir():
+        folder = root
+    if not folder.is_dir():
+        raise FileNotFoundError(f"evaluate: auxiliary folder not found: {root}")
+    items = sorted((p.stem, p) for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not items:
+        raise ValueError(f"evaluate: no auxiliary images in {folder}")
+    return items
+
+
+def evenly_spaced(items: list, n: int) -> list:
+    """At most ``n`` of ``items``, evenly spaced (all of them when ``n`` is 0 or large enough)."""
+    if not n or len(items) <= n:
+        return list(items)
+    keep = np.linspace(0, len(items) - 1, n).round().astype(int)
+    return [items[i] for i in keep]
+
+
+def load_checkpoint(path: str | Path, kind: str, device: str = "cpu"):
+    """``(model, meta)`` of a checkpoint that must hold a ``kind`` model."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{kind} checkpoint not found: {path}")
+    model, meta = load_model(path, device=device)
+    if meta.get("kind") != kind:
+        raise ValueError(f"evaluate: checkpoint {path} holds a {meta.get('kind')!r} model, expected {kind!r}")
+    return model, meta
+
+
+def model_size(cfg: EvalConfig, meta: dict, path) -> int:
+    """The input side to evaluate a checkpoint at: ``eval.img_size``, else its own config's."""
+    if cfg.img_size:
+        return cfg.img_size
+    size = meta.get("config", {}).get("img_size")
+    if not size:
+        raise ValueError(f"evaluate: checkpoint {path} config has no img_size; set eval.img_size")
+    return int(size)
+
+
+class Benchmark:
+    """One query split of a DISC21-layout folder, ready to score models on.
+
+    Args:
+        data: benchmark root (``reference_images/`` plus a query folder).
+        split: query split (default: see :func:`pick_split`).
+        cfg: the ``eval`` section.
+        ground_truth: optional CSV overriding the root's ground-truth file.
+        auxiliary: ``(id, path)`` images for score normalisation (none: no ``sn`` variant).
+        on_error: what a missing or corrupt image does (:class:`icdlib.data.Disc21`).
+    """
+
+    def __init__(self, data: str | Path, split: str | None = None, cfg: EvalConfig = EvalConfig(),
+                 ground_truth: str | Path | None = None, auxiliary: Items = (), on_error: str = "raise"):
+        self.ds = Disc21(data, ground_truth=ground_truth, on_error=on_error)
+        self.split = pick_split(self.ds.splits(), split)
+        self.cfg = cfg
+        self.queries = self.ds.images(self.split)
+        self.refs = self.ds.images("reference")
+        self.aux = list(auxiliary)
+        gt = self.ds.ground_truth(self.split) if self.ds.gt_file(self.split) is not None else None
+        self.gt_q = None if gt is None else [q for q, _ in gt]
+        self.gt_r = None if gt is None else [r for _, r in gt]
+
+    @property
+    def n_positives(self) -> int:
+        return 0 if self.gt_r is None else int(sum(r is not None for r in self.gt_r))
+
+    def score(self, preds: pd.DataFrame) -> tuple[Metrics | None, PrCurve | None]:
+        """ISC21 metrics and PR curve of ``preds``; ``(None, None)`` without ground truth."""
+        if self.gt_q is None:
+            return None, None
+        return evaluate_arrays(preds["query_id"].to_numpy(), preds["reference_id"].to_numpy(),
+                               preds["score"].to_numpy(), self.gt_q, self.gt_r)
+
+    def embed(self, model: torch.nn.Module, size: int, items: Items, desc: str, views=None) -> np.ndarray:
+        c = self.cfg
+        return embed(model, [p for _, p in items], size=size, batch_size=c.batch_size, num_workers=c.num_workers,
+                     device=c.device, desc=desc, views=views)
+
+    def descriptor(self, model: torch.nn.Module, size: int, name: str = "descriptor",
+                   features: dict | None = None) -> dict[str, pd.DataFrame]:
+        """Top-``k`` predictions of a descriptor: ``plain``, and ``sn`` (score-normalised)
+        when there are enough auxiliary images. ``features``, if given, receives the
+        ``queries``/``references`` arrays."""
+        c = self.cfg
+        rf = self.embed(model, size, self.refs, f"{name}: references")
+        qf = self.embed(model, size, self.queries, f"{name}: {self.split}",
+                        views=query_views if c.lce_descriptor else None)
+        if features is not None:
+            features.update(queries=qf, references=rf)
+        q_ids, r_ids = [i for i, _ in self.queries], [i for i, _ in self.refs]
+        out = {"plain": descriptor_predictions(q_ids, qf, r_ids, rf, c)}
+        if len(self.aux) >= c.norm_end:
+            af = self.embed(model, size, self.aux, f"{name}: auxiliary")
+            out["sn"] = descriptor_predictions(q_ids, qf, r_ids, rf, c, af)
+        return out
+
+    def hashes(self, method: str) -> pd.DataFrame:
+        """Top-``k`` predictions of a perceptual hash (``pdq`` or ``phash``)."""
+        return hash_predictions(self.queries, self.refs, method, self.cfg.k, self.cfg.num_workers)
+
+    def matcher(self, model: torch.nn.Module, size: int, candidates: pd.DataFrame,
+                lce_candidates: int = 0) -> dict[str, pd.DataFrame]:
+        """Matcher scores of ``candidates``: ``plain``, and ``lce`` when ``lce_candidates``
+        is not 0: Local Crop Ensembling of each query's top-n candidates (-1: all of them),
+        the others keeping their plain score."""
+        c = self.cfg
+        qp, rp = dict(self.queries), dict(self.refs)
+        plain = rescore(model, candidates, qp, rp, size, c.matcher_batch_size, c.num_workers, c.device)
+        out = {"plain": plain}
+        if lce_candidates:
+            top = candidates
+            if lce_candidates > 0:
+                ranked = candidates.sort_values(["query_id", "score"], ascending=[True, False], kind="stable")
+                top = ranked.groupby("query_id", sort=False).head(lce_candidates)
+            lce = rescore(model, top, qp, rp, size, c.matcher_batch_size, c.num_workers, c.device, lce=True)
+            merged = plain.merge(lce, on=["query_id", "reference_id"], how="left", suffixes=("", "_lce"))
+            merged["score"] = merged["score_lce"].fillna(merged["score"])
+            out["lce"] = merged[["query_id", "reference_id", "score"]]
+        return out
+
+
+def evaluate_benchmark(
+    data: str | Path,
+    descriptor: str | Path | None = None,
+    matcher: str | Path | None = None,
+    auxiliary: str | Path | None = None,
+    ground_truth: str | Path | None = None,
+    split: str | None = None,
+    baseline: str | None = None,
+    cfg: EvalConfig = EvalConfig(),
+    out: str | Path | None = None,
+    candidates: str | Path | None = None,
+) -> EvalResult:
+    """Evaluate a descriptor (+ matcher) or a hash baseline on a DISC21-layout folder.
+
+    Args:
+        data: benchmark root (``reference_images/`` plus a query folder).
+        descriptor: descriptor checkpoint (:func:`icdlib.checkpoints.save_checkpoint` format).
+        matcher: optional matcher checkpoint; rescores the descriptor's candidates (all of
+            them with Local Crop Ensembling when ``cfg.lce``).
+        auxiliary: optional root whose ``training_images/`` (or its own images) normalise
+            the scores.
+        ground_truth: optional CSV overriding the root's ground-truth file.
+        split: query split (default: see :func:`pick_split`).
+        baseline: ``"pdq"`` or ``"phash"`` instead of a descriptor.
+        cfg: the ``eval`` section.
+        out: if given, write ``predictions.csv``, ``metrics.json``, ``eval_config.json``
+            (and ``candidates.csv``, ``features/``) there.
+        candidates: a candidate-pair CSV (predictions format) for the matcher to rescore
+            instead of running a descriptor.
+
+    Returns:
+        :class:`EvalResult`; metrics are None when the split has no ground truth.
+    """
+    if sum(x is not None for x in (descriptor, baseline, candidates)) != 1:
+        raise ValueError("evaluate: give exactly one of descriptor, baseline or candidates")
+    if candidates is not None and matcher is None:
+        raise ValueError("evaluate: candidates are rescored by a matcher; give a matcher")
+    if baseline is not None and matcher is not None:
+        raise ValueError("evaluate: a matcher rescores descriptor or file candidates, not a hash baseline")
+    if auxiliary is not None and descriptor is None:
+        raise ValueError("evaluate: auxiliary normalisation needs descriptor features; give a descriptor")
+    aux = auxiliary_images(auxiliary) if auxiliary is not None else ()
+    bench = Benchmark(data, split, cfg, ground_truth, aux)
+    split = bench.split
+    out = Path(out) if out is not None else None
+    info = {"data": str(data), "split": split, "descriptor": str(descriptor) if descriptor else None,
+            "matcher": str(matcher) if matcher else None, "auxiliary": str(auxiliary) if auxiliary else None,
+            "ground_truth": str(ground_truth) if ground_truth else None, "baseline": baseline,
+            "candidates": str(candidates) if candidates else None,
+            "eval": to_dict(cfg), "n_queries": len(bench.queries), "n_references": len(bench.refs)}
+
+    if baseline is not None:
+        preds = bench.hashes(baseline)
+    elif candidates is not None:
+        preds = read_predictions(candidates)
+    else:
+        model, meta = load_checkpoint(descriptor, "descriptor", cfg.device)
+        size = model_size(cfg, meta, descriptor)
+        feats: dict = {}
+        variants = bench.descriptor(model, size, "descriptor", feats)
+        if auxiliary is not None:
+            if "sn" not in variants:
+                raise ValueError(f"evaluate: score normalisation needs at least eval.norm_end={cfg.norm_end} "
+                                 f"auxiliary images, {auxiliary} has {len(aux)}")
+            info["n_auxiliary"] = len(aux)
+        preds = variants["sn" if auxiliary is not None else "plain"]
+        if out is not None:
+            save_features(out / "features" / "reference", [i for i, _ in bench.refs], feats["references"])
+            save_features(out / "features" / split, [i for i, _ in bench.queries], feats["queries"])
+        info["descriptor_img_size"] = size
+    if matcher is not None:
+        if out is not None:
+            write_predictions(out / "candidates.csv", preds["query_id"], preds["reference_id"], preds["score"])
+        mmodel, mmeta = load_checkpoint(matcher, "matcher", cfg.device)
+        msize = model_size(cfg, mmeta, matcher)
+        scored = bench.matcher(mmodel, msize, preds, lce_candidates=-1 if cfg.lce else 0)
+        preds = scored["lce" if cfg.lce else "plain"]
+        info["matcher_img_size"] = msize
+
+    preds = preds.sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
+    metrics, curve = bench.score(preds)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        write_predictions(out / "predictions.csv", preds["query_id"], preds["reference_id"], preds["score"])
+        if metrics is not None:
+            (out / "metrics.json").write_text(json.dumps(metrics.to_dict(), indent=2) + "\n")
+        else:  # no ground truth: never leave an earlier run's metrics beside new predictions
+            (out / "metrics.json").unlink(missing_ok=True)
+        (out / "eval_config.json").write_text(json.dumps(info, indent=2) + "\n")
+    return EvalResult(preds, metrics, curve, split, info)

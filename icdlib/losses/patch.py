@@ -1,0 +1,242 @@
+"""CopyNCE: the patch-level contrastive loss whose soft targets are PixTrace overlaps.
+
+Written by hand (no library has it): it is the method itself. Patch convention: token
+``i`` of a ``[B, N, C]`` tensor is patch ``i`` of a row-major ``rows x cols`` grid, the
+numbering :func:`icdlib.pixtrace.overlap` uses for its ``[N, M + 1]`` overlap rows and
+columns (the last column is the "traces nowhere" bucket).
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+# ------------------------------------------------------------------------- CopyNCE
+def kept_channels(channels: int, heads: str | float | None) -> int:
+    """How many leading channels CopyNCE keeps out of ``channels``.
+
+    ``heads`` is ``None`` (all), a fraction string ``"a:b"`` (keep ``C*a/b``, e.g. the
+    released ``"6:6"`` = all of ViT-S's 6 heads), or a float in ``(0, 1]``. The kept count
+    must be a whole number of channels, at least 1.
+    """
+    if heads is None:
+        return channels
+    if isinstance(heads, str):
+        parts = heads.split(":")
+        try:
+            a, b = (int(p) for p in parts)
+        except ValueError:
+            raise ValueError(
+                f"copynce: heads must look like 'a:b' with integers, got {heads!r}"
+            ) from None
+        if a < 1 or b < 1 or a > b:
+            raise ValueError(f"copynce: heads 'a:b' needs 1 <= a <= b, got {heads!r}")
+        if (channels * a) % b:
+            raise ValueError(
+                f"copynce: heads {heads!r} does not split {channels} channels evenly"
+            )
+        return channels * a // b
+    frac = float(heads)
+    if not 0.0 < frac <= 1.0:
+        raise ValueError(f"copynce: heads fraction must be in (0, 1], got {heads!r}")
+    keep = int(round(channels * frac))
+    if keep < 1:
+        raise ValueError(f"copynce: heads {heads!r} keeps no channel of {channels}")
+    return keep
+
+
+@torch.no_grad()
+def copynce_targets(overlap: torch.Tensor, gamma: float, factor: float = 1.0) -> torch.Tensor:
+    """Soft CopyNCE targets from a patch overlap matrix (no gradient).
+
+    Args:
+        overlap: ``[B, N, M + 1]`` float, as :func:`icdlib.pixtrace.overlap_batch` gives
+            it: fraction of query patch ``i`` landing in reference patch ``j``; the last
+            column is the untraceable share. Negative entries are not allowed.
+        gamma: sharpening exponent (> 0); ``0 ** gamma = 0``.
+        factor: constant multiplying every weight (folded into the normaliser).
+    Returns:
+        ``[B, N, M]`` float ``w_ij = factor * O_ij^gamma / sum_{k<=M+1} O_ik^gamma``, the
+        invalid column dropped after normalising: a fully valid row sums to 1, a partly
+        invalid row to less, a fully invalid (or all-zero) row to 0.
+    """
+    if gamma <= 0:
+        raise ValueError(f"copynce: gamma must be > 0, got {gamma}")
+    if overlap.dim() != 3 or overlap.shape[-1] < 2:
+        raise ValueError(f"copynce: overlap must be [B, N, M+1], got {tuple(overlap.shape)}")
+    o = overlap.detach()
+    if not o.is_floating_point():
+        o = o.float()
+    low = o.min().item() if o.numel() else 0.0
+    if low < 0:
+        raise ValueError(f"copynce: overlap has negative entries (min {low:.3g})")
+    p = o if gamma == 1 else o.pow(gamma)
+    denom = p.sum(-1, keepdim=True).clamp_min_(torch.finfo(p.dtype).tiny)
+    if factor == 0:
+        return torch.zeros_like(p[..., :-1])
+    return p[..., :-1] / denom.div_(factor)
+
+
+_NORM_EPS = 1e-12  # as F.normalize: norms below this are clamped
+_FP32_SCALE_MAX = 40.0  # exp(-2 * scale) must stay a normal float32 (> 1.2e-38)
+
+
+class _CopyNCEPairs(torch.autograd.Function):
+    """Per-pair CopyNCE from raw tokens and pre-scaled targets, with a hand-written backward.
+
+    Inputs: ``q [B, N, K]``, ``r [B, M, K]``, ``w_qr [B, N, M]`` (targets times ``lam/N``),
+    ``w_rq [B, M, N]`` (targets times ``(1-lam)/M``), ``scale``. Output ``[B]``, the
+    pair losses, in the dtype of ``q``.
+
+    With ``S = scale * cos`` (one cosine matrix for both directions, from the raw tokens
+    and their inverse norms; unit vectors are never materialised), the pair loss is ``sum_i Wr_i lse_j(S_i.) + sum_j Wc_j lse_i(S_.j) - sum_ij S_ij L_ij`` where
+    ``Wr``/``Wc`` are the target row sums and ``L = w_qr + w_rq^T``, so
+    ``dS = Wr * softmax_rows(S) + Wc * softmax_cols(S) - L``. Norms are clamped at
+    ``_NORM_EPS`` as in ``F.normalize``.
+
+    Cosines are bounded, so ``E = exp(S - scale)`` lies in ``[exp(-2 scale), 1]`` and one
+    exponential serves both softmaxes (row sums and column sums of ``E``); float64 is used
+    for ``E`` when ``scale`` is too large for float32. Writing the backward out avoids
+    autograd's full-size temporaries, which dominated the cost.
+    """
+
+    @staticmethod
+    @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)
+    def forward(ctx, q, r, w_qr, w_rq, scale):
+        inv_q = torch.linalg.vector_norm(q, dim=-1, keepdim=True).clamp_min_(_NORM_EPS)
+        inv_r = torch.linalg.vector_norm(r, dim=-1, keepdim=True).clamp_min_(_NORM_EPS)
+        inv_q, inv_r = inv_q.reciprocal_(), inv_r.reciprocal_()  # (B, N, 1), (B, M, 1)
+        b = q.shape[0]
+        cos = torch.bmm(q, r.transpose(1, 2)).mul_(inv_q).mul_(inv_r.transpose(1, 2))  # (B,N,M)
+        lin = torch.add(w_qr, w_rq.transpose(1, 2))  # (B, N, M) linear-term weights
+        dot = torch.bmm(cos.reshape(b, 1, -1), lin.reshape(b, -1, 1)).reshape(b)
+        dot = dot * scale  # sum_ij S_ij L_ij
+        e = torch.sub(cos, 1.0)
+        if scale > _FP32_SCALE_MAX and e.dtype != torch.float64:
+            e = e.double()
+        e = e.mul_(scale).exp_()  # exp(S - scale), (B, N, M), in [exp(-2 scale), 1]
+        row_sums, col_sums = e.sum(2), e.sum(1)  # (B, N), (B, M)
+        w_rows, w_cols = w_qr.sum(2), w_rq.sum(2)  # (B, N), (B, M)
+        lse_rows = row_sums.log() + scale
+        lse_cols = col_sums.log() + scale
+        per_pair = (lse_rows * w_rows).sum(1) + (lse_cols * w_cols).sum(1) - dot
+        ctx.save_for_backward(q, r, inv_q, inv_r, cos, e, row_sums, col_sums, w_rows, w_cols, lin)
+        ctx.scale = scale
+        return per_pair.to(q.dtype)
+
+    @staticmethod
+    @torch.amp.custom_bwd(device_type="cuda")
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        q, r, inv_q, inv_r, cos, e, row_sums, col_sums, w_rows, w_cols, lin = ctx.saved_tensors
+        g = (grad * ctx.scale).to(e.dtype)[:, None]  # (B, 1); dS/dcos = scale
+        a_rows = (w_rows * g / row_sums)[:, :, None]  # (B, N, 1)
+        a_cols = (w_cols * g / col_sums)[:, None, :]  # (B, 1, M)
+        dcos = (e * a_rows).addcmul_(e, a_cols)  # softmax terms of dLoss/dcos
+        dcos = dcos.to(q.dtype).addcmul_(lin, g[:, :, None].to(q.dtype), value=-1.0)
+        # d cos_ij / d q_i = r_j / (|q_i| |r_j|) - cos_ij q_i / |q_i|^2, and likewise for r_j:
+        # dq = (G / (|q| |r|^T)) @ r - radial_q * q / |q|^2 with radial_q = rowsum(G * cos)
+        radial_q = torch.einsum("bnm,bnm->bn", dcos, cos).unsqueeze(-1)  # (B, N, 1)
+        radial_r = torch.einsum("bnm,bnm->bm", dcos, cos).unsqueeze(-1)  # (B, M, 1)
+        dcos.mul_(inv_q).mul_(inv_r.transpose(1, 2))
+        dq = dr = None
+        if ctx.needs_input_grad[0]:
+            dq = torch.bmm(dcos, r).addcmul_(q, _radial_coef(radial_q, inv_q), value=-1.0)
+        if ctx.needs_input_grad[1]:
+            dr = torch.bmm(dcos.transpose(1, 2), q)
+            dr.addcmul_(r, _radial_coef(radial_r, inv_r), value=-1.0)
+        return dq, dr, None, None, None
+
+
+def _radial_coef(radial, inv_norm):
+    """``radial / |x|^2``; zero where the norm was clamped (``x / eps`` is linear in ``x``)."""
+    coef = radial.mul_(inv_norm).mul_(inv_norm)
+    return coef.masked_fill_(inv_norm > 0.5 / _NORM_EPS, 0.0)
+
+
+def copynce(
+    query_tokens: torch.Tensor,
+    reference_tokens: torch.Tensor,
+    overlap_qr: torch.Tensor,
+    overlap_rq: torch.Tensor,
+    *,
+    gamma: float = 3.0,
+    lam: float = 0.5,
+    scale: float = 16.0,
+    valid: torch.Tensor | None = None,
+    heads: str | float | None = None,
+) -> torch.Tensor:
+    """CopyNCE: patch-level InfoNCE with traced soft targets, both directions.
+
+    For each pair, ``s_ij = scale * cos(q_i, r_j)`` over the kept channels, targets ``w``
+    from :func:`copynce_targets`, and
+
+    ``l_qr = (1/N) sum_i sum_j w_ij * (-log softmax_j s_ij)`` (softmax over the M reference
+    patches of the same pair), ``l_rq`` likewise from ``overlap_rq`` with the softmax over
+    the N query patches, pair loss ``lam * l_qr + (1 - lam) * l_rq``.
+
+    Batch reduction: the mean over pairs with ``valid`` True. The official code averages
+    over every pair whose CopyNCE flag is set, so the matcher's negative pairs (all-invalid
+    overlaps, which add 0) still count in its denominator; pass ``valid=None`` (all pairs)
+    to reproduce that, or mark negatives False to average over positives only. A batch with
+    no valid pair gives an exact 0 that still has a (zero) gradient path.
+
+    Args:
+        query_tokens: ``[B, N, C]`` float patch tokens of the queries (row-major grid).
+        reference_tokens: ``[B, M, C]`` float patch tokens of the references.
+        overlap_qr: ``[B, N, M + 1]`` query -> reference overlaps (last column invalid).
+        overlap_rq: ``[B, M, N + 1]`` reference -> query overlaps.
+        gamma: target sharpening exponent (method: 3 descriptor, 1 matcher).
+        lam: weight of the query -> reference direction, in ``[0, 1]``.
+        scale: logit scale tau applied to cosine similarities (> 0).
+        valid: optional ``[B]`` bool; False pairs contribute nothing.
+        heads: channels kept, see :func:`kept_channels` (the first ``C*a/b``).
+    Returns:
+        scalar float tensor (nats).
+    """
+    q, r = query_tokens, reference_tokens
+    if q.dim() != 3 or r.dim() != 3:
+        raise ValueError(
+            f"copynce: tokens must be [B, N, C]; got query {tuple(q.shape)}, "
+            f"reference {tuple(r.shape)}"
+        )
+    b, n, c = q.shape
+    m = r.shape[1]
+    if r.shape[0] != b or r.shape[2] != c:
+        raise ValueError(
+            f"copynce: query {tuple(q.shape)} and reference {tuple(r.shape)} differ in batch "
+            "or channels"
+        )
+    if tuple(overlap_qr.shape) != (b, n, m + 1):
+        raise ValueError(
+            f"copynce: overlap_qr must be {(b, n, m + 1)}, got {tuple(overlap_qr.shape)}"
+        )
+    if tuple(overlap_rq.shape) != (b, m, n + 1):
+        raise ValueError(
+            f"copynce: overlap_rq must be {(b, m, n + 1)}, got {tuple(overlap_rq.shape)}"
+        )
+    if not 0.0 <= lam <= 1.0:
+        raise ValueError(f"copynce: lam must be in [0, 1], got {lam}")
+    if scale <= 0:
+        raise ValueError(f"copynce: scale must be > 0, got {scale}")
+    if valid is not None:
+        valid = torch.as_tensor(valid, device=q.device)
+        if valid.dtype != torch.bool or tuple(valid.shape) != (b,):
+            raise ValueError(
+                f"copynce: valid must be a [{b}] bool tensor, got {valid.dtype} "
+                f"{tuple(valid.shape)}"
+            )
+
+    k = kept_channels(c, heads)
+    dtype = torch.float64 if torch.float64 in (q.dtype, r.dtype) else torch.float32
+    q, r = q.to(dtype), r.to(dtype)  # softmax statistics need at least float32
+    with torch.no_grad():
+        o_qr = overlap_qr.to(device=q.device, dtype=dtype)
+        o_rq = overlap_rq.to(device=q.device, dtype=dtype)
+        w_qr = copynce_targets(o_qr, gamma, lam / n)  # (B, N, M)
+        w_rq = copynce_targets(o_rq, gamma, (1.0 - lam) / m)  # (B, M, N)
+    per_pair = _CopyNCEPairs.apply(q[..., :k], r[..., :k], w_qr, w_rq, float(scale))  # (B,)
+    if valid is None:
+        return per_pair.mean()
+    kept = torch.where(valid, per_pair, torch.zeros_like(per_pair))
+    return kept.sum() / valid.sum().clamp_min(1)

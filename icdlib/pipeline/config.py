@@ -1,0 +1,51 @@
+"""Every ``params.yaml`` section, built into its owner's config dataclass.
+
+``load_all(params)`` is the one check that a params file (any profile) is complete and
+has no unknown key: each section is built by the module that owns it, and every named
+arm is resolved into a full training run.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from icdlib.data import data_config, pairs_config
+from icdlib.edits import EditConfig
+from icdlib.eval.retrieval import EvalConfig
+from icdlib.models import DescriptorConfig, MatcherConfig
+from icdlib.params import section
+from icdlib.pipeline.stage import AblationConfig, DatasetConfig, LaunchConfig, PathsConfig, ReportConfig
+from icdlib.train import TrainConfig, resolve_run
+
+TOP_LEVEL = {"profile", "seed", "paths", "dataset", "data", "edits", "pairs", "descriptor", "matcher",
+             "train", "arms", "eval", "ablation", "report", "launch", "viz"}
+
+
+def load_all(params: dict[str, Any], source: str = "params.yaml") -> dict[str, Any]:
+    """Build every section; raise ``ValueError`` naming the first bad section or key."""
+    unknown = sorted(set(params) - TOP_LEVEL)
+    if unknown:
+        raise ValueError(f"{source}: unknown top-level key(s) {', '.join(unknown)}; known: {', '.join(sorted(TOP_LEVEL))}")
+    if not isinstance(params.get("seed", 0), int) or params.get("seed", 0) < 0:
+        raise ValueError(f"{source}:seed must be a non-negative integer, got {params.get('seed')!r}")
+    out: dict[str, Any] = {
+        "paths": section(params, "paths", PathsConfig, source),
+        "dataset": section(params, "dataset", DatasetConfig, source),
+        "data": data_config(params, source),
+        "edits": section(params, "edits", EditConfig, source),
+        "pairs": pairs_config(params, source),
+        "descriptor": section(params, "descriptor", DescriptorConfig, source),
+        "matcher": section(params, "matcher", MatcherConfig, source),
+        "train": section(params, "train", TrainConfig, source),
+        "eval": section(params, "eval", EvalConfig, source),
+        "ablation": section(params, "ablation", AblationConfig, source),
+        "report": section(params, "report", ReportConfig, source),
+        "launch": section(params, "launch", LaunchConfig, source),
+    }
+    arms = dict(params.get("arms") or {})
+    for name in sorted(set(arms) | set(out["ablation"].arms)):
+        try:
+            out[f"arms.{name}"] = resolve_run(params, name, {}, source)
+        except ValueError as e:
+            raise ValueError(f"{source}:arms.{name}: {e}") from e
+    return out

@@ -1,0 +1,147 @@
+"""The evaluation stage: every model and baseline of the descriptor and matcher tables.
+
+It runs on the same engine as ``python -m icdlib.evaluate``
+(:class:`icdlib.eval.engine.Benchmark`), adding what a table row needs: predictions
+written under ``paths.features``, metrics, a subsampled PR curve, seed and config tag.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from icdlib.eval.engine import Benchmark, evenly_spaced, load_checkpoint
+from icdlib.eval.metrics import write_predictions
+from icdlib.eval.retrieval import EvalConfig
+from icdlib.models import DescriptorConfig, build_descriptor
+from icdlib.params import section
+from icdlib.pipeline.results import evaluated
+from icdlib.pipeline.stage import Stage, write_json
+from icdlib.pipeline.training import checkpoint_name
+
+
+class Evaluator:
+    """Evaluates many models on one benchmark split and records each prediction set.
+
+    A thin layer over :class:`icdlib.eval.engine.Benchmark`: the engine scores, this
+    writes ``paths.features/<predictions>/<name>.csv`` and returns the result entries
+    (metrics, PR curve, predictions path) that ``reports/eval/results.json`` holds.
+    """
+
+    def __init__(self, params_file: str | Path, predictions: str = "predictions", normalise: bool = True):
+        self.st = Stage(params_file)
+        self.predictions = predictions  # folder under paths.features for this stage's prediction CSVs
+        cfg = section(self.st.params, "eval", EvalConfig, self.st.params_path.name)
+        root = self.st.path("data")
+        split = self.st.dataset.eval_split
+        bench = Benchmark(root, None, cfg, self.st.dataset.ground_truth, on_error=self.st.dataset.on_error)
+        if split not in bench.ds.splits():
+            raise ValueError(f"dataset.eval_split: {split!r} not in {root} (splits: {bench.ds.splits()})")
+        if bench.split != split:
+            bench = Benchmark(root, split, cfg, self.st.dataset.ground_truth, on_error=self.st.dataset.on_error)
+        if bench.gt_q is None:
+            raise ValueError(f"dataset.eval_split: {split!r} in {root} has no ground truth to score against")
+        if normalise and "training" in bench.ds.splits():  # an evenly spaced subset keeps the normaliser cheap
+            bench.aux = evenly_spaced(bench.ds.images("training"), self.st.report.aux_images)
+        self.bench = bench
+
+    def record(self, preds: pd.DataFrame, name: str) -> dict[str, Any]:
+        """Score ``preds``, write them to ``paths.features/<predictions>/<name>.csv``; the result entry."""
+        metrics, curve = self.bench.score(preds)
+        path = self.st.path("features", self.predictions, f"{name}.csv")
+        write_predictions(path, preds["query_id"], preds["reference_id"], preds["score"])
+        return {"metrics": metrics.to_dict(), "curve": _curve(curve), "predictions": str(path)}
+
+    def descriptor(self, model: torch.nn.Module, size: int, name: str) -> dict[str, Any]:
+        """Metrics of a descriptor without and with score normalisation; writes predictions."""
+        return {v: self.record(p, f"{name}_{v}") for v, p in self.bench.descriptor(model, size, name).items()}
+
+    def hashes(self, method: str) -> dict[str, Any]:
+        return {"plain": self.record(self.bench.hashes(method), method)}
+
+    def matcher(self, model: torch.nn.Module, size: int, candidates: pd.DataFrame, name: str) -> dict[str, Any]:
+        """Matcher rescoring of ``candidates``: plain, and LCE on each query's top-n candidates."""
+        n = self.st.report.lce_candidates
+        out = {v: self.record(p, f"{name}_{v}") for v, p in self.bench.matcher(model, size, candidates, n).items()}
+        if "lce" in out:
+            out["lce"]["lce_candidates"] = n
+        return out
+
+
+def _curve(curve, points: int = 200) -> dict[str, list[float]]:
+    c = curve.subsample(points)
+    return {"recall": [float(x) for x in c.recall], "precision": [float(x) for x in c.precision]}
+
+
+def seed_of(meta: dict, default: int) -> int:
+    """The training seed a checkpoint's meta records (``default`` when it has none)."""
+    run = meta.get("run") or meta.get("train") or {}
+    if isinstance(run, dict):
+        t = run.get("train", run)
+        if isinstance(t, dict) and "seed" in t:
+            return int(t["seed"])
+    return int(meta.get("seed", default))
+
+
+def _load(path: Path, kind: str):
+    if not path.is_file():
+        raise FileNotFoundError(f"{kind} checkpoint not found: {path} (run its training stage first)")
+    return load_checkpoint(path, kind)
+
+
+def evaluate_suite(params_file: str | Path) -> dict[str, Any]:
+    """Every model and baseline of the descriptor and matcher tables on ``dataset.eval_split``.
+
+    Writes ``paths.reports/eval/results.json`` and PR curves ``reports/plots/pr_<row>.csv``.
+    """
+    ev = Evaluator(params_file)
+    st, bench = ev.st, ev.bench
+    rows: dict[str, Any] = {}
+    tag_keys = ["data", "edits", "eval", "report"]
+    for method, label in (("pdq", "PDQ"), ("phash", "pHash")):
+        rows[label] = {"table": "descriptor", "seed": st.seed, "config": st.tag(tag_keys, baseline=method),
+                       **ev.hashes(method)}
+    dcfg = section(st.params, "descriptor", DescriptorConfig, st.params_path.name)
+    rnd = build_descriptor(dcfg, seed=st.report.random_init_seed)
+    size = rnd.config.img_size
+    rows["random-init descriptor"] = {
+        "table": "descriptor", "seed": st.report.random_init_seed,
+        "config": st.tag(tag_keys + ["descriptor"], model="random_init"),
+        **ev.descriptor(rnd, size, "random_init")}
+    for arm, label in (("infonce", "InfoNCE descriptor"), ("copynce", "CopyNCE descriptor")):
+        path = st.path("models", checkpoint_name(arm))
+        model, meta = _load(path, "descriptor")
+        rows[label] = {"table": "descriptor", "seed": seed_of(meta, st.seed),
+                       "config": st.tag(tag_keys + ["descriptor", "train", "pairs", f"arms.{arm}"], arm=arm),
+                       "checkpoint": str(path), **ev.descriptor(model, int(meta["config"]["img_size"]), arm)}
+    candidates = pd.read_csv(rows["CopyNCE descriptor"]["plain"]["predictions"], dtype={"query_id": str, "reference_id": str})
+    for arm, label in (("matcher_bce", "matcher (BCE only)"), ("matcher_copynce", "matcher (CopyNCE)")):
+        path = st.path("models", checkpoint_name(arm))
+        model, meta = _load(path, "matcher")
+        rows[label] = {"table": "matcher", "seed": seed_of(meta, st.seed),
+                       "config": st.tag(tag_keys + ["matcher", "train", "pairs", f"arms.{arm}"], arm=arm),
+                       "checkpoint": str(path), **ev.matcher(model, int(meta["config"]["img_size"]), candidates, arm)}
+    result = {"split": bench.split, "n_queries": len(bench.queries), "n_references": len(bench.refs),
+              "n_positives": bench.n_positives, "n_auxiliary": len(bench.aux),
+              "seed": st.seed, "profile": st.profile, "rows": rows}
+    out = st.path("reports", "eval")
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "results.json", result)
+    write_json(out / "metrics.json", {f"{label}/{variant}": e["metrics"] for label, _, variant, e in evaluated(rows)})
+    write_pr_curves(rows, st.path("reports", "plots"))
+    return result
+
+
+def write_pr_curves(rows: dict[str, Any], out_dir: Path) -> list[Path]:
+    """One ``pr_<row>_<variant>.csv`` (recall, precision) per evaluated row, for ``dvc plots``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for label, _, variant, entry in evaluated(rows):
+        slug = "".join(ch if ch.isalnum() else "_" for ch in label.lower()).strip("_")
+        p = out_dir / f"pr_{slug}_{variant}.csv"
+        pd.DataFrame(entry["curve"]).to_csv(p, index=False, float_format="%.5f")
+        written.append(p)
+    return written

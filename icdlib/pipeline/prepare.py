@@ -1,0 +1,55 @@
+"""The data stage: build the embedded benchmark (or validate a DISC21 copy), and sample copies to show."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from icdlib.data import Disc21, build_benchmark, data_config, edit_config, load_image
+from icdlib.pipeline.stage import Stage, write_json
+
+
+def prepare_data(params_file: str | Path, progress: bool = True) -> dict[str, Any]:
+    """Build the embedded benchmark (``dataset.build``) or validate a DISC21 copy.
+
+    Returns the reader's counts per split (plus the manifest summary when built).
+    """
+    st = Stage(params_file)
+    root = st.path("data")
+    if st.dataset.build:
+        cfg = data_config(st.params, st.params_path.name)
+        edit_cfg = edit_config(st.params, st.params_path.name)
+        build_benchmark(root, cfg, seed=st.seed, edit_config=edit_cfg, progress=progress)
+    elif not root.is_dir():
+        raise FileNotFoundError(f"paths.data: DISC21 folder not found: {root} (set dataset.build: true to build one)")
+    ds = Disc21(root, ground_truth=st.dataset.ground_truth, on_error=st.dataset.on_error)
+    counts = ds.validate(decode=True)
+    summary = {"root": str(root), "counts": counts, "seed": st.seed, "profile": st.profile,
+               "built": st.dataset.build, "config": st.tag(["data", "edits", "dataset"])}
+    out = st.path("reports", "data")
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "summary.json", {k: v for k, v in summary.items() if k != "root"})
+    return summary
+
+
+def sample_queries(params_file: str | Path, n: int = 4) -> list[dict[str, Any]]:
+    """The first ``n`` copy queries of the eval split: query and reference images, edit ops."""
+    st = Stage(params_file)
+    root = st.path("data")
+    ds = Disc21(root, ground_truth=st.dataset.ground_truth)
+    paths_q, paths_r = dict(ds.images(st.dataset.eval_split)), dict(ds.images("reference"))
+    specs = {}
+    manifest = root / "manifest.json"
+    if manifest.is_file():
+        specs = {q["query_id"]: q["specs"] for q in json.loads(manifest.read_text())["queries"]}
+    out = []
+    for q, r in ds.ground_truth(st.dataset.eval_split):
+        if r is None or q not in paths_q or r not in paths_r:
+            continue
+        ops = [s["op"] for s in specs.get(q, [])]
+        out.append({"query_id": q, "reference_id": r, "query": load_image(paths_q[q]),
+                    "reference": load_image(paths_r[r]), "ops": ops})
+        if len(out) == n:
+            break
+    return out

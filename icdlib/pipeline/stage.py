@@ -1,0 +1,139 @@
+"""What every pipeline stage shares: the pipeline's own params sections and :class:`Stage`.
+
+Each stage function is one DVC stage's work, called by its notebook with the path of the
+params file; everything it writes goes under the ``paths`` of that file, and every result
+record carries the seed and a config tag (:func:`config_tag`) so a table row says what
+made it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from icdlib.params import load_params, resolve, section
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    """params.yaml ``dataset``: which data the pipeline reads."""
+
+    build: bool = True  # build the embedded benchmark; false: validate a DISC21 copy at paths.data
+    eval_split: str = "dev_queries"  # query split every table is computed on
+    ground_truth: str | None = None  # explicit ground truth for eval_split (None: by DISC21 name)
+    on_error: str = "raise"  # raise | skip: what a missing or corrupt image does
+
+
+@dataclass(frozen=True)
+class PathsConfig:
+    """params.yaml ``paths`` (relative to the params file)."""
+
+    data: str = "data/mini_disc"
+    models: str = "models"
+    runs: str = "runs"
+    features: str = "features"
+    reports: str = "reports"
+    backbone: str | None = None  # DINO-format ViT weights for every trunk; None = random init
+    matcher_backbone: str | None = None  # the matcher trunk's start instead (e.g. a trained descriptor)
+
+
+@dataclass(frozen=True)
+class LaunchConfig:
+    """params.yaml ``launch``: how training runs are started."""
+
+    nproc_per_node: int = 1  # > 1: each arm runs under torchrun with this many processes (GPUs)
+    nnodes: int = 1  # multi-node: also set rdzv_endpoint
+    rdzv_endpoint: str | None = None  # host:port of node 0 for multi-node runs
+
+    def __post_init__(self):
+        if int(self.nproc_per_node) < 1 or int(self.nnodes) < 1:
+            raise ValueError(f"launch: nproc_per_node and nnodes must be >= 1, got {self.nproc_per_node}, {self.nnodes}")
+
+
+@dataclass(frozen=True)
+class AblationConfig:
+    """params.yaml ``ablation``: short paired runs over several seeds."""
+
+    arms: tuple[str, ...] = ("infonce", "copynce", "copynce_gamma1", "copynce_lam1", "copynce_c2c", "copynce_uniform")
+    seeds: tuple[int, ...] = (0, 1, 2)  # at least 3 seeds to show the spread
+    steps: int = 150  # every arm of a seed shares the data order and the step count
+
+    def __post_init__(self):
+        if int(self.steps) < 1:
+            raise ValueError(f"ablation.steps must be >= 1, got {self.steps}")
+        if not self.arms or not self.seeds:
+            raise ValueError("ablation: arms and seeds must be non-empty")
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """params.yaml ``report``: evaluation choices of the tables."""
+
+    lce_candidates: int = 1  # LCE rescoring covers each query's top-n candidates (35 passes per pair)
+    aux_images: int = 5000  # auxiliary (training) images for score normalisation; 0 = all
+    random_init_seed: int = 0  # seed of the random-init descriptor row
+
+
+class Stage:
+    """A params file, resolved: configs of the pipeline's own sections and its paths."""
+
+    def __init__(self, params_file: str | Path):
+        self.params_path = Path(params_file).resolve()
+        self.params = load_params(self.params_path)
+        src = str(self.params_path.name)
+        self.seed = int(self.params.get("seed", 0))
+        self.profile = str(self.params.get("profile", "default"))
+        self.paths = section(self.params, "paths", PathsConfig, src)
+        self.dataset = section(self.params, "dataset", DatasetConfig, src)
+        self.ablation = section(self.params, "ablation", AblationConfig, src)
+        self.report = section(self.params, "report", ReportConfig, src)
+        self.launch = section(self.params, "launch", LaunchConfig, src)
+
+    def path(self, name: str, *parts: str) -> Path:
+        """A path under ``paths.<name>``, resolved against the params file's folder."""
+        return resolve(self.params_path, getattr(self.paths, name)).joinpath(*parts)
+
+    def tag(self, keys: Sequence[str], **extra: Any) -> str:
+        return config_tag(self.params, keys, profile=self.profile, **extra)
+
+
+def config_tag(params: dict[str, Any], keys: Sequence[str], **extra: Any) -> str:
+    """Short, stable description of the config behind a row.
+
+    ``keys`` are params.yaml sections (dotted paths allowed) hashed together; ``extra``
+    items are written out literally, e.g. ``arm=copynce;seed=0;params=1a2b3c4d``.
+    """
+    picked = {k: _get(params, k) for k in keys}
+    digest = hashlib.sha1(json.dumps(picked, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    parts = [f"{k}={v}" for k, v in extra.items()] + [f"params={digest}"]
+    return ";".join(parts)
+
+
+def _get(params: dict[str, Any], dotted: str) -> Any:
+    node: Any = params
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise KeyError(f"params.yaml has no key {dotted!r}")
+        node = node[part]
+    return node
+
+
+def write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
+    tmp.replace(path)
+
+
+def _json_default(o: Any):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")

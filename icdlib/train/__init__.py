@@ -1,0 +1,18 @@
+"""Training: one loop for the descriptor and the matcher, on CPU or multi-GPU DDP.
+
+* :mod:`icdlib.train.runs`: the ``train`` config, the arms and their resolution from params;
+* :mod:`icdlib.train.loop`: :func:`train`, resumable and exact under DDP;
+* :mod:`icdlib.train.objectives`: the losses of each model, weighted as the arm says;
+* :mod:`icdlib.train.schedule`, :mod:`icdlib.train.distributed`, :mod:`icdlib.train.mining`:
+  the step schedule, process-group helpers and kNN hard-negative tables.
+
+``python -m icdlib.train --arm copynce --out runs/x`` is the command line.
+"""
+
+from icdlib.train.loop import CHECKPOINT, FINAL, train, training_images
+from icdlib.train.runs import ARMS, RunConfig, TrainConfig, apply_overrides, parse_sets, resolve_run
+
+__all__ = [
+    "ARMS", "CHECKPOINT", "FINAL", "RunConfig", "TrainConfig", "apply_overrides", "parse_sets",
+    "resolve_run", "train", "training_images",
+]

@@ -1,0 +1,51 @@
+"""The command line of ``python -m icdlib.train``: train a descriptor or matcher arm (see :mod:`icdlib.train.loop`)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+from icdlib.params import load_params
+from icdlib.train.loop import train
+from icdlib.train.runs import ARMS, resolve_run
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m icdlib.train",
+        description="Train a descriptor or matcher arm (single process, or DDP under torchrun).",
+    )
+    p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    p.add_argument("--arm", default=None, help=f"named arm: {', '.join(ARMS)} or one from params 'arms'")
+    p.add_argument("--out", required=True, help="run folder (checkpoint.pt, model.pt, dvclive/)")
+    p.add_argument("--data", default=None, help="DISC21-layout data root (default: params paths.data)")
+    p.add_argument("--init", default=None, help="start from this checkpoint's weights (fine-tuning)")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a params key, e.g. --set train.steps=1000 (repeatable)")
+    p.add_argument("--device", default=None, choices=["cpu", "cuda"], help="default: cuda if available")
+    p.add_argument("--no-resume", action="store_true", help="start over even if a checkpoint exists")
+    args = p.parse_args(argv)
+    try:
+        params = load_params(args.params)
+        sets = list(args.sets) + ([f"train.init={args.init}"] if args.init else [])
+        run = resolve_run(params, args.arm, sets, source=str(args.params))
+        data = args.data
+        if data is None:
+            data = (params.get("paths") or {}).get("data")
+            if data is None:
+                raise ValueError(f"no data root: pass --data or set paths.data in {args.params}")
+            data = Path(args.params).resolve().parent / data  # params paths are file-relative
+        final = train(run, args.out, data_root=data, resume=not args.no_resume, device=args.device)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(final)
+    return 0

@@ -1,0 +1,312 @@
+"""One training entry point for the descriptor and the matcher, on CPU or multi-GPU DDP.
+
+In a notebook or script::
+
+    from icdlib import params, train
+
+    run = train.resolve_run(params.load_params(), arm="copynce")
+    train.train(run, "runs/copynce", data_root="data/bench")
+
+From the shell, one process (CPU or one GPU), or DDP over N GPUs (or N CPU processes)::
+
+    python -m icdlib.train --params params.yaml --arm copynce --out runs/copynce
+    torchrun --nproc_per_node=N -m icdlib.train --params params.yaml --arm copynce \\
+        --out runs/copynce --set train.steps=1000
+
+Exactness
+---------
+- The global batch of step ``t`` is a pure function of ``(seed, t)``
+  (:func:`icdlib.train.schedule.global_batch`); process ``rank`` computes a fixed shard of it,
+  so W processes consume the same batches as one, and the objectives
+  (:mod:`icdlib.train.objectives`) give the same gradients.
+- Checkpoints (atomic, every ``checkpoint_every`` steps) hold model, optimiser, loss
+  parameters, step and RNG states: a resumed run ends with the same weights as an
+  uninterrupted one.
+- Exact equality holds up to float rounding, which Adam's normalised steps amplify
+  slowly over many steps (CUDA kernels add their own non-determinism). With
+  ``grad_accum > 1`` the in-batch negatives of InfoNCE/KoLeo are those of a micro-batch.
+- Rank 0 alone shows progress, logs and writes files.
+
+Outputs (``OUT`` = the run folder)
+-----------------------------------
+- ``checkpoint.pt``: the resumable state; ``model.pt``: the final model
+  (:func:`icdlib.checkpoints.load_model`), with the resolved run config, arm, seed and step.
+- ``dvclive/``: per-step ``train/<metric>`` (losses, lr, grad_norm, pairs_per_s, ...) as
+  ``plots/metrics/train/*.tsv`` and the last values in ``metrics.json``. DVCLive writes no
+  ``dvc.yaml`` of its own (``dvcyaml=None``): the pipeline stage declares those two paths
+  as its metrics and plots, so ``dvc exp show`` and ``dvc plots`` find them.
+
+Throughput per arm and device: ``python benchmarks/train.py`` writes
+``reports/benchmarks/train.json`` (ViT-S/16 at 224 px, bf16: ~3,500 pairs/s on one H200).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from icdlib.checkpoints import load_backbone_weights
+from icdlib.data import Disc21, MatcherPairs, TracedPairs, collate
+from icdlib.models import build_descriptor, build_matcher
+
+from icdlib.train import distributed as D
+from icdlib.train.mining import cached_neighbours, neighbours_file
+from icdlib.train.objectives import DescriptorObjective, MatcherObjective
+from icdlib.params import to_dict
+from icdlib.train.runs import ARMS, RunConfig, TrainConfig, model_section, resolve_run  # noqa: F401
+from icdlib.train.state import check_same_run, load_weights, same_run, save_state, set_rng_state, trim_live
+from icdlib.train.schedule import global_batch, lr_schedule, shard
+
+CHECKPOINT = "checkpoint.pt"  # latest resumable state, rewritten atomically
+FINAL = "model.pt"  # final weights, loadable with icdlib.checkpoints.load_model
+LIVE_DIR = "dvclive"
+
+
+# ------------------------------------------------------------ model, data, objective of a run
+def _build_model(run: RunConfig) -> nn.Module:
+    build = build_descriptor if run.train.kind == "descriptor" else build_matcher
+    return build(run.model)
+
+
+def _dataset(run: RunConfig, paths: list[Path], neighbours: np.ndarray | None):
+    if run.train.kind == "descriptor":
+        return TracedPairs(paths, run.pairs, run.train.seed, neighbours=neighbours)
+    return MatcherPairs(paths, run.pairs, run.train.seed, neighbours=neighbours)
+
+
+def _objective(run: RunConfig, model: nn.Module) -> nn.Module:
+    t = run.train
+    cn = dict(gamma=t.gamma, lam=t.lam, scale=t.scale, heads=t.heads)
+    if t.kind == "descriptor":
+        return DescriptorObjective(model, w_infonce=t.w_infonce, w_koleo=t.w_koleo,
+                                   w_copynce=t.w_copynce, temperature=t.temperature, **cn)
+    return MatcherObjective(model, w_bce=t.w_bce, w_copynce=t.w_copynce,
+                            copynce_over=t.copynce_over, **cn)
+
+
+def training_images(data_root: str | Path, split: str = "training") -> list[Path]:
+    """Image paths of ``split`` under a DISC21-layout ``data_root``, sorted by id."""
+    return [p for _, p in Disc21(data_root).images(split)]
+
+
+# --------------------------------------------------------------------------- data order
+class _StepBatches(torch.utils.data.Sampler):
+    """Batch sampler: per micro-step from ``start_step`` on, this rank's ``(index, epoch)`` keys."""
+
+    def __init__(self, run: RunConfig, n: int, start_step: int, dist: D.DistInfo):
+        self.t, self.n, self.start, self.dist = run.train, n, start_step, dist
+
+    def __len__(self):
+        return (self.t.steps - self.start) * self.t.grad_accum
+
+    def __iter__(self):
+        for step in range(self.start, self.t.steps):
+            idx, pos = global_batch(self.t.seed, step, self.t.batch_size, self.n)
+            keys = np.stack([idx, pos // self.n], 1)  # (index, epoch): fresh edits each epoch
+            for micro in range(self.t.grad_accum):
+                part = shard(keys, self.dist.rank, self.dist.world_size, self.t.grad_accum, micro)
+                yield [(int(i), int(e)) for i, e in part]
+
+
+# --------------------------------------------------------------------------- training
+def _optimizer(objective: nn.Module, t: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW; biases, norms and scalars (ndim <= 1) get no weight decay."""
+    decay, plain = [], []
+    for p in objective.parameters():
+        if p.requires_grad:
+            (decay if p.ndim >= 2 else plain).append(p)
+    groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": plain, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=t.lr, betas=(0.9, 0.999))
+
+
+def _to_device(batch: dict, device: str) -> dict:
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+def _worker_init(worker_id: int) -> None:
+    # samples draw from explicit (seed, epoch, index) generators; one thread per worker
+    torch.set_num_threads(1)
+
+
+def _step_seed(seed: int, step: int, rank: int) -> int:
+    """Torch seed of one (step, rank): any stochastic layer draws are a pure function of it."""
+    return int(np.random.SeedSequence([int(seed), int(step), int(rank)]).generate_state(1)[0])
+
+
+def train(
+    run: RunConfig,
+    out_path: str | Path,
+    *,
+    data_root: str | Path | None = None,
+    image_paths: Sequence[str | Path] | None = None,
+    resume: bool | str = True,
+    device: str | None = None,
+    neighbours: np.ndarray | None = None,
+    callback: Callable[[int, dict], None] | None = None,
+    progress: bool = True,
+) -> Path:
+    """Train the model of ``run`` and write ``OUT/model.pt``; returns its path.
+
+    Args:
+        run: the resolved run (:func:`resolve_run`).
+        out_path: run folder: ``checkpoint.pt`` (resumable state), ``model.pt`` (final,
+            ``icdlib.checkpoints.load_model``-able, with the resolved run config and seed),
+            ``dvclive/`` (metrics), ``neighbours_<hash>.npy`` (when mined here).
+        data_root: DISC21-layout folder; its ``run.train.split`` images are the sources.
+        image_paths: the source images directly (instead of ``data_root``).
+        resume: continue from ``OUT/checkpoint.pt`` when it exists (a finished run
+            returns at once); False starts over; ``"auto"`` resumes only a checkpoint of
+            the same configuration and otherwise starts over (pipeline stages re-run
+            after a parameter change).
+        device: "cpu" / "cuda"; default CUDA when available. Under torchrun each process
+            takes GPU ``LOCAL_RANK`` (NCCL) or joins a gloo group on CPU.
+        neighbours: ``[n, k]`` kNN indices for hard negatives; default mined from
+            ``run.train.knn_checkpoint`` when set (:func:`icdlib.train.mining.cached_neighbours`, kept
+            in ``run.train.knn_cache`` or the run folder), else none.
+        callback: called after every optimiser step (and its checkpoint) on every process
+            as ``callback(steps_done, metrics)``.
+        progress: show a tqdm bar on rank 0.
+    """
+    t = run.train
+    dist = D.init_distributed(device)
+    cuda = dist.device.startswith("cuda")
+    out = Path(out_path)
+    if dist.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    D.barrier()
+    if image_paths is None:
+        if data_root is None:
+            raise ValueError("train: give data_root (a DISC21-layout folder) or image_paths")
+        image_paths = training_images(data_root, t.split)
+    paths = [Path(p) for p in image_paths]
+    if len(paths) < 2:
+        raise ValueError(f"train: need at least 2 source images, got {len(paths)}")
+
+    torch.manual_seed(t.seed)  # the same initial weights on every process
+    model = _build_model(run)
+    if t.init:
+        load_weights(model, t.init)
+    elif t.backbone:
+
+        load_backbone_weights(model, t.backbone)
+    objective = _objective(run, model).to(dist.device)
+    optimizer = _optimizer(objective, t)
+
+    ckpt, start = out / CHECKPOINT, 0
+    if resume == "auto" and ckpt.is_file() and not same_run(ckpt, run):
+        if dist.is_main:
+            print(f"{ckpt}: written by another configuration; starting over", file=sys.stderr)
+        resume = False
+    if resume and ckpt.is_file():
+        meta = load_weights(model, ckpt)
+        check_same_run(meta.get("run", {}), run, ckpt)
+        objective.load_state_dict({**objective.state_dict(), **meta.get("loss_state", {})})
+        optimizer.load_state_dict(meta["optimizer"])
+        start = int(meta["step"])
+        objective.to(dist.device)
+        set_rng_state(meta["rng"])  # the loader's worker base seed is drawn from it
+
+    if neighbours is None and t.knn_checkpoint:
+        folder = Path(t.knn_cache) if t.knn_cache else out
+        if dist.is_main:  # mines, or loads the table an earlier run left
+            neighbours = cached_neighbours(t.knn_checkpoint, paths, t.knn_k, folder,
+                                           batch_size=t.knn_batch_size, device=dist.device)
+        D.barrier()
+        if neighbours is None:  # the other ranks read what rank 0 wrote
+            neighbours = np.load(neighbours_file(t.knn_checkpoint, paths, t.knn_k, folder))
+
+    dataset = _dataset(run, paths, neighbours)
+    lrs = lr_schedule(t.steps, t.lr, t.warmup_steps, t.min_lr, t.warmup_start)
+    net: nn.Module = objective
+    if dist.world_size > 1:
+        D.sync_batchnorm(objective, dist.device)
+        # the matcher's token norm only feeds CopyNCE: unused when its weight is 0
+        unused = t.kind == "matcher" and not t.w_copynce
+        net = nn.parallel.DistributedDataParallel(
+            objective, device_ids=[dist.local_rank] if cuda else None, find_unused_parameters=unused
+        )
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_sampler=_StepBatches(run, len(dataset), start, dist),
+        num_workers=t.workers,
+        collate_fn=collate,
+        pin_memory=cuda,
+        worker_init_fn=_worker_init if t.workers > 0 else None,
+    )
+    live = None
+    if dist.is_main:
+        from dvclive import Live
+
+        live_dir = out / LIVE_DIR
+        if start > 0:
+            trim_live(live_dir, start)
+        live = Live(dir=str(live_dir), resume=start > 0, save_dvc_exp=False, dvcyaml=None)
+        live.log_params({"arm": run.arm, "seed": t.seed, "world_size": dist.world_size,
+                         **{f"train.{k}": v for k, v in to_dict(t).items() if v is not None}})
+    bar = tqdm(total=t.steps, initial=start, desc=f"train {run.arm or t.kind}", unit="step",
+               disable=not (progress and dist.is_main))
+    params = [p for p in objective.parameters() if p.requires_grad]
+    amp = torch.autocast("cuda", dtype=torch.bfloat16, enabled=bool(cuda and t.amp))
+    objective.train()
+    batches = iter(loader)
+    try:
+        for step in range(start, t.steps):
+            torch.manual_seed(_step_seed(t.seed, step, dist.rank))  # per-rank, per-step
+            for g in optimizer.param_groups:
+                g["lr"] = float(lrs[step])
+            tic = time.perf_counter()
+            logged: dict[str, float] = {}
+            n_pairs = 0
+            for micro in range(t.grad_accum):
+                batch = _to_device(next(batches), dist.device)
+                last = micro == t.grad_accum - 1
+                sync = net.no_sync() if (net is not objective and not last) else contextlib.nullcontext()
+                with sync:
+                    with amp:
+                        terms = net(batch)
+                    loss = terms["loss"]
+                    if not torch.isfinite(loss):
+                        raise FloatingPointError(f"train: loss is {loss.item()} at step {step}")
+                    (loss / t.grad_accum).backward()
+                n_pairs += batch["query"].shape[0] * dist.world_size
+                for k, v in terms.items():
+                    if k != "loss":
+                        logged[k] = logged.get(k, 0.0) + float(v) / t.grad_accum
+            clip = t.grad_clip if t.grad_clip > 0 else float("inf")
+            grad_norm = float(nn.utils.clip_grad_norm_(params, clip))
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            done = step + 1
+            elapsed = time.perf_counter() - tic
+            metrics = {**logged, "lr": float(lrs[step]), "grad_norm": grad_norm,
+                       "pairs_per_s": n_pairs / max(elapsed, 1e-9)}
+            if live is not None and (done % t.log_every == 0 or done == t.steps):
+                live.step = done
+                for k, v in metrics.items():
+                    live.log_metric(f"train/{k}", v)
+                live.next_step()
+            bar.update(1)
+            bar.set_postfix({k: f"{metrics[k]:.3g}" for k in ("infonce", "bce", "copynce") if k in metrics})
+            if done % t.checkpoint_every == 0 or done == t.steps:
+                if dist.is_main:
+                    save_state(ckpt, run, objective, optimizer, done, final=False)
+                D.barrier()
+            if callback is not None:
+                callback(done, metrics)
+        final = out / FINAL
+        if dist.is_main:
+            save_state(final, run, objective, optimizer, t.steps, final=True)
+        D.barrier()
+        return final
+    finally:
+        bar.close()
+        if live is not None:
+            live.end()

@@ -1,0 +1,102 @@
+"""A training run's saved state: checkpoints that resume exactly, and the checks before resuming."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from icdlib.checkpoints import load_model, save_checkpoint
+from icdlib.params import to_dict
+from icdlib.train.runs import RunConfig
+
+
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_state(path: Path, run: RunConfig, objective: nn.Module, optimizer, step: int, final: bool) -> None:
+    """Write a run's checkpoint atomically (:func:`icdlib.checkpoints.save_checkpoint`); with
+    ``final=False`` it also holds the optimiser and RNG states a resume needs."""
+    meta = {
+        "kind": run.train.kind,
+        "config": to_dict(run.model),
+        "run": run.to_dict(),
+        "arm": run.arm,
+        "seed": run.train.seed,
+        "step": step,  # optimiser steps done == index of the next global batch
+        "loss_state": {k: v for k, v in objective.state_dict().items() if not k.startswith("model.")},
+    }
+    if not final:
+        meta["optimizer"] = optimizer.state_dict()
+        meta["rng"] = rng_state()
+    save_checkpoint(path, objective.model, meta)
+
+
+def load_weights(model: nn.Module, path: str | Path) -> dict:
+    loaded, meta = load_model(path)
+    missing, unexpected = model.load_state_dict(loaded.state_dict(), strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{path}: weights do not fit the model: missing {missing}, unexpected {unexpected}")
+    return meta
+
+
+# keys that change neither the data nor the arithmetic: a run may resume with others
+RESUME_FREE = {"workers", "checkpoint_every", "log_every", "knn_batch_size"}
+
+
+def same_run(ckpt: Path, run: RunConfig) -> bool:
+    """Whether ``ckpt`` was written by the configuration of ``run`` (see :func:`check_same_run`)."""
+    saved = torch.load(ckpt, map_location="cpu", weights_only=False)
+    try:
+        check_same_run((saved.get("meta") or saved).get("run", {}), run, ckpt)
+    except ValueError:
+        return False
+    return True
+
+
+def check_same_run(saved: dict, run: RunConfig, ckpt: Path) -> None:
+    """Refuse to resume a checkpoint written by a different configuration."""
+    now = run.to_dict()
+    diffs = []
+    for part in ("train", "model", "pairs"):
+        old, new = saved.get(part, {}), now[part]
+        for key in sorted(set(old) | set(new)):
+            if part == "train" and key in RESUME_FREE:
+                continue
+            if old.get(key) != new.get(key) and not (
+                isinstance(old.get(key), (list, tuple)) and list(old[key]) == list(new.get(key) or [])
+            ):
+                diffs.append(f"{part}.{key}: {old.get(key)!r} -> {new.get(key)!r}")
+    if diffs:
+        raise ValueError(
+            f"{ckpt} was written by another configuration ({'; '.join(diffs)}); resume=False "
+            "(--no-resume) starts over, or use a new run folder"
+        )
+
+
+def trim_live(live_dir: Path, done: int) -> None:
+    """Drop DVCLive rows with ``step > done`` (logged after the checkpoint we resume from).
+
+    Rows are labelled with the number of optimiser steps done (1 for the first step).
+    """
+    for tsv in (live_dir / "plots" / "metrics").rglob("*.tsv") if live_dir.is_dir() else ():
+        with tsv.open() as f:
+            rows = list(csv.reader(f, delimiter="\t"))
+        if not rows or "step" not in rows[0]:
+            continue
+        col = rows[0].index("step")
+        keep = [rows[0]] + [r for r in rows[1:] if int(r[col]) <= done]
+        with tsv.open("w", newline="") as f:
+            csv.writer(f, delimiter="\t").writerows(keep)
