@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from icdlib.pipeline.profile import apply_profile, merge, set_dotted
-from icdlib.pipeline.report import Row, orderings, table_frame, write_table
+from icdlib.pipeline.report import Row, table_frame, write_table
 from icdlib.pipeline.stage import config_tag
 
 
@@ -49,53 +49,6 @@ def test_write_table_writes_csv_with_contract_columns_and_markdown(tmp_path):
 def test_empty_table_is_an_error():
     with pytest.raises(ValueError, match="no rows"):
         table_frame([], "matcher")
-
-
-def _frames(copy_u, info_u, hash_u, matcher_u, abl_std):
-    desc = pd.DataFrame({"method": ["PDQ", "pHash", "InfoNCE descriptor", "CopyNCE descriptor",
-                                    "InfoNCE descriptor + SN", "CopyNCE descriptor + SN"],
-                         "uAP": [hash_u, hash_u / 2, info_u, copy_u, info_u, copy_u]})
-    match = pd.DataFrame({"method": ["matcher (BCE only)", "matcher (CopyNCE)"], "uAP": [matcher_u, matcher_u]})
-    abl = pd.DataFrame({"method": ["infonce", "copynce", "copynce_uniform"], "uAP": [info_u, copy_u, info_u],
-                        "uAP_std": [abl_std, abl_std, abl_std]})
-    return desc, match, abl
-
-
-def test_orderings_hold_only_beyond_the_seed_spread():
-    claims = {c["claim"]: c for c in orderings(*_frames(0.30, 0.20, 0.10, 0.50, 0.05))}
-    c = claims["CopyNCE descriptor > InfoNCE descriptor"]
-    assert c["gap_uAP"] == pytest.approx(0.10) and c["spread_uAP"] == pytest.approx(0.05)
-    assert c["verdict"] == "holds"
-    assert claims["InfoNCE descriptor > best perceptual hash"]["verdict"] == "holds"
-    assert claims["matcher (CopyNCE) > CopyNCE descriptor"]["verdict"] == "holds"
-    # equal matchers: the ordering is not shown
-    assert claims["matcher (CopyNCE) > matcher (BCE only)"]["verdict"] == "fails"
-
-
-def test_orderings_within_noise_and_reversed():
-    claims = {c["claim"]: c for c in orderings(*_frames(0.22, 0.20, 0.30, 0.10, 0.05))}
-    assert claims["CopyNCE descriptor > InfoNCE descriptor"]["verdict"] == "within_noise"
-    assert claims["InfoNCE descriptor > best perceptual hash"]["verdict"] == "fails"
-    assert claims["matcher (CopyNCE) > CopyNCE descriptor"]["verdict"] == "fails"
-
-
-def test_ablation_orderings_are_paired_by_seed():
-    # seed 2 is harder for every arm: the arms' stds are large, the paired differences are not
-    per_seed = {"copynce": {0: 0.30, 1: 0.31, 2: 0.10}, "copynce_uniform": {0: 0.28, 1: 0.29, 2: 0.08},
-                "infonce": {0: 0.31, 1: 0.30, 2: 0.12}}
-    desc, match, abl = _frames(0.30, 0.20, 0.10, 0.50, 0.05)
-    abl = pd.DataFrame({"method": list(per_seed), "uAP": [np.mean(list(v.values())) for v in per_seed.values()],
-                        "uAP_std": [np.std(list(v.values()), ddof=1) for v in per_seed.values()]})
-    claims = {c["claim"]: c for c in orderings(desc, match, abl, per_seed)}
-    c = claims["PixTrace targets > uniform targets [ablation, paired by seed]"]
-    assert c["gap_uAP"] == pytest.approx(0.02) and c["spread_uAP"] == pytest.approx(0.0, abs=1e-12)
-    assert c["verdict"] == "holds"  # unpaired, the 0.02 gap would sit inside a 0.12 std
-    c = claims["CopyNCE on > off (ablation) [ablation, paired by seed]"]
-    assert c["gap_uAP"] == pytest.approx(-0.02 / 3) and c["verdict"] == "fails"
-    assert c["spread_uAP"] == pytest.approx(np.std([-0.01, 0.01, -0.02], ddof=1))
-    # without per-seed values the claims fall back to the arms' means and stds
-    assert "PixTrace targets > uniform targets [ablation means]" in {
-        c["claim"] for c in orderings(desc, match, abl)}
 
 
 def test_config_tag_changes_with_the_params_it_hashes():

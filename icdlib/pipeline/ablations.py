@@ -27,12 +27,13 @@ def run_ablations(params_file: str | Path, progress: bool = True) -> dict[str, A
                              out=st.path("models", "ablation", f"{name}.pt"), progress=progress)
             model, meta = load_checkpoint(ckpt, "descriptor")
             res = ev.descriptor(model, int(meta["config"]["img_size"]), f"ablation_{name}")
-            results.setdefault(arm, {"seeds": [], "runs": [],
+            results.setdefault(arm, {"seeds": [], "runs": [], "predictions": [],
                                      "config": st.tag(["data", "edits", "descriptor", "train", "pairs", f"arms.{arm}", "ablation"],
                                                       arm=arm, steps=st.ablation.steps)})
             results[arm]["seeds"].append(int(seed))
             results[arm]["runs"].append(res["plain"]["metrics"])
-    out = {"split": ev.bench.split, "steps": st.ablation.steps, "profile": st.profile, "seed": st.seed, "arms": results}
+            results[arm]["predictions"].append(res["plain"]["predictions"])
+    out = {"split": ev.bench.split, "ground_truth": st.relative(ev.bench.ds.gt_file(ev.bench.split)), "steps": st.ablation.steps, "profile": st.profile, "seed": st.seed, "arms": results}
     d = st.path("reports", "ablation")
     d.mkdir(parents=True, exist_ok=True)
     write_json(d / "results.json", out)

@@ -53,7 +53,7 @@ class Evaluator:
         metrics, curve = self.bench.score(preds)
         path = self.st.path("features", self.predictions, f"{name}.csv")
         write_predictions(path, preds["query_id"], preds["reference_id"], preds["score"])
-        return {"metrics": metrics.to_dict(), "curve": _curve(curve), "predictions": str(path)}
+        return {"metrics": metrics.to_dict(), "curve": _curve(curve), "predictions": self.st.relative(path)}
 
     def descriptor(self, model: torch.nn.Module, size: int, name: str) -> dict[str, Any]:
         """Metrics of a descriptor without and with score normalisation; writes predictions."""
@@ -116,16 +116,18 @@ def evaluate_suite(params_file: str | Path) -> dict[str, Any]:
         model, meta = _load(path, "descriptor")
         rows[label] = {"table": "descriptor", "seed": seed_of(meta, st.seed),
                        "config": st.tag(tag_keys + ["descriptor", "train", "pairs", f"arms.{arm}"], arm=arm),
-                       "checkpoint": str(path), **ev.descriptor(model, int(meta["config"]["img_size"]), arm)}
-    candidates = pd.read_csv(rows["CopyNCE descriptor"]["plain"]["predictions"], dtype={"query_id": str, "reference_id": str})
+                       "checkpoint": st.relative(path), **ev.descriptor(model, int(meta["config"]["img_size"]), arm)}
+    candidates = pd.read_csv(st.absolute(rows["CopyNCE descriptor"]["plain"]["predictions"]),
+                             dtype={"query_id": str, "reference_id": str})
     for arm, label in (("matcher_bce", "matcher (BCE only)"), ("matcher_copynce", "matcher (CopyNCE)")):
         path = st.path("models", checkpoint_name(arm))
         model, meta = _load(path, "matcher")
         rows[label] = {"table": "matcher", "seed": seed_of(meta, st.seed),
                        "config": st.tag(tag_keys + ["matcher", "train", "pairs", f"arms.{arm}"], arm=arm),
-                       "checkpoint": str(path), **ev.matcher(model, int(meta["config"]["img_size"]), candidates, arm)}
+                       "checkpoint": st.relative(path), **ev.matcher(model, int(meta["config"]["img_size"]), candidates, arm)}
     result = {"split": bench.split, "n_queries": len(bench.queries), "n_references": len(bench.refs),
               "n_positives": bench.n_positives, "n_auxiliary": len(bench.aux),
+              "ground_truth": st.relative(bench.ds.gt_file(bench.split)),
               "seed": st.seed, "profile": st.profile, "rows": rows}
     out = st.path("reports", "eval")
     out.mkdir(parents=True, exist_ok=True)

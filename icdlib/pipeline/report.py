@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from icdlib.pipeline.orderings import VARIANT_SUFFIX, orderings_frame, orderings_markdown, prediction_sets
 from icdlib.pipeline.results import evaluated
 from icdlib.pipeline.stage import Stage
 
@@ -114,38 +115,6 @@ def to_markdown(df: pd.DataFrame, title: str, notes: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
-@dataclass(frozen=True)
-class Ordering:
-    """A claim ``better > worse`` on ``metric``, checked against the seed spread."""
-
-    better: str
-    worse: str
-    metric: str = "uAP"
-
-
-def check_orderings(df: pd.DataFrame, claims: Sequence[Ordering]) -> list[dict[str, Any]]:
-    """For each claim: the gap, the spread (largest std of the two rows, 0 if unknown) and a verdict.
-
-    ``holds`` is True when ``mean(better) - mean(worse) > spread``; a claim whose gap is
-    positive but within the spread is reported as ``within_noise``.
-    """
-    out = []
-    by = df.set_index("method")
-    for c in claims:
-        if c.better not in by.index or c.worse not in by.index:
-            missing = c.better if c.better not in by.index else c.worse
-            raise KeyError(f"ordering {c.better} > {c.worse}: no row named {missing!r}")
-        b, w = by.loc[c.better], by.loc[c.worse]
-        gap = float(b[c.metric] - w[c.metric])
-        stds = [float(x) for x in (b.get(f"{c.metric}_std"), w.get(f"{c.metric}_std")) if x is not None]
-        stds = [s for s in stds if not math.isnan(s)]
-        spread = max(stds) if stds else 0.0
-        verdict = "holds" if gap > spread else ("within_noise" if gap > 0 else "fails")
-        out.append({"claim": f"{c.better} > {c.worse}", "metric": c.metric, "gap": gap,
-                    "spread": spread, "verdict": verdict})
-    return out
-
-
 # ----------------------------------------------------------------------------- the stage
 ABLATION_SETTINGS = {
     "infonce": "CopyNCE off (InfoNCE + KoLeo)",
@@ -155,7 +124,6 @@ ABLATION_SETTINGS = {
     "copynce_c2c": "50% copy-vs-copy pairs",
     "copynce_uniform": "uniform targets (no tracing)",
 }
-VARIANT_SUFFIX = {"plain": "", "sn": " + SN", "lce": " + LCE"}
 
 
 def _main_rows(result: dict[str, Any], table: str) -> list[Row]:
@@ -167,61 +135,6 @@ def _ablation_rows(abl: dict[str, Any]) -> list[Row]:
     return [Row(arm, rec["runs"], rec["seeds"], rec["config"],
                 {"setting": ABLATION_SETTINGS.get(arm, arm), "steps": abl["steps"]})
             for arm, rec in abl["arms"].items()]
-
-
-def _claim(name: str, better: float, worse: float, spread: float, basis: str) -> dict[str, Any]:
-    gap = better - worse
-    verdict = "holds" if gap > spread else ("within_noise" if gap > 0 else "fails")
-    return {"claim": name, "gap_uAP": gap, "spread_uAP": spread, "spread_basis": basis, "verdict": verdict}
-
-
-def orderings(desc: pd.DataFrame, match: pd.DataFrame, abl: pd.DataFrame,
-              per_seed: dict[str, dict[int, float]] | None = None) -> list[dict[str, Any]]:
-    """The paper's orderings on uAP, each against the seed-to-seed spread.
-
-    Main-table rows come from one seed, so their spread is the larger sample std of the
-    two corresponding ablation arms (same model and data, shorter runs, several seeds).
-    Ablation claims are paired (every arm of a seed shares data order and steps): given
-    ``per_seed`` (arm -> {seed: uAP}), their gap is the mean of the per-seed differences
-    and their spread the sample std of those differences.
-    """
-    d = desc.set_index("method")["uAP"]
-    m = match.set_index("method")["uAP"]
-    a = abl.set_index("method")
-    std = lambda arm: float(a.loc[arm, "uAP_std"]) if arm in a.index and not math.isnan(a.loc[arm, "uAP_std"]) else 0.0  # noqa: E731
-    spread = max(std("copynce"), std("infonce"))
-    basis = "max std of ablation arms copynce/infonce"
-    hash_best = max(d.get("PDQ", float("nan")), d.get("pHash", float("nan")))
-    out = []
-    for sfx in ("", " + SN"):
-        out.append(_claim(f"CopyNCE descriptor{sfx} > InfoNCE descriptor{sfx}", d[f"CopyNCE descriptor{sfx}"],
-                          d[f"InfoNCE descriptor{sfx}"], spread, basis))
-    out.append(_claim("InfoNCE descriptor > best perceptual hash", d["InfoNCE descriptor"], hash_best, spread, basis))
-    out.append(_claim("matcher (CopyNCE) > CopyNCE descriptor", m["matcher (CopyNCE)"], d["CopyNCE descriptor"],
-                      spread, basis))
-    out.append(_claim("matcher (CopyNCE) > matcher (BCE only)", m["matcher (CopyNCE)"], m["matcher (BCE only)"],
-                      spread, basis))
-    if "copynce" in a.index:
-        for other, name in (("copynce_uniform", "PixTrace targets > uniform targets"),
-                            ("infonce", "CopyNCE on > off (ablation)")):
-            if other not in a.index:
-                continue
-            diffs = _paired_differences(per_seed or {}, "copynce", other)
-            if len(diffs) >= 2:
-                out.append(_claim(name + " [ablation, paired by seed]", float(np.mean(diffs)), 0.0,
-                                  float(np.std(diffs, ddof=1)),
-                                  f"std of the per-seed differences copynce - {other} ({len(diffs)} seeds)"))
-            else:
-                sp = max(std("copynce"), std(other))
-                out.append(_claim(name + " [ablation means]", float(a.loc["copynce", "uAP"]),
-                                  float(a.loc[other, "uAP"]), sp, f"max std of ablation arms copynce/{other}"))
-    return out
-
-
-def _paired_differences(per_seed: dict[str, dict[int, float]], arm: str, other: str) -> list[float]:
-    """``uAP(arm) - uAP(other)`` for every seed both arms ran, in seed order."""
-    a, b = per_seed.get(arm, {}), per_seed.get(other, {})
-    return [a[s] - b[s] for s in sorted(set(a) & set(b))]
 
 
 def write_report(params_file: str | Path) -> dict[str, Any]:
@@ -241,16 +154,14 @@ def write_report(params_file: str | Path) -> dict[str, Any]:
     ablation = write_table(_ablation_rows(abl), "ablation", out, "Ablations (descriptor, no SN)",
                            f"Profile `{st.profile}`, {abl['steps']} steps per run, mean ± std over seeds; "
                            "every arm of a seed shares its data order and step count.")
-    per_seed = {arm: {int(sd): float(r["uAP"]) for sd, r in zip(rec["seeds"], rec["runs"])}
-                for arm, rec in abl["arms"].items()}
-    claims = orderings(desc, match, ablation, per_seed)
-    summary = {"profile": st.profile, "seed": st.seed, "orderings": claims,
-               "n_holds": sum(c["verdict"] == "holds" for c in claims), "n_claims": len(claims)}
+    sets = prediction_sets(result, abl)
+    claims = orderings_frame(sets, st.absolute(result["ground_truth"]), st.absolute,
+                             n_boot=st.report.bootstrap, seed=st.seed)
+    claims.to_csv(out / "orderings.csv", index=False, float_format="%.4f")
+    (out / "orderings.md").write_text(orderings_markdown(claims, where, st.report.bootstrap))
+    records = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
+               for r in claims.to_dict("records")]
+    summary = {"profile": st.profile, "seed": st.seed, "bootstrap": st.report.bootstrap, "orderings": records,
+               "n_holds": int((claims["verdict"] == "holds").sum()), "n_claims": len(claims)}
     (out / "orderings.json").write_text(json.dumps(summary, indent=2) + "\n")
-    lines = ["# Paper orderings at this scale", "", where, "",
-             "| claim | gap (uAP) | seed spread | verdict |", "|---|---|---|---|"]
-    lines += [f"| {c['claim']} | {c['gap_uAP']:+.4f} | {c['spread_uAP']:.4f} | **{c['verdict']}** |" for c in claims]
-    lines += ["", "`holds`: the gap exceeds the seed-to-seed spread; `within_noise`: positive but not beyond it; "
-              "`fails`: the ordering is reversed. Spreads: " + "; ".join(sorted({c["spread_basis"] for c in claims})) + "."]
-    (out / "orderings.md").write_text("\n".join(lines) + "\n")
-    return {"descriptor": desc, "matcher": match, "ablation": ablation, "orderings": pd.DataFrame(claims)}
+    return {"descriptor": desc, "matcher": match, "ablation": ablation, "orderings": claims}

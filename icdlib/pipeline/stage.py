@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -77,6 +78,11 @@ class ReportConfig:
     lce_candidates: int = 1  # LCE rescoring covers each query's top-n candidates (35 passes per pair)
     aux_images: int = 5000  # auxiliary (training) images for score normalisation; 0 = all
     random_init_seed: int = 0  # seed of the random-init descriptor row
+    bootstrap: int = 1000  # replicates of the orderings' seed-and-query bootstrap
+
+    def __post_init__(self):
+        if int(self.bootstrap) < 100:
+            raise ValueError(f"report.bootstrap must be >= 100 replicates for a 95 % interval, got {self.bootstrap}")
 
 
 class Stage:
@@ -97,6 +103,14 @@ class Stage:
     def path(self, name: str, *parts: str) -> Path:
         """A path under ``paths.<name>``, resolved against the params file's folder."""
         return resolve(self.params_path, getattr(self.paths, name)).joinpath(*parts)
+
+    def relative(self, path: str | Path) -> str:
+        """``path`` relative to the params file's folder, as reports record it (no machine paths)."""
+        return os.path.relpath(Path(path).resolve(), self.params_path.parent)
+
+    def absolute(self, recorded: str | Path) -> Path:
+        """A path that a report recorded with :meth:`relative`, resolved again."""
+        return resolve(self.params_path, str(recorded))
 
     def tag(self, keys: Sequence[str], **extra: Any) -> str:
         return config_tag(self.params, keys, profile=self.profile, **extra)
