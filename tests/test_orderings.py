@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from icdlib.pipeline.orderings import CLAIMS, COLUMNS, orderings_frame, prediction_sets
 
