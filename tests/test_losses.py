@@ -166,6 +166,24 @@ def test_copynce_large_scale_stays_finite_and_exact():
     assert fast.item() == pytest.approx(slow.item(), rel=1e-5)
 
 
+@pytest.mark.parametrize("scale", [41.0, 400.0, 1000.0, 5000.0])
+def test_copynce_very_large_scale_shifts_each_row_and_column_by_its_own_max(scale):
+    """Regression: a global shift underflowed rows whose best cosine is far below 1 (-inf)."""
+    gen = torch.Generator().manual_seed(4)
+    q = torch.randn(2, 4, 6, generator=gen, dtype=F64)
+    r = torch.randn(2, 5, 6, generator=gen, dtype=F64)
+    o_qr, o_rq = random_overlaps(gen, 2, 4, 5), random_overlaps(gen, 2, 5, 4)
+    qf, rf = q.float().requires_grad_(), r.float().requires_grad_()
+    fast = copynce(qf, rf, o_qr.float(), o_rq.float(), scale=scale)
+    fast.backward()
+    qs, rs = q.clone().requires_grad_(), r.clone().requires_grad_()
+    slow = copynce_loop(qs, rs, o_qr, o_rq, 3.0, 0.5, scale)
+    slow.backward()
+    assert torch.isfinite(fast) and fast.item() == pytest.approx(slow.item(), rel=1e-4)
+    torch.testing.assert_close(qf.grad.double(), qs.grad, rtol=1e-3, atol=1e-3 * scale)
+    torch.testing.assert_close(rf.grad.double(), rs.grad, rtol=1e-3, atol=1e-3 * scale)
+
+
 def test_targets_keep_invalid_bucket_in_normaliser():
     o = torch.tensor([[[0.5, 0.0, 0.5], [0.5, 0.25, 0.25], [0.0, 0.0, 1.0]]])
     w3 = copynce_targets(o, gamma=3.0)

@@ -78,7 +78,7 @@ def copynce_targets(overlap: torch.Tensor, gamma: float, factor: float = 1.0) ->
 
 
 _NORM_EPS = 1e-12  # as F.normalize: norms below this are clamped
-_FP32_SCALE_MAX = 40.0  # exp(-2 * scale) must stay a normal float32 (> 1.2e-38)
+_FP32_SCALE_MAX = 40.0  # up to here exp(-2 * scale) stays a normal float32 (> 1.2e-38)
 
 
 class _CopyNCEPairs(torch.autograd.Function):
@@ -94,9 +94,10 @@ class _CopyNCEPairs(torch.autograd.Function):
     ``dS = Wr * softmax_rows(S) + Wc * softmax_cols(S) - L``. Norms are clamped at
     ``_NORM_EPS`` as in ``F.normalize``.
 
-    Cosines are bounded, so ``E = exp(S - scale)`` lies in ``[exp(-2 scale), 1]`` and one
-    exponential serves both softmaxes (row sums and column sums of ``E``); float64 is used
-    for ``E`` when ``scale`` is too large for float32. Writing the backward out avoids
+    Cosines are bounded, so for ``scale <= 40`` ``E = exp(S - scale)`` lies in
+    ``[exp(-2 scale), 1]`` and one exponential serves both softmaxes (row sums and column
+    sums of ``E``); above that each row and each column is shifted by its own maximum (two
+    exponentials), so no scale underflows to ``-inf``. Writing the backward out avoids
     autograd's full-size temporaries, which dominated the cost.
     """
 
@@ -111,16 +112,26 @@ class _CopyNCEPairs(torch.autograd.Function):
         lin = torch.add(w_qr, w_rq.transpose(1, 2))  # (B, N, M) linear-term weights
         dot = torch.bmm(cos.reshape(b, 1, -1), lin.reshape(b, -1, 1)).reshape(b)
         dot = dot * scale  # sum_ij S_ij L_ij
-        e = torch.sub(cos, 1.0)
-        if scale > _FP32_SCALE_MAX and e.dtype != torch.float64:
-            e = e.double()
-        e = e.mul_(scale).exp_()  # exp(S - scale), (B, N, M), in [exp(-2 scale), 1]
-        row_sums, col_sums = e.sum(2), e.sum(1)  # (B, N), (B, M)
         w_rows, w_cols = w_qr.sum(2), w_rq.sum(2)  # (B, N), (B, M)
-        lse_rows = row_sums.log() + scale
-        lse_cols = col_sums.log() + scale
+        if scale <= _FP32_SCALE_MAX:
+            # Cosines are at most 1, so shifting every logit by ``scale`` is each row's and
+            # column's max or less, and exp(S - scale) >= exp(-2 scale) stays a normal
+            # float32: one exponential serves both softmaxes.
+            e_rows = e_cols = torch.sub(cos, 1.0).mul_(scale).exp_()  # (B, N, M)
+            shift_rows = shift_cols = scale
+        else:
+            # Larger scales would underflow a global shift (a row whose best cosine is well
+            # below 1 sums to 0 and its log to -inf): shift each row and column by its own max.
+            logits = cos * scale
+            shift_rows = logits.amax(2, keepdim=True)  # (B, N, 1)
+            shift_cols = logits.amax(1, keepdim=True)  # (B, 1, M)
+            e_rows, e_cols = (logits - shift_rows).exp_(), (logits - shift_cols).exp_()
+            shift_rows, shift_cols = shift_rows.squeeze(2), shift_cols.squeeze(1)
+        row_sums, col_sums = e_rows.sum(2), e_cols.sum(1)  # (B, N), (B, M); each >= 1 when shifted by its max
+        lse_rows = row_sums.log() + shift_rows
+        lse_cols = col_sums.log() + shift_cols
         per_pair = (lse_rows * w_rows).sum(1) + (lse_cols * w_cols).sum(1) - dot
-        ctx.save_for_backward(q, r, inv_q, inv_r, cos, e, row_sums, col_sums, w_rows, w_cols, lin)
+        ctx.save_for_backward(q, r, inv_q, inv_r, cos, e_rows, e_cols, row_sums, col_sums, w_rows, w_cols, lin)
         ctx.scale = scale
         return per_pair.to(q.dtype)
 
@@ -128,11 +139,11 @@ class _CopyNCEPairs(torch.autograd.Function):
     @torch.amp.custom_bwd(device_type="cuda")
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
-        q, r, inv_q, inv_r, cos, e, row_sums, col_sums, w_rows, w_cols, lin = ctx.saved_tensors
-        g = (grad * ctx.scale).to(e.dtype)[:, None]  # (B, 1); dS/dcos = scale
+        q, r, inv_q, inv_r, cos, e_rows, e_cols, row_sums, col_sums, w_rows, w_cols, lin = ctx.saved_tensors
+        g = (grad * ctx.scale).to(e_rows.dtype)[:, None]  # (B, 1); dS/dcos = scale
         a_rows = (w_rows * g / row_sums)[:, :, None]  # (B, N, 1)
         a_cols = (w_cols * g / col_sums)[:, None, :]  # (B, 1, M)
-        dcos = (e * a_rows).addcmul_(e, a_cols)  # softmax terms of dLoss/dcos
+        dcos = (e_rows * a_rows).addcmul_(e_cols, a_cols)  # softmax terms of dLoss/dcos
         dcos = dcos.to(q.dtype).addcmul_(lin, g[:, :, None].to(q.dtype), value=-1.0)
         # d cos_ij / d q_i = r_j / (|q_i| |r_j|) - cos_ij q_i / |q_i|^2, and likewise for r_j:
         # dq = (G / (|q| |r|^T)) @ r - radial_q * q / |q|^2 with radial_q = rowsum(G * cos)
