@@ -109,8 +109,9 @@ class MatcherObjective(nn.Module):
         w_bce, w_copynce: loss weights.
         gamma, lam, scale, heads: CopyNCE settings.
         copynce_over: "positives" averages CopyNCE over traceable positive pairs only;
-            "all" over every pair flagged traceable, negatives counting 0 (the official
-            reduction, which dilutes the loss by the negative share).
+            "all" over every pair of the batch, negatives (all-invalid overlaps) adding 0
+            but counting in the denominator: the released reduction, which dilutes the
+            loss by the negative share.
     """
 
     def __init__(self, model: nn.Module, *, w_bce=1.0, w_copynce=0.0, gamma=1.0, lam=0.5,
@@ -138,9 +139,10 @@ class MatcherObjective(nn.Module):
             correct = ((logits > 0) == y).float().sum()
         out["accuracy"] = D.all_reduce_sum(correct) / D.all_reduce_sum(n)
         if self.w["copynce"]:
-            valid = batch["copynce"].to(torch.bool)
             if self.copynce_over == "positives":
-                valid = valid & y
+                valid = batch["copynce"].to(torch.bool) & y
+            else:  # the released reduction: every pair counts; untraceable ones add 0
+                valid = torch.ones_like(y)
             s, count = _copynce_sum(q_tok, r_tok, batch, valid, **self.copynce_args)
             cn, out["copynce"] = _global_mean(s, count)
             loss = loss + self.w["copynce"] * cn
