@@ -11,6 +11,7 @@ import torch.multiprocessing as mp
 
 from icdlib.losses import (
     InfoNCE,
+    SPREADS,
     copynce,
     copynce_targets,
     info_nce,
@@ -182,6 +183,31 @@ def test_copynce_very_large_scale_shifts_each_row_and_column_by_its_own_max(scal
     assert torch.isfinite(fast) and fast.item() == pytest.approx(slow.item(), rel=1e-4)
     torch.testing.assert_close(qf.grad.double(), qs.grad, rtol=1e-3, atol=1e-3 * scale)
     torch.testing.assert_close(rf.grad.double(), rs.grad, rtol=1e-3, atol=1e-3 * scale)
+
+
+def test_uniform_and_same_position_controls_keep_each_rows_pixtrace_weight():
+    """Regression: uniform overlaps at gamma 3 left a partly traceable row almost no weight
+    (1/3 traced over 3 patches: 3 (1/9)^3 / (3 (1/9)^3 + (2/3)^3) = 0.014 instead of 0.111).
+    The controls keep the PixTrace row weight and change only its spread."""
+    o = torch.tensor([[[1 / 3, 0.0, 0.0, 2 / 3], [0.5, 0.5, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]]], dtype=F64)
+    traced = copynce_targets(o, 3.0)
+    rows = traced.sum(-1)
+    assert rows[0, 0].item() == pytest.approx((1 / 27) / (1 / 27 + 8 / 27))
+    uniform = copynce_targets(o, 3.0, spread="uniform")
+    torch.testing.assert_close(uniform.sum(-1), rows)
+    torch.testing.assert_close(uniform, rows[..., None].expand(-1, -1, 3) / 3)
+    same = copynce_targets(o, 3.0, spread="same_position")
+    torch.testing.assert_close(same, torch.diag_embed(rows))
+    with pytest.raises(ValueError, match="spread"):
+        copynce_targets(o, 3.0, spread="nope")
+    with pytest.raises(ValueError, match="same_position"):
+        copynce_targets(o[:, :2], 3.0, spread="same_position")
+
+
+def test_target_controls_are_the_pairs_config_choices():
+    from icdlib.data.pairs import TARGETS
+
+    assert tuple(TARGETS) == SPREADS
 
 
 def test_targets_keep_invalid_bucket_in_normaliser():

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from icdlib.data.pairs import IMAGENET_MEAN, IMAGENET_STD, invalid_overlap, make_loader, make_targets, resize_traced, to_tensor
+from icdlib.data.pairs import IMAGENET_MEAN, IMAGENET_STD, invalid_overlap, make_loader, resize_traced, to_tensor
 from icdlib.data import MatcherPairs, PairsConfig, TracedPairs, collate, pairs_config
 from icdlib.pixtrace import Trace
 from icdlib.data import render
@@ -81,26 +81,13 @@ def test_copy_vs_copy_edits_the_reference_too(paths):
     assert changed >= 1
 
 
-def test_make_targets_by_hand():
-    o = torch.tensor([[0.5, 0.25, 0.25], [0.0, 0.0, 1.0]])  # 2 query patches, 2 reference patches
-    u = make_targets(o, "uniform")
-    assert torch.allclose(u, torch.tensor([[0.375, 0.375, 0.25], [0.0, 0.0, 1.0]]))
-    same = make_targets(o, "same_position")
-    assert torch.allclose(same, torch.tensor([[0.75, 0.0, 0.25], [0.0, 0.0, 1.0]]))
-    assert make_targets(o, "pixtrace") is o
-    with pytest.raises(ValueError, match="same_position"):
-        make_targets(torch.zeros(3, 3), "same_position")
-
-
-def test_uniform_targets_differ_from_traced_but_keep_the_invalid_share(paths):
+def test_pairs_carry_traced_overlaps_whatever_the_target_control(paths):
+    """The no-tracing controls are applied by the loss (weight-matched), not by the data."""
     geo = dataclasses.replace(CFG, families=("geometric",))
     traced = TracedPairs(paths, geo, seed=2)[0]
     uniform = TracedPairs(paths, dataclasses.replace(geo, targets="uniform"), seed=2)[0]
     assert torch.equal(traced["query"], uniform["query"])
-    assert not torch.allclose(traced["overlap_qr"], uniform["overlap_qr"])
-    assert torch.allclose(traced["overlap_qr"][:, -1], uniform["overlap_qr"][:, -1])
-    row = uniform["overlap_qr"][0, :-1]
-    assert torch.allclose(row, row[0].expand_as(row))
+    assert torch.equal(traced["overlap_qr"], uniform["overlap_qr"])
 
 
 def test_resize_trace_sends_pixel_centres_to_scaled_centres():

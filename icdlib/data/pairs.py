@@ -20,14 +20,9 @@ A *pair* (one dict) holds:
   reference's image; ``query_index`` is the query's image).
 - ``label`` (MatcherPairs only): float32, 1 for a copy, 0 for a negative.
 
-``targets`` replaces the traced overlaps for ablations, keeping each row's untraceable
-share ``u_i = O[i, N]`` (so the invalid bucket weighs rows the same way):
-
-- ``"pixtrace"``: the traced overlaps.
-- ``"uniform"``: ``T[i, j] = (1 - u_i) / N`` for every reference patch j, ``T[i, N] = u_i``
-  (the no-tracing control: right pair, no position).
-- ``"same_position"``: ``T[i, i] = 1 - u_i``, ``T[i, N] = u_i`` (query patch i is assumed
-  to match the reference patch at the same grid position).
+Pairs always carry the traced overlaps. The ``pairs.targets`` controls of the ablations
+(``"uniform"``, ``"same_position"``) are applied by the loss, weight-matched to the
+traced targets (:func:`icdlib.losses.copynce_targets`).
 """
 
 from __future__ import annotations
@@ -60,7 +55,7 @@ class PairsConfig:
     size: int = 112  # model input S: 7x7 patches of 16 on CPU; 224 for the paper profile
     patch: int = 16  # ViT patch size: the overlap grid must match the tokens
     copy_vs_copy: float = 0.0  # share of pairs whose reference is edited too (released configs: 0)
-    targets: str = "pixtrace"  # "uniform" / "same_position" are the no-tracing controls
+    targets: str = "pixtrace"  # "uniform" / "same_position": weight-matched no-tracing controls, applied by the loss
     min_traced: float = 0.1  # copynce flag: at least 10% of query pixels trace into the reference
     families: tuple[str, ...] | None = None  # edit families of the query chain (None: all)
     reference_families: tuple[str, ...] | None = ("geometric", "photometric")  # copy-vs-copy reference edits: milder
@@ -109,25 +104,6 @@ def resize_traced(img: Image.Image, trace: Trace, size: int) -> tuple[Image.Imag
     m = np.diag([size / w, size / h, 1.0])
     out = img if (w, h) == (size, size) else img.resize((size, size), Image.Resampling.BICUBIC)
     return out, trace.then(Step(m, (w, h), (size, size), name="resize"))
-
-
-def make_targets(o: torch.Tensor, mode: str) -> torch.Tensor:
-    """Overlap targets ``[N, M + 1]`` for ``mode`` in :data:`TARGETS` (module docstring)."""
-    if mode == "pixtrace":
-        return o
-    n, m = o.shape[0], o.shape[1] - 1
-    out = torch.zeros_like(o)
-    untraced = o[:, -1]
-    out[:, -1] = untraced
-    if mode == "uniform":
-        out[:, :-1] = ((1.0 - untraced) / m)[:, None]
-    elif mode == "same_position":
-        if n != m:
-            raise ValueError(f"make_targets: same_position needs as many query as reference patches, got {n} vs {m}")
-        out[:, :-1] = torch.diag(1.0 - untraced)
-    else:
-        raise ValueError(f"make_targets: unknown targets {mode!r}; known {TARGETS}")
-    return out
 
 
 def invalid_overlap(n: int) -> torch.Tensor:
@@ -223,7 +199,6 @@ class _PairBase(Dataset):
         else:
             o_qr = o_rq = invalid_overlap(self.n_patches)
         traced = float(1.0 - o_qr[:, -1].mean())
-        o_qr, o_rq = make_targets(o_qr, cfg.targets), make_targets(o_rq, cfg.targets)
         t0 = self._tick("trace", t0)
         out = {
             "query": to_tensor(q_img),

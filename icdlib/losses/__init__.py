@@ -8,10 +8,10 @@ Patch convention: token ``i`` of a ``[B, N, C]`` tensor is patch ``i`` of a row-
 ``[N, M + 1]`` overlap rows and columns (the last column is the "traces nowhere" bucket).
 """
 
-from icdlib.losses.patch import copynce, copynce_targets, kept_channels
+from icdlib.losses.patch import SPREADS, copynce, copynce_targets, kept_channels
 from icdlib.losses.contrastive import InfoNCE, gather_with_grad, info_nce, koleo, matcher_bce
 
 __all__ = [
-    "InfoNCE", "copynce", "copynce_targets", "gather_with_grad", "info_nce", "kept_channels",
+    "InfoNCE", "SPREADS", "copynce", "copynce_targets", "gather_with_grad", "info_nce", "kept_channels",
     "koleo", "matcher_bce",
 ]

@@ -45,8 +45,14 @@ def kept_channels(channels: int, heads: str | float | None) -> int:
     return keep
 
 
+# How a row's target weight is spread over the reference patches: as PixTrace traced it,
+# or, for the no-tracing controls, uniformly / on the patch at the same grid position.
+SPREADS = ("pixtrace", "uniform", "same_position")
+
+
 @torch.no_grad()
-def copynce_targets(overlap: torch.Tensor, gamma: float, factor: float = 1.0) -> torch.Tensor:
+def copynce_targets(overlap: torch.Tensor, gamma: float, factor: float = 1.0,
+                    spread: str = "pixtrace") -> torch.Tensor:
     """Soft CopyNCE targets from a patch overlap matrix (no gradient).
 
     Args:
@@ -55,11 +61,18 @@ def copynce_targets(overlap: torch.Tensor, gamma: float, factor: float = 1.0) ->
             column is the untraceable share. Negative entries are not allowed.
         gamma: sharpening exponent (> 0); ``0 ** gamma = 0``.
         factor: constant multiplying every weight (folded into the normaliser).
+        spread: ``"pixtrace"`` (the method), or a weight-matched no-tracing control: each
+            row keeps the total weight ``W_i = sum_j w_ij`` its PixTrace targets give it,
+            spread ``"uniform"``-ly (``W_i / M`` on every reference patch) or put on the
+            ``"same_position"`` patch ``i`` (needs ``N == M``). Only the distribution over
+            reference patches differs from the method, not how much each row counts.
     Returns:
         ``[B, N, M]`` float ``w_ij = factor * O_ij^gamma / sum_{k<=M+1} O_ik^gamma``, the
         invalid column dropped after normalising: a fully valid row sums to 1, a partly
         invalid row to less, a fully invalid (or all-zero) row to 0.
     """
+    if spread not in SPREADS:
+        raise ValueError(f"copynce: unknown target spread {spread!r}; known {SPREADS}")
     if gamma <= 0:
         raise ValueError(f"copynce: gamma must be > 0, got {gamma}")
     if overlap.dim() != 3 or overlap.shape[-1] < 2:
@@ -74,7 +87,16 @@ def copynce_targets(overlap: torch.Tensor, gamma: float, factor: float = 1.0) ->
     denom = p.sum(-1, keepdim=True).clamp_min_(torch.finfo(p.dtype).tiny)
     if factor == 0:
         return torch.zeros_like(p[..., :-1])
-    return p[..., :-1] / denom.div_(factor)
+    w = p[..., :-1] / denom.div_(factor)
+    if spread == "pixtrace":
+        return w
+    rows = w.sum(-1, keepdim=True)  # (B, N, 1): each row's PixTrace weight
+    n, m = w.shape[-2], w.shape[-1]
+    if spread == "uniform":
+        return rows.expand_as(w) / m
+    if n != m:
+        raise ValueError(f"copynce: same_position targets need as many query as reference patches, got {n} vs {m}")
+    return torch.diag_embed(rows.squeeze(-1))
 
 
 _NORM_EPS = 1e-12  # as F.normalize: norms below this are clamped
@@ -176,6 +198,7 @@ def copynce(
     scale: float = 16.0,
     valid: torch.Tensor | None = None,
     heads: str | float | None = None,
+    targets: str = "pixtrace",
 ) -> torch.Tensor:
     """CopyNCE: patch-level InfoNCE with traced soft targets, both directions.
 
@@ -202,6 +225,8 @@ def copynce(
         scale: logit scale tau applied to cosine similarities (> 0).
         valid: optional ``[B]`` bool; False pairs contribute nothing.
         heads: channels kept, see :func:`kept_channels` (the first ``C*a/b``).
+        targets: ``"pixtrace"``, or a weight-matched no-tracing control
+            (``"uniform"``, ``"same_position"``; see :func:`copynce_targets`).
     Returns:
         scalar float tensor (nats).
     """
@@ -244,8 +269,8 @@ def copynce(
     with torch.no_grad():
         o_qr = overlap_qr.to(device=q.device, dtype=dtype)
         o_rq = overlap_rq.to(device=q.device, dtype=dtype)
-        w_qr = copynce_targets(o_qr, gamma, lam / n)  # (B, N, M)
-        w_rq = copynce_targets(o_rq, gamma, (1.0 - lam) / m)  # (B, M, N)
+        w_qr = copynce_targets(o_qr, gamma, lam / n, targets)  # (B, N, M)
+        w_rq = copynce_targets(o_rq, gamma, (1.0 - lam) / m, targets)  # (B, M, N)
     per_pair = _CopyNCEPairs.apply(q[..., :k], r[..., :k], w_qr, w_rq, float(scale))  # (B,)
     if valid is None:
         return per_pair.mean()

@@ -84,7 +84,7 @@ def _dataset(run: RunConfig, paths: list[Path], neighbours: np.ndarray | None):
 
 def _objective(run: RunConfig, model: nn.Module) -> nn.Module:
     t = run.train
-    cn = dict(gamma=t.gamma, lam=t.lam, scale=t.scale, heads=t.heads)
+    cn = dict(gamma=t.gamma, lam=t.lam, scale=t.scale, heads=t.heads, targets=run.pairs.targets)
     if t.kind == "descriptor":
         return DescriptorObjective(model, w_infonce=t.w_infonce, w_koleo=t.w_koleo,
                                    w_copynce=t.w_copynce, temperature=t.temperature, **cn)

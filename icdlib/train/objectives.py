@@ -38,12 +38,12 @@ def _global_mean(local_sum: torch.Tensor, local_count: torch.Tensor) -> tuple[to
     return loss, logged
 
 
-def _copynce_sum(q_tok, r_tok, batch, valid, gamma, lam, scale, heads):
+def _copynce_sum(q_tok, r_tok, batch, valid, gamma, lam, scale, heads, targets):
     """Local sum of per-pair CopyNCE over ``valid`` pairs, and their count."""
     count = valid.sum()
     mean = copynce(
         q_tok.float(), r_tok.float(), batch["overlap_qr"], batch["overlap_rq"],
-        gamma=gamma, lam=lam, scale=scale, valid=valid, heads=heads,
+        gamma=gamma, lam=lam, scale=scale, valid=valid, heads=heads, targets=targets,
     )
     return mean * count.clamp_min(1).to(mean.dtype), count
 
@@ -57,12 +57,12 @@ class DescriptorObjective(nn.Module):
         w_infonce, w_koleo, w_copynce: loss weights (0 skips the term).
         temperature: fixed InfoNCE temperature, or None for a learnable logit scale
             (log-scale initialised at ``log_scale_init``).
-        gamma, lam, scale, heads: CopyNCE settings (see :func:`icdlib.losses.copynce`).
+        gamma, lam, scale, heads, targets: CopyNCE settings (see :func:`icdlib.losses.copynce`).
     """
 
     def __init__(self, model: nn.Module, *, w_infonce=1.0, w_koleo=0.0, w_copynce=0.0,
                  temperature: float | None = 0.05, log_scale_init=3.2,
-                 gamma=3.0, lam=0.5, scale=16.0, heads=None):
+                 gamma=3.0, lam=0.5, scale=16.0, heads=None, targets="pixtrace"):
         super().__init__()
         self.model = model
         self.w = {"infonce": float(w_infonce), "koleo": float(w_koleo), "copynce": float(w_copynce)}
@@ -70,7 +70,7 @@ class DescriptorObjective(nn.Module):
             learnable=temperature is None, log_scale_init=log_scale_init,
             temperature=temperature if temperature is not None else 1.0, gather=False,
         )
-        self.copynce_args = dict(gamma=gamma, lam=lam, scale=scale, heads=heads)
+        self.copynce_args = dict(gamma=gamma, lam=lam, scale=scale, heads=heads, targets=targets)
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         q, r = batch["query"], batch["reference"]
@@ -107,7 +107,7 @@ class MatcherObjective(nn.Module):
     Args:
         model: a matcher with ``forward_with_tokens(q, r) -> (logits [B], q_tok, r_tok)``.
         w_bce, w_copynce: loss weights.
-        gamma, lam, scale, heads: CopyNCE settings.
+        gamma, lam, scale, heads, targets: CopyNCE settings.
         copynce_over: "positives" averages CopyNCE over traceable positive pairs only;
             "all" over every pair of the batch, negatives (all-invalid overlaps) adding 0
             but counting in the denominator: the released reduction, which dilutes the
@@ -115,13 +115,13 @@ class MatcherObjective(nn.Module):
     """
 
     def __init__(self, model: nn.Module, *, w_bce=1.0, w_copynce=0.0, gamma=1.0, lam=0.5,
-                 scale=16.0, heads=None, copynce_over="positives"):
+                 scale=16.0, heads=None, targets="pixtrace", copynce_over="positives"):
         super().__init__()
         if copynce_over not in ("positives", "all"):
             raise ValueError(f"copynce_over must be 'positives' or 'all', got {copynce_over!r}")
         self.model = model
         self.w = {"bce": float(w_bce), "copynce": float(w_copynce)}
-        self.copynce_args = dict(gamma=gamma, lam=lam, scale=scale, heads=heads)
+        self.copynce_args = dict(gamma=gamma, lam=lam, scale=scale, heads=heads, targets=targets)
         self.copynce_over = copynce_over
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
