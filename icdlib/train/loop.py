@@ -55,6 +55,7 @@ from tqdm.auto import tqdm
 
 from icdlib.checkpoints import load_backbone_weights
 from icdlib.data import Disc21, MatcherPairs, TracedPairs, collate
+from icdlib.data.cache import CachedPairs, build_pair_cache, cache_folder
 from icdlib.models import build_descriptor, build_matcher
 
 from icdlib.train import distributed as D
@@ -98,6 +99,15 @@ def training_images(data_root: str | Path, split: str = "training") -> list[Path
 
 
 # --------------------------------------------------------------------------- data order
+def schedule_keys(t: TrainConfig, n: int, start: int = 0) -> list[tuple[int, int]]:
+    """Every ``(index, epoch)`` item of steps ``[start, t.steps)``, in the order the run reads them."""
+    keys = []
+    for step in range(start, t.steps):
+        idx, pos = global_batch(t.seed, step, t.batch_size, n)
+        keys += [(int(i), int(p // n)) for i, p in zip(idx, pos)]
+    return keys
+
+
 class _StepBatches(torch.utils.data.Sampler):
     """Batch sampler: per micro-step from ``start_step`` on, this rank's ``(index, epoch)`` keys."""
 
@@ -224,6 +234,13 @@ def train(
             neighbours = np.load(neighbours_file(t.knn_checkpoint, paths, t.knn_k, folder))
 
     dataset = _dataset(run, paths, neighbours)
+    if t.pair_cache:  # the pairs of this run, computed once with every core, then read back
+        folder = cache_folder(t.pair_cache, dataset)
+        if dist.is_main:
+            build_pair_cache(dataset, schedule_keys(t, len(dataset), start), t.pair_cache,
+                             progress=progress)
+        D.barrier()
+        dataset = CachedPairs(folder, len(dataset))
     lrs = lr_schedule(t.steps, t.lr, t.warmup_steps, t.min_lr, t.warmup_start)
     net: nn.Module = objective
     if dist.world_size > 1:

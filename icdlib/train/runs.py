@@ -53,6 +53,7 @@ class TrainConfig:
     knn_k: int = 16  # neighbours kept per image (paper 128 over 1M images; ours ~20k)
     knn_batch_size: int = 128  # images per forward pass while mining
     knn_cache: str | None = None  # folder of mined kNN tables shared by runs; null = the run folder
+    pair_cache: str | None = None  # folder of traced pairs computed once and shared by runs of the same data; null = pairs made on the fly
     init: str | None = None  # checkpoint to start from (weights only): fine-tuning
     backbone: str | None = None  # local DINO ViT checkpoint for the trunk; null = random init
     split: str = "training"  # data split the pairs come from

@@ -53,7 +53,7 @@ def load_weights(model: nn.Module, path: str | Path) -> dict:
 
 
 # keys that change neither the data nor the arithmetic: a run may resume with others
-RESUME_FREE = {"workers", "checkpoint_every", "log_every", "knn_batch_size"}
+RESUME_FREE = {"workers", "checkpoint_every", "log_every", "knn_batch_size", "pair_cache"}
 
 
 def same_run(ckpt: Path, run: RunConfig) -> bool:
