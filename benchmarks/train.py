@@ -1,10 +1,14 @@
-"""Training throughput: optimiser steps per second of the descriptor arms, in pairs/s.
+"""Training throughput of the descriptor arms, in pairs/s: compute alone and end to end.
 
     python benchmarks/train.py [--out reports/benchmarks/train.json] [--steps 8]
 
-Times complete optimiser steps (forward, losses, backward, gradient clipping, AdamW) of
-:mod:`icdlib.train`'s objectives on a fixed batch of real traced pairs, so the numbers
-exclude data loading (see benchmarks/loader.py for that side). Reported per arm:
+Keys ``cpu_end_to_end_pairs_per_s`` (the default CopyNCE arm of params.yaml, trained by
+:func:`icdlib.train.train` with its real loader) and ``cpu_compute_only_pairs_per_s``
+(the same arm's optimiser steps on a fixed batch) lead the file; the sections below
+give each lever side by side, measured in one run.
+
+Compute alone: complete optimiser steps (forward, losses, backward, gradient clipping,
+AdamW) of :mod:`icdlib.train`'s objectives on a fixed batch of real traced pairs:
 
 - CPU, 2 threads: the default CPU descriptor (``vit_tiny_cpu``, 112 px) at batch 64,
   arms ``infonce`` and ``copynce`` timed in interleaved rounds (median and best step),
@@ -85,12 +89,12 @@ def time_steps(run: T.RunConfig, batch: dict, device: str, steps: int, warmup: i
     return [stepper.step(batch) for _ in range(warmup + steps)][warmup:]
 
 
-def cpu_section(steps: int, tmp: Path, rounds: int = 3) -> dict:
+def cpu_section(steps: int, tmp: Path, params: dict, rounds: int = 3) -> dict:
     """Both arms, interleaved in ``rounds`` so that load from other processes hits both."""
     torch.set_num_threads(2)
     out = {"threads": 2, "batch_size": 64, "preset": "vit_tiny_cpu", "img_size": 112,
            "loadavg_1min_before": os.getloadavg()[0]}  # other processes share these cores
-    runs = {arm: T.resolve_run({}, arm, {"train.batch_size": 64}) for arm in ARMS}
+    runs = {arm: T.resolve_run(params, arm, {"train.batch_size": 64}) for arm in ARMS}
     batch = batch_of(pair_pool(runs["copynce"], 64, tmp / "cpu"), 64, "cpu")
     steppers = {arm: Stepper(run, "cpu") for arm, run in runs.items()}
     times: dict[str, list[float]] = {arm: [] for arm in ARMS}
@@ -137,26 +141,75 @@ def cuda_section(steps: int, tmp: Path, max_batch: int) -> dict:
     return out
 
 
+def end_to_end_section(steps: int, tmp: Path, params: dict) -> dict:
+    """``icdlib.train.train`` of the default CopyNCE arm, timed step by step after warm-up:
+    pairs made on the fly by the loader workers, and read from a pair cache built first
+    (its build time reported apart: it is paid once per seed and shared by every arm)."""
+    torch.set_num_threads(2)
+    n_sources = 512
+    folder = tmp / "sources"
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n_sources):
+        p = folder / f"T{i:06d}.jpg"
+        render(PROCEDURAL_KINDS[i % len(PROCEDURAL_KINDS)], 5000 + i, 128).save(p, quality=90)
+        paths.append(p)
+    out = {"sources": n_sources, "steps_timed": steps, "loadavg_1min_before": os.getloadavg()[0]}
+    warm = 3
+    base = {"train.steps": steps + warm, "train.checkpoint_every": 10**6, "train.warmup_steps": 1}
+    for name, extra in (("live_loader", {}), ("pair_cache", {"train.pair_cache": str(tmp / "pairs")})):
+        run = T.resolve_run(params, "copynce", {**base, **extra})
+        if extra:
+            from icdlib.data.cache import build_pair_cache
+
+            ds = T._dataset(run, paths, None)
+            tic = time.perf_counter()
+            build_pair_cache(ds, T.schedule_keys(run.train, len(ds)), extra["train.pair_cache"], progress=False)
+            built = time.perf_counter() - tic
+            out["pair_cache_build_pairs_per_s"] = (steps + warm) * run.train.batch_size / built
+        stamps: list[float] = []
+        T.train(run, tmp / f"run_{name}", image_paths=paths, progress=False, resume=False,
+                callback=lambda done, m: stamps.append(time.perf_counter()))
+        rate = steps * run.train.batch_size / (stamps[-1] - stamps[warm - 1])
+        out[name] = {"pairs_per_s": rate, "workers": run.train.workers, "batch_size": run.train.batch_size,
+                     "img_size": run.pairs.size}
+        print(f"end to end, {name}: {rate:.1f} pairs/s", flush=True)
+    out["loadavg_1min_after"] = os.getloadavg()[0]
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default=str(ROOT / "reports" / "benchmarks" / "train.json"))
     p.add_argument("--steps", type=int, default=8, help="timed steps per measurement")
     p.add_argument("--max-batch", type=int, default=4096, help="CUDA: largest batch tried")
     p.add_argument("--skip-cpu", action="store_true", help="only the CUDA measurement")
+    p.add_argument("--e2e-steps", type=int, default=30, help="end to end: timed training steps per loader")
     args = p.parse_args(argv)
     import tempfile
+
+    from icdlib.params import load_params
+
+    params = load_params(ROOT / "params.yaml")
 
     result = {"benchmark": "train", "torch": torch.__version__, "python": platform.python_version(),
               "what": "complete optimiser steps on a fixed batch of real traced pairs; no data loading"}
     with tempfile.TemporaryDirectory() as tmp:
         if not args.skip_cpu:
-            result["cpu"] = cpu_section(args.steps, Path(tmp))
+            result["cpu"] = cpu_section(args.steps, Path(tmp), params)
+            result["cpu_end_to_end"] = end_to_end_section(args.e2e_steps, Path(tmp), params)
+            chosen = "pair_cache" if T.resolve_run(params, "copynce").train.pair_cache else "live_loader"
+            result = {"cpu_end_to_end_pairs_per_s": result["cpu_end_to_end"][chosen]["pairs_per_s"],
+                      "cpu_end_to_end_loader": chosen,
+                      "cpu_compute_only_pairs_per_s": result["cpu"]["copynce"]["pairs_per_s"], **result}
         if torch.cuda.is_available():
             result["cuda"] = cuda_section(args.steps, Path(tmp), args.max_batch)
     out = Path(args.out)
     if out.exists():  # keep a section measured elsewhere (e.g. CUDA on a GPU machine)
         old = json.loads(out.read_text())
-        result = {**{k: v for k, v in old.items() if k in ("cpu", "cuda")}, **result}
+        kept = ("cpu", "cuda", "cpu_end_to_end", "cpu_end_to_end_pairs_per_s", "cpu_end_to_end_loader",
+                "cpu_compute_only_pairs_per_s")
+        result = {**{k: v for k, v in old.items() if k in kept}, **result}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, default=float) + "\n")
     print(out)
