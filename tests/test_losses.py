@@ -440,3 +440,21 @@ def test_matcher_bce_hand_computed_and_rejects_bad_labels():
         matcher_bce(logits, torch.tensor([0.5, 1.0]))
     with pytest.raises(ValueError, match="matcher_bce"):
         matcher_bce(logits, torch.tensor([1.0]))
+
+
+def test_copynce_under_cpu_bf16_autocast_is_computed_in_float32():
+    """Autocast must not run the loss's matrix products in bf16 (the training loop's
+    ``train.amp_cpu``): the value and gradients equal the float32 ones."""
+    gen = torch.Generator().manual_seed(5)
+    q = torch.randn(2, 4, 16, generator=gen, requires_grad=True)
+    r = torch.randn(2, 4, 16, generator=gen, requires_grad=True)
+    o = random_overlaps(gen, 2, 4, 4).float()
+    plain = copynce(q, r, o, o)
+    gq, gr = torch.autograd.grad(plain, (q, r))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        auto = copynce(q, r, o, o)
+    aq, ar = torch.autograd.grad(auto, (q, r))
+    assert auto.dtype == torch.float32
+    torch.testing.assert_close(auto, plain)
+    torch.testing.assert_close(aq, gq)
+    torch.testing.assert_close(ar, gr)

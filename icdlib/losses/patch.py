@@ -271,7 +271,8 @@ def copynce(
         o_rq = overlap_rq.to(device=q.device, dtype=dtype)
         w_qr = copynce_targets(o_qr, gamma, lam / n, targets)  # (B, N, M)
         w_rq = copynce_targets(o_rq, gamma, (1.0 - lam) / m, targets)  # (B, M, N)
-    per_pair = _CopyNCEPairs.apply(q[..., :k], r[..., :k], w_qr, w_rq, float(scale))  # (B,)
+    with torch.autocast(q.device.type, enabled=False):  # the softmax statistics stay in fp32 under autocast
+        per_pair = _CopyNCEPairs.apply(q[..., :k], r[..., :k], w_qr, w_rq, float(scale))  # (B,)
     if valid is None:
         return per_pair.mean()
     kept = torch.where(valid, per_pair, torch.zeros_like(per_pair))

@@ -271,7 +271,8 @@ def train(
     bar = tqdm(total=t.steps, initial=start, desc=f"train {run.arm or t.kind}", unit="step",
                disable=not (progress and dist.is_main))
     params = [p for p in objective.parameters() if p.requires_grad]
-    amp = torch.autocast("cuda", dtype=torch.bfloat16, enabled=bool(cuda and t.amp))
+    amp = torch.autocast("cuda" if cuda else "cpu", dtype=torch.bfloat16,
+                         enabled=bool(t.amp if cuda else t.amp_cpu))
     objective.train()
     batches = iter(loader)
     try:

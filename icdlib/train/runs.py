@@ -35,7 +35,8 @@ class TrainConfig:
     min_lr: float = 2e-6  # cosine floor of the released configs
     grad_clip: float = 3.0  # max global grad norm, released configs; 0 disables
     grad_accum: int = 1  # micro-steps per optimiser step (in-batch negatives per micro-batch)
-    amp: bool = True  # bf16 autocast, on CUDA only (CPU always fp32)
+    amp: bool = True  # bf16 autocast on CUDA (CopyNCE itself stays fp32)
+    amp_cpu: bool = False  # bf16 autocast on CPU too, where the processor has bf16 units (AMX, AVX512-BF16)
     workers: int = 2  # DataLoader worker processes per rank (edits + tracing are CPU-bound)
     checkpoint_every: int = 50  # steps between resumable checkpoints (~1 min on CPU)
     seed: int = 0  # data order, edits, init; stochastic layers draw from (seed, step, rank)
