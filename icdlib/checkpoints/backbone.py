@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import pickle
 import re
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -66,7 +67,7 @@ def read_weights(path: str | Path, who: str) -> Any:
         if path.suffix == ".safetensors":
             return load_file(path, device="cpu")
         return torch.load(path, map_location="cpu", weights_only=True)
-    except (SafetensorError, pickle.UnpicklingError, RuntimeError, EOFError, OSError) as e:
+    except (SafetensorError, pickle.UnpicklingError, RuntimeError, EOFError, OSError, struct.error) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ValueError(f"{who}: {path} is not a readable weight file: {first}") from None
 

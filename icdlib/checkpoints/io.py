@@ -9,6 +9,8 @@ state, train config, seed).
 from __future__ import annotations
 
 import os
+import pickle
+import struct
 import tempfile
 from pathlib import Path
 from typing import Any, Mapping
@@ -87,7 +89,10 @@ def load_model(
     release = read_release(path)
     if release is not None:
         return release_model(release, path, device, num_heads=num_heads)
-    payload = torch.load(path, map_location=device, weights_only=False)
+    try:
+        payload = torch.load(path, map_location=device, weights_only=False)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, struct.error) as e:
+        raise ValueError(f"load_model: {path} is not a readable checkpoint: {e}") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"load_model: {path} is not an icdlib checkpoint (format {FORMAT})")
     meta = payload["meta"]
