@@ -105,3 +105,34 @@ def test_bad_arguments_exit_2_with_a_message(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main([str(tmp_path / "junk.pt"), "--format", "tflite", "--out", str(tmp_path / "x")])
     assert e.value.code == 2
+
+
+def test_readme_deploy_recipe_embeds_and_searches_like_icdlib(tmp_path, monkeypatch, capsys):
+    from pathlib import Path
+
+    from PIL import Image
+
+    from icdlib.models import preprocess
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme.split("## Deploy the descriptor", 1)[1]
+    recipe = section.split("```python\n", 1)[1].split("```", 1)[0]
+    model = _model("descriptor")
+    _export(save_checkpoint(tmp_path / "d.pt", model), "onnx", tmp_path / "descriptor.onnx")
+    rng = np.random.default_rng(0)
+    for folder, n in (("references", 5), ("queries", 3)):
+        (tmp_path / folder).mkdir()
+        for i in range(n):
+            pixels = rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)
+            Image.fromarray(pixels).resize((50 + 7 * i, 40), Image.BICUBIC).save(tmp_path / folder / f"{i}.jpg")
+    for i in range(3):  # each query is a copy of reference i
+        Image.open(tmp_path / "references" / f"{i}.jpg").save(tmp_path / "queries" / f"{i}.jpg", quality=95)
+    monkeypatch.chdir(tmp_path)
+    ns = {}
+    exec(compile(recipe, "README.md", "exec"), ns)
+    refs = sorted((tmp_path / "references").glob("*.jpg"))
+    with torch.no_grad():
+        expected = model(preprocess([Image.open(p) for p in refs], 32)).numpy()
+    np.testing.assert_allclose(ns["embed"](refs), expected, atol=ATOL, rtol=0)
+    assert [hit[0] for hit in ns["ids"]] == [0, 1, 2]
+    assert "\n0.jpg 0.jpg " in capsys.readouterr().out
