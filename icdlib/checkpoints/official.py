@@ -202,6 +202,16 @@ def icdlib_name(kind: str, key: str, encoder_depth: int = 0) -> str | None:
     return new
 
 
+def official_name(kind: str, key: str, encoder_depth: int = 0) -> str:
+    """The official key an icdlib model key is read from (inverse of :func:`icdlib_name`)."""
+    if kind == "matcher" and key.startswith("vit.blocks."):
+        index, rest = key[len("vit.blocks."):].split(".", 1)
+        i = int(index)
+        return f"encoder.blocks.{i}.{rest}" if i < encoder_depth else f"fusion.blocks.{i - encoder_depth}.{rest}"
+    rules = _DESCRIPTOR_NAMES if kind == "descriptor" else _MATCHER_NAMES
+    return next((src + key[len(dst):] for src, dst in rules if key.startswith(dst)), key)
+
+
 def release_model(
     release: Release, path: str | Path, device: str | torch.device = "cpu", *, num_heads: int | None = None
 ) -> tuple[nn.Module, dict]:
@@ -212,8 +222,8 @@ def release_model(
         dict), ``source`` (:data:`SOURCE`), ``epoch`` and ``file`` (the file name).
 
     Raises:
-        ValueError: the weights do not fit: every unmapped official key, every missing
-            icdlib key and every shape mismatch is listed.
+        ValueError: the weights do not fit: every unmapped and every missing official key
+            and every shape mismatch is listed.
     """
     where = f"load_model: {path}"
     cfg = release_config(release, num_heads, where)
@@ -229,7 +239,8 @@ def release_model(
     for key, value in target.items():  # BatchNorm's step counter has no effect in eval mode
         if key.endswith("num_batches_tracked") and key not in state:
             state[key] = torch.zeros_like(value)
-    missing = sorted(set(target) - set(state))
+    depth = getattr(cfg, "encoder_depth", 0)
+    missing = sorted(official_name(release.kind, k, depth) for k in set(target) - set(state))
     shapes = [
         f"{origin.get(k, k)}: file {tuple(state[k].shape)} vs model {k} {tuple(target[k].shape)}"
         for k in sorted(state)
