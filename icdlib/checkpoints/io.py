@@ -1,4 +1,4 @@
-"""Model checkpoints: atomic save, rebuild-and-load, and DINO-format backbone import.
+"""Model checkpoints: atomic save and rebuild-and-load (icdlib files and the official release).
 
 Checkpoint file (``torch.save``): ``{"format": FORMAT, "meta": meta, "state_dict": ...}``.
 ``meta["kind"]`` is ``"descriptor"`` or ``"matcher"`` and ``meta["config"]`` the model
@@ -8,37 +8,22 @@ state, train config, seed).
 
 from __future__ import annotations
 
-import math
 import os
+import pickle
+import struct
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
-from timm.layers import resample_abs_pos_embed
 from torch import nn
 
+from icdlib.checkpoints.backbone import unwrap_model as _unwrap_model
+from icdlib.checkpoints.official import read_release, release_model
 from icdlib.models import Descriptor, Matcher, build_descriptor, build_matcher, config_from_dict
 from icdlib.params import to_dict
 
 FORMAT = "icdlib-checkpoint-1"
-
-# checkpoint keys that are not part of a backbone (projection/classifier heads)
-_HEAD_PREFIXES = ("head.", "fc_norm.", "dino_head.")
-_WRAPPERS = ("teacher", "student", "state_dict", "model")  # tried in this order
-_PREFIXES = ("module.", "backbone.", "_orig_mod.")
-
-
-def _unwrap_model(model: nn.Module) -> nn.Module:
-    """The bare model inside DDP (``.module``) or ``torch.compile`` (``._orig_mod``)."""
-    while True:
-        if isinstance(model, torch.nn.parallel.DistributedDataParallel):
-            model = model.module
-        elif hasattr(model, "_orig_mod"):
-            model = model._orig_mod
-        else:
-            return model
 
 
 def save_checkpoint(
@@ -83,8 +68,14 @@ def save_checkpoint(
     return path
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+def load_model(
+    path: str | Path, device: str | torch.device = "cpu", *, num_heads: int | None = None
+) -> tuple[nn.Module, dict]:
     """Rebuild the model saved by :func:`save_checkpoint` and load its weights.
+
+    Also reads the official CopyNCE release files (descriptor or matcher, any input size;
+    :mod:`icdlib.checkpoints.official`), whose head count ``num_heads`` cannot be read from
+    the weights (default: width / 64). ``num_heads`` is ignored for icdlib checkpoints.
 
     The file is unpickled in full (meta may hold optimizer and RNG state), so load only
     checkpoints you trust.
@@ -95,7 +86,13 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"load_model: checkpoint not found: {path}")
-    payload = torch.load(path, map_location=device, weights_only=False)
+    release = read_release(path)
+    if release is not None:
+        return release_model(release, path, device, num_heads=num_heads)
+    try:
+        payload = torch.load(path, map_location=device, weights_only=False)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, struct.error) as e:
+        raise ValueError(f"load_model: {path} is not a readable checkpoint: {e}") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"load_model: {path} is not an icdlib checkpoint (format {FORMAT})")
     meta = payload["meta"]
@@ -111,140 +108,3 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
     except RuntimeError as e:
         raise ValueError(f"load_model: {path}: weights do not fit the saved config: {e}") from e
     return model.to(device).eval(), meta
-
-
-# ---------------------------------------------------------------------------- DINO import
-@dataclass(frozen=True)
-class BackboneLoad:
-    """What :func:`load_backbone_weights` did.
-
-    Attributes:
-        loaded: number of backbone tensors copied into the model.
-        ignored: checkpoint keys skipped on purpose (projection heads, a final norm the
-            model does not have).
-        pos_embed_grid: ``(old, new)`` patch grids ``(rows, cols)`` when the position
-            embedding was interpolated, else ``None``.
-    """
-
-    loaded: int
-    ignored: tuple[str, ...]
-    pos_embed_grid: tuple[tuple[int, int], tuple[int, int]] | None
-
-
-def _backbone_state(obj: Any, where: str) -> dict[str, torch.Tensor]:
-    """Unwrap ``teacher``/``student``/``state_dict``/``model`` and strip key prefixes."""
-    while isinstance(obj, Mapping) and not any(torch.is_tensor(v) for v in obj.values()):
-        key = next((k for k in _WRAPPERS if isinstance(obj.get(k), Mapping)), None)
-        if key is None:
-            raise ValueError(
-                f"load_backbone_weights: {where}: no state dict found; top-level keys "
-                f"{sorted(map(str, obj))[:10]}"
-            )
-        obj = obj[key]
-    if not isinstance(obj, Mapping):
-        raise ValueError(f"load_backbone_weights: {where}: expected a state dict, got {type(obj)}")
-    state = {}
-    for key, value in obj.items():
-        if not torch.is_tensor(value):
-            continue
-        stripped = True
-        while stripped:
-            stripped = False
-            for prefix in _PREFIXES:
-                if key.startswith(prefix):
-                    key, stripped = key[len(prefix) :], True
-        state[key] = value
-    return state
-
-
-def load_backbone_weights(model: nn.Module, path: str | Path | Mapping) -> BackboneLoad:
-    """Load a DINO/timm-format ViT checkpoint into a model's trunk (``model.vit``).
-
-    Also takes one of icdlib's own descriptor checkpoints (its ViT trunk; a final norm the
-    descriptor lacks keeps its initial identity values): at CPU scale a trained descriptor
-    stands in for DINO weights when initialising a matcher.
-
-    Accepted layouts: a plain state dict with timm/DINO key names (``cls_token``,
-    ``pos_embed``, ``patch_embed.proj.weight``, ``blocks.N...``, ``norm...``), optionally
-    wrapped in ``teacher``/``student``/``state_dict``/``model`` (the teacher is preferred)
-    with ``module.``/``backbone.`` prefixes. Projection/classifier heads (``head.``,
-    ``fc_norm.``) are ignored, and so is ``norm.`` when the model has no final norm (the
-    paper's descriptor). A position embedding for another grid is resampled with timm's
-    ``resample_abs_pos_embed`` (bicubic). For a :class:`Matcher`, blocks ``0..E-1`` become
-    the shared encoder and the rest the fusion blocks; its fusion token starts from the
-    checkpoint's class token.
-
-    Raises:
-        FileNotFoundError: ``path`` does not exist.
-        ValueError: missing or unexpected keys, or shape mismatches (all listed).
-    """
-    model = _unwrap_model(model)
-    if not hasattr(model, "vit"):
-        raise ValueError(f"load_backbone_weights: {type(model).__name__} has no ViT trunk")
-    if isinstance(path, Mapping):
-        where, raw = "<state dict>", path
-    else:
-        where = str(path)
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"load_backbone_weights: checkpoint not found: {path}")
-        raw = torch.load(path, map_location="cpu", weights_only=False)
-    own_descriptor = isinstance(raw, Mapping) and isinstance(raw.get("meta"), Mapping) \
-        and raw["meta"].get("kind") == "descriptor"
-    state = _backbone_state(raw, where)
-    target = model.vit.state_dict()
-    if own_descriptor:
-        # one of our descriptor checkpoints: its trunk is ``vit.*``; projection and BN are
-        # the descriptor head. It has no final norm, so a trunk that has one keeps its own
-        # (identity) initialisation.
-        state = {k[len("vit."):]: v for k, v in state.items() if k.startswith("vit.")}
-        for key in ("norm.weight", "norm.bias"):
-            if key in target and key not in state:
-                state[key] = target[key].clone()
-
-    ignored = sorted(
-        k
-        for k in state
-        if k.startswith(_HEAD_PREFIXES) or (k.startswith("norm.") and k not in target)
-    )
-    state = {k: v for k, v in state.items() if k not in set(ignored)}
-    missing = sorted(set(target) - set(state))
-    unexpected = sorted(set(state) - set(target))
-
-    grids = None
-    problems = []
-    if "pos_embed" in state and "pos_embed" in target:
-        old, new = state["pos_embed"], target["pos_embed"]
-        if old.shape != new.shape and old.dim() == 3 and old.shape[-1] == new.shape[-1]:
-            prefix = model.vit.num_prefix_tokens
-            side = math.isqrt(old.shape[1] - prefix)
-            if side * side != old.shape[1] - prefix:
-                problems.append(
-                    f"pos_embed: checkpoint has {old.shape[1] - prefix} patch positions, "
-                    "not a square grid"
-                )
-            else:
-                new_grid = tuple(model.vit.patch_embed.grid_size)
-                state["pos_embed"] = resample_abs_pos_embed(
-                    old, new_size=list(new_grid), old_size=[side, side], num_prefix_tokens=prefix
-                )
-                grids = ((side, side), new_grid)
-    for key in sorted(set(state) & set(target)):
-        if state[key].shape != target[key].shape:
-            problems.append(
-                f"{key}: checkpoint {tuple(state[key].shape)} vs model {tuple(target[key].shape)}"
-            )
-    if missing or unexpected or problems:
-        lines = [f"load_backbone_weights: {where} does not fit {type(model).__name__}"]
-        if missing:
-            lines.append(f"missing keys: {', '.join(missing)}")
-        if unexpected:
-            lines.append(f"unexpected keys: {', '.join(unexpected)}")
-        if problems:
-            lines.append("shape mismatches: " + "; ".join(problems))
-        raise ValueError("\n  ".join(lines))
-
-    with torch.no_grad():
-        model.vit.load_state_dict({k: v.to(target[k].dtype) for k, v in state.items()})
-        if isinstance(model, Matcher) and "cls_token" in state:
-            model.fusion_token.copy_(state["cls_token"].reshape(model.fusion_token.shape))
-    return BackboneLoad(len(state), tuple(ignored), grids)

@@ -127,7 +127,7 @@ class MatcherConfig:
     fusion_depth: int | None = None  # joint blocks over both images (paper: 9-12; CPU: 2)
     mlp_ratio: float = 4.0  # standard ViT MLP width
     frozen_patch_embed: bool = False  # the paper trains the matcher's patch embedding
-    ln_eps: float = 1e-6  # DINO's LayerNorm eps (no override reported for the matcher)
+    ln_eps: float = 1e-4  # every LayerNorm of the released matcher (was 1e-6, DINO's, before)
 
     def __post_init__(self):
         where = "matcher"

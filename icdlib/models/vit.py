@@ -121,7 +121,9 @@ class Matcher(nn.Module):
     Attributes:
         config: the resolved :class:`MatcherConfig`.
         vit: timm trunk holding all ``encoder_depth + fusion_depth`` blocks and the norm.
-        fusion_token: ``[1, 1, C]`` learnable fusion class token.
+        fusion_token: ``[1, 1, C]`` learnable fusion class token, initialised at random
+            (truncated normal, std 0.02) as in the released matcher, also when the trunk
+            is loaded from DINO (:func:`icdlib.checkpoints.load_backbone_weights`).
         token_norm: LayerNorm applied to fused patch tokens for CopyNCE ("fusion head").
         head: LayerNorm -> Linear(C, 1) on the fusion class token.
     """
