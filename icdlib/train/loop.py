@@ -61,7 +61,7 @@ from icdlib.train import distributed as D
 from icdlib.train.mining import cached_neighbours, neighbours_file
 from icdlib.train.objectives import DescriptorObjective, MatcherObjective
 from icdlib.params import to_dict
-from icdlib.train.runs import ARMS, RunConfig, TrainConfig, model_section, resolve_run  # noqa: F401
+from icdlib.train.runs import RunConfig, TrainConfig, model_section, resolve_run  # noqa: F401
 from icdlib.train.state import check_same_run, load_weights, same_run, save_state, set_rng_state, trim_live
 from icdlib.train.schedule import global_batch, lr_schedule, shard
 
