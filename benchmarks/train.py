@@ -29,11 +29,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from icdlib.params import load_params  # noqa: E402
 from icdlib.train import loop as T  # noqa: E402
 from icdlib.data import TracedPairs, collate  # noqa: E402
 from icdlib.data import PROCEDURAL_KINDS, render  # noqa: E402
 
 ARMS = ("infonce", "copynce")
+ARM_DEFS = {"arms": load_params(ROOT / "params.yaml")["arms"]}  # the arms' only definition
 
 
 def pair_pool(run: T.RunConfig, n: int, folder: Path) -> list[dict]:
@@ -90,7 +92,7 @@ def cpu_section(steps: int, tmp: Path, rounds: int = 3) -> dict:
     torch.set_num_threads(2)
     out = {"threads": 2, "batch_size": 64, "preset": "vit_tiny_cpu", "img_size": 112,
            "loadavg_1min_before": os.getloadavg()[0]}  # other processes share these cores
-    runs = {arm: T.resolve_run({}, arm, {"train.batch_size": 64}) for arm in ARMS}
+    runs = {arm: T.resolve_run(ARM_DEFS, arm, {"train.batch_size": 64}) for arm in ARMS}
     batch = batch_of(pair_pool(runs["copynce"], 64, tmp / "cpu"), 64, "cpu")
     steppers = {arm: Stepper(run, "cpu") for arm, run in runs.items()}
     times: dict[str, list[float]] = {arm: [] for arm in ARMS}
@@ -112,9 +114,9 @@ def cuda_section(steps: int, tmp: Path, max_batch: int) -> dict:
     sets = {"descriptor.preset": "vit_small", "pairs.size": 224, "pairs.patch": 16}
     out = {"device": torch.cuda.get_device_name(0), "preset": "vit_small", "img_size": 224,
            "amp": "bf16", "max_batch_tried": max_batch, "by_batch": {}}
-    pool = pair_pool(T.resolve_run({}, "copynce", sets), 64, tmp / "cuda")
+    pool = pair_pool(T.resolve_run(ARM_DEFS, "copynce", sets), 64, tmp / "cuda")
     for arm in ARMS:
-        run = T.resolve_run({}, arm, sets)
+        run = T.resolve_run(ARM_DEFS, arm, sets)
         rows, b, stopped_by = {}, 64, "max_batch"
         while b <= max_batch:
             torch.cuda.reset_peak_memory_stats()
