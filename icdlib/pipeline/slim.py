@@ -81,7 +81,7 @@ def widget_text(states: dict[str, Any], model_id: str) -> str | None:
             text = html.unescape(re.sub(r"<[^>]*>", "", str(s.get("value", ""))))
             parts.append(" ".join(text.replace("\u2007", " ").split()))  # tqdm pads with figure spaces
     has_counts = any(p and re.search(r"\d/\d", p) for p in parts)
-    return " ".join(p if p is not None else ("" if has_counts else counts) for p in parts).strip()
+    return " ".join(p for p in (q if q is not None else ("" if has_counts else counts) for q in parts) if p)
 
 
 def slim_notebook(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:

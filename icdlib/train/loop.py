@@ -293,8 +293,9 @@ def train(
                 for k, v in metrics.items():
                     live.log_metric(f"train/{k}", v)
                 live.next_step()
+            bar.set_postfix({k: f"{metrics[k]:.3g}" for k in ("infonce", "bce", "copynce") if k in metrics},
+                            refresh=False)  # drawn by update(), at most every mininterval s, not every step
             bar.update(1)
-            bar.set_postfix({k: f"{metrics[k]:.3g}" for k in ("infonce", "bce", "copynce") if k in metrics})
             if done % t.checkpoint_every == 0 or done == t.steps:
                 if dist.is_main:
                     save_state(ckpt, run, objective, optimizer, done, final=False)
