@@ -141,12 +141,13 @@ def test_cli_reads_the_working_directory_params_unless_given_one(tmp_path, monke
 
     def n_predictions(*extra):
         assert main(["--data", str(data), "--baseline", "pdq", "--out", "out", *extra]) == 0
-        return json.loads(capsys.readouterr().out)["n_predictions"]
+        summary = json.loads(capsys.readouterr().out)
+        return summary["n_predictions"], summary["params"]
 
-    assert n_predictions() == 4 * 2  # ./params.yaml's eval.k
-    assert n_predictions("--params", "other.yaml") == 4 * 3
+    assert n_predictions() == (4 * 2, "params.yaml")  # ./params.yaml's eval.k
+    assert n_predictions("--params", "other.yaml") == (4 * 3, "other.yaml")
     (tmp_path / "params.yaml").unlink()
-    assert n_predictions() == 4 * 5  # built-in k=10, clipped to the 5 references
+    assert n_predictions() == (4 * 5, "built-in defaults")  # k=10, clipped to the 5 references
     (tmp_path / "params.yaml").write_text("eval: {kk: 2}\n")
     assert main(["--data", str(data), "--baseline", "pdq", "--out", "out"]) == 2
     assert "params.yaml:eval: unknown key(s) kk" in capsys.readouterr().err

@@ -65,7 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--out", required=True, help="output folder")
     args = ap.parse_args(argv)
     try:
-        cfg = eval_config(args.params if args.params is not None else default_params())
+        params = args.params if args.params is not None else default_params()
+        cfg = eval_config(params)
         if args.lce:
             cfg = EvalConfig(**{**to_dict(cfg), "lce": True})
         res = evaluate_benchmark(args.data, args.descriptor, args.matcher, args.auxiliary, args.ground_truth,
@@ -73,7 +74,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    summary = {"split": res.split, "n_predictions": len(res.predictions), "out": str(args.out)}
+    summary = {"split": res.split, "n_predictions": len(res.predictions), "out": str(args.out),
+               "params": str(params) if params is not None else "built-in defaults"}
     if res.metrics is not None:
         summary.update({k: v for k, v in res.metrics.to_dict().items() if k in ("uAP", "RP90", "mAP")})
     print(json.dumps(summary, indent=2))
