@@ -33,11 +33,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from icdlib.params import load_params  # noqa: E402
 from icdlib.train import loop as T  # noqa: E402
 from icdlib.data import TracedPairs, collate  # noqa: E402
 from icdlib.data import PROCEDURAL_KINDS, render  # noqa: E402
 
 ARMS = ("infonce", "copynce")
+ARM_DEFS = {"arms": load_params(ROOT / "params.yaml")["arms"]}  # the arms' only definition
 
 
 def pair_pool(run: T.RunConfig, n: int, folder: Path) -> list[dict]:
@@ -116,9 +118,9 @@ def cuda_section(steps: int, tmp: Path, max_batch: int) -> dict:
     sets = {"descriptor.preset": "vit_small", "pairs.size": 224, "pairs.patch": 16}
     out = {"device": torch.cuda.get_device_name(0), "preset": "vit_small", "img_size": 224,
            "amp": "bf16", "max_batch_tried": max_batch, "by_batch": {}}
-    pool = pair_pool(T.resolve_run({}, "copynce", sets), 64, tmp / "cuda")
+    pool = pair_pool(T.resolve_run(ARM_DEFS, "copynce", sets), 64, tmp / "cuda")
     for arm in ARMS:
-        run = T.resolve_run({}, arm, sets)
+        run = T.resolve_run(ARM_DEFS, arm, sets)
         rows, b, stopped_by = {}, 64, "max_batch"
         while b <= max_batch:
             torch.cuda.reset_peak_memory_stats()
@@ -188,7 +190,6 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     import tempfile
 
-    from icdlib.params import load_params
 
     params = load_params(ROOT / "params.yaml")
 

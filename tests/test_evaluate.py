@@ -133,6 +133,26 @@ def test_pdq_baseline_cli_writes_predictions_and_metrics(tmp_path, capsys):
     assert m["mAP"] == pytest.approx(1.0)
 
 
+def test_cli_reads_the_working_directory_params_unless_given_one(tmp_path, monkeypatch, capsys):
+    data = _benchmark(tmp_path / "bench")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text("eval: {k: 2}\n")
+    (tmp_path / "other.yaml").write_text("eval: {k: 3}\n")
+
+    def n_predictions(*extra):
+        assert main(["--data", str(data), "--baseline", "pdq", "--out", "out", *extra]) == 0
+        summary = json.loads(capsys.readouterr().out)
+        return summary["n_predictions"], summary["params"]
+
+    assert n_predictions() == (4 * 2, "params.yaml")  # ./params.yaml's eval.k
+    assert n_predictions("--params", "other.yaml") == (4 * 3, "other.yaml")
+    (tmp_path / "params.yaml").unlink()
+    assert n_predictions() == (4 * 5, "built-in defaults")  # k=10, clipped to the 5 references
+    (tmp_path / "params.yaml").write_text("eval: {kk: 2}\n")
+    assert main(["--data", str(data), "--baseline", "pdq", "--out", "out"]) == 2
+    assert "params.yaml:eval: unknown key(s) kk" in capsys.readouterr().err
+
+
 def test_cli_reports_bad_arguments_with_exit_code_2(tmp_path, capsys):
     data = _benchmark(tmp_path / "bench")
     assert main(["--data", str(data), "--out", str(tmp_path / "o")]) == 2

@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-from test_train import T, _weights, images, tiny_run  # noqa: F401  (the images fixture)
+from test_train import T, _weights, tiny_run
 
 from icdlib.data import MatcherPairs, PairsConfig, TracedPairs
 from icdlib.data.cache import CachedPairs, build_pair_cache, cache_folder

@@ -56,3 +56,24 @@ def test_descriptor_arms_mine_nothing(stage):
     params, runs = stage
     E.train_arm(params, "copynce", progress=False)
     assert runs[-1].train.knn_checkpoint is None
+
+
+def test_main_runs_publish_their_curves_under_reports_and_a_rerun_replaces_them(stage):
+    params, _ = stage
+    live = params.parent / "runs" / "copynce" / "dvclive"
+    (live / "plots" / "metrics" / "train").mkdir(parents=True)
+    (live / "metrics.json").write_text('{"train": {"loss": 2.5}}')
+    (live / "plots" / "metrics" / "train" / "loss.tsv").write_text("timestamp\tstep\tloss\n0\t1\t3.0\n0\t2\t2.5\n")
+    E.train_arms(params, ["copynce"], progress=False)
+    out = params.parent / "reports" / "train" / "copynce"
+    assert (out / "metrics.json").read_text() == '{"train": {"loss": 2.5}}'
+    assert (out / "plots" / "metrics" / "train" / "loss.tsv").read_text().endswith("2\t2.5\n")
+    (live / "plots" / "metrics" / "train" / "loss.tsv").unlink()
+    E.publish_curves(params, "copynce")
+    assert not (out / "plots" / "metrics" / "train" / "loss.tsv").exists()  # no stale curve survives
+
+
+def test_publishing_a_run_that_never_trained_names_it(stage):
+    params, _ = stage
+    with pytest.raises(FileNotFoundError, match="'infonce'"):
+        E.publish_curves(params, "infonce")

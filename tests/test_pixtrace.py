@@ -15,8 +15,7 @@ from icdlib.pixtrace import patch_overlap as ov
 from icdlib.pixtrace import kernel as ovk
 from icdlib.pixtrace import torch_counts as tc
 from icdlib.pixtrace import trace as pt
-from icdlib.params import section
-from icdlib.pixtrace import Mapping, OverlapConfig, Step, Trace, overlap, overlap_batch, transfer
+from icdlib.pixtrace import Mapping, Step, Trace, overlap, overlap_batch, transfer
 
 
 # ---------------------------------------------------------------- hand-built steps
@@ -418,15 +417,6 @@ def test_mismatched_sizes_raise():
 def test_mapping_compose_checks_sizes():
     with pytest.raises(ValueError, match="cannot compose"):
         Mapping.identity((8, 8)).then(Mapping.identity((9, 8)))
-
-
-def test_overlap_config_from_params():
-    cfg = section({"pixtrace": {"patch": 8}}, "pixtrace", OverlapConfig)
-    assert cfg.patch == 8 and cfg.chunk == OverlapConfig.chunk
-    with pytest.raises(ValueError, match="pachh"):
-        section({"pixtrace": {"pachh": 8}}, "pixtrace", OverlapConfig)
-    with pytest.raises(ValueError, match="patch"):
-        OverlapConfig(patch=0)
 
 
 # ---------------------------------------------------------------- compiled CPU path

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from icdlib.params import load_params
 from icdlib.train import cli as train_cli
 from icdlib.train import loop as T
 from icdlib.train.mining import knn_from_features, neighbours_file
@@ -38,25 +39,16 @@ TINY_MODEL = {
 }
 
 
+# The arms are defined only in params.yaml: tests resolve them from the repository's file.
+ARMS = {"arms": load_params(Path(__file__).resolve().parents[1] / "params.yaml")["arms"]}
+
+
 def tiny_run(arm="copynce", **extra) -> T.RunConfig:
     kind = "matcher" if arm.startswith("matcher") else "descriptor"
     sets = dict(TINY)
     sets.update({f"{T.model_section(kind)}.{k}": v for k, v in TINY_MODEL[kind].items()})
     sets.update(extra)
-    return T.resolve_run({}, arm, sets)
-
-
-@pytest.fixture(scope="module")
-def images(tmp_path_factory) -> list[Path]:
-    from icdlib.data import PROCEDURAL_KINDS, render
-
-    root = tmp_path_factory.mktemp("sources")
-    paths = []
-    for i in range(16):
-        p = root / f"T{i:06d}.png"
-        render(PROCEDURAL_KINDS[i % len(PROCEDURAL_KINDS)], i, 48).save(p)
-        paths.append(p)
-    return paths
+    return T.resolve_run(ARMS, arm, sets)
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
@@ -113,14 +105,21 @@ def test_shards_of_all_ranks_and_microsteps_reassemble_the_global_batch():
 
 # -------------------------------------------------------------------------- config
 def test_arm_and_sets_override_params_and_unknown_keys_are_named():
-    run = T.resolve_run({"train": {"steps": 90}}, "copynce", ["train.lr=0.01"])
+    run = T.resolve_run({**ARMS, "train": {"steps": 90}}, "copynce", ["train.lr=0.01"])
     assert run.train.w_copynce == 5.0 and run.train.gamma == 3.0
     assert run.train.steps == 90 and run.train.lr == 0.01
-    assert T.resolve_run({}, "copynce_uniform").pairs.targets == "uniform"
+    assert T.resolve_run(ARMS, "copynce_uniform").pairs.targets == "uniform"
     with pytest.raises(ValueError, match="stepz"):
         T.resolve_run({}, None, ["train.stepz=3"])
-    with pytest.raises(ValueError, match="nope"):
-        T.resolve_run({}, "nope")
+    with pytest.raises(ValueError, match="'nope'.*known arms: infonce, copynce"):
+        T.resolve_run(ARMS, "nope")
+
+
+def test_arms_exist_only_in_the_params_file():
+    with pytest.raises(ValueError, match="unknown arm 'copynce'.*no arms section"):
+        T.resolve_run({}, "copynce")  # no built-in copy of the arms
+    with pytest.raises(ValueError, match="arms.bad: expected a mapping"):
+        T.resolve_run({"arms": {"bad": 3}}, "bad")
 
 
 def test_params_arms_section_adds_an_arm():
@@ -140,7 +139,7 @@ def test_knn_skips_the_image_itself_and_orders_by_similarity():
 
 def test_model_input_size_must_match_pairs_size():
     with pytest.raises(ValueError, match="pairs size/patch"):
-        T.resolve_run({}, "infonce", {"pairs.size": 64})
+        T.resolve_run(ARMS, "infonce", {"pairs.size": 64})
 
 
 # --------------------------------------------------------------------- training runs
@@ -281,7 +280,7 @@ def test_cli_trains_an_arm_from_a_params_file_and_rejects_a_bad_set(images, tmp_
         (data / folder).mkdir(parents=True)
     for p in images[:8]:
         (data / "training_images" / p.name).symlink_to(p)
-    params = {"seed": 3, "paths": {"data": "disc"}, "train": {"steps": 2, "warmup_steps": 0}}
+    params = {"seed": 3, "paths": {"data": "disc"}, "train": {"steps": 2, "warmup_steps": 0}, **ARMS}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     args = ["--params", str(tmp_path / "params.yaml"), "--arm", "infonce", "--out", str(tmp_path / "run")]
     sets = [a for k, v in TINY.items() if k not in ("train.steps", "train.warmup_steps")

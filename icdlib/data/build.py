@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bars: logged by papermill --log-output, kept by the saved notebook
 
 from icdlib import edits
 from icdlib.edits import EditConfig

@@ -25,7 +25,7 @@ import warnings
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bars: logged by papermill --log-output, kept by the saved notebook
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 

@@ -61,8 +61,10 @@ class PairsConfig:
     reference_families: tuple[str, ...] | None = ("geometric", "photometric")  # copy-vs-copy reference edits: milder
     donors: str = "training"  # composite edits paste other training images ("procedural": drawn ones)
     knn: int = 7  # descriptor: second pair from one of the first 7 neighbours (method s.4)
-    pos_rate: float = 0.3  # matcher: share of positive pairs (released matcher config)
-    neg_knn_p: float = 0.5  # matcher negatives: query from a kNN neighbour with this probability
+    # matcher pairs: balanced, uniform negatives at CPU scale (params.yaml says why); the
+    # released matcher config (the disc21 profile) draws 0.3 positives and neg_knn_p 0.5
+    pos_rate: float = 0.5  # matcher: share of positive pairs
+    neg_knn_p: float = 0.0  # matcher negatives: query from a kNN neighbour with this probability
     neg_edit_p: float = 0.5  # matcher negatives: query edited with this probability, else only resized
 
     def __post_init__(self):

@@ -16,8 +16,11 @@ exactly the object ``python -m icdlib.metrics`` prints for those two files, and
 ``DIR/eval_config.json`` records the resolved configuration and inputs.
 
 The query split defaults to ``queries`` (single ``query_images/`` layout), else
-``dev_queries``, else ``final_queries``. Knobs come from ``params.yaml:eval``
-(:class:`icdlib.eval.retrieval.EvalConfig`); the work is :mod:`icdlib.eval.engine`'s.
+``dev_queries``, else ``final_queries``. Knobs come from the ``eval`` section
+(:class:`icdlib.eval.retrieval.EvalConfig`) of ``--params``, by default of
+``./params.yaml`` when there is one (as ``python -m icdlib.train`` reads it), else the
+built-in defaults, which equal the repository's params.yaml. The work is
+:mod:`icdlib.eval.engine`'s.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from typing import Sequence
 
 from icdlib.eval.engine import evaluate_benchmark
 from icdlib.eval.retrieval import EvalConfig
-from icdlib.params import load_params, section, to_dict
+from icdlib.params import DEFAULT_PARAMS, load_params, section, to_dict
 
 
 def eval_config(params_path: str | Path | None) -> EvalConfig:
@@ -38,6 +41,11 @@ def eval_config(params_path: str | Path | None) -> EvalConfig:
     if params_path is None:
         return EvalConfig()
     return section(load_params(params_path), "eval", EvalConfig, source=str(params_path))
+
+
+def default_params() -> Path | None:
+    """``./params.yaml`` when the working directory has one, else None (built-in defaults)."""
+    return DEFAULT_PARAMS if DEFAULT_PARAMS.is_file() else None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -50,12 +58,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--auxiliary", help="root whose training_images/ normalise scores")
     ap.add_argument("--ground-truth", help="ground-truth CSV (default: the root's file for the split)")
     ap.add_argument("--split", help="query split: queries, dev_queries or final_queries")
-    ap.add_argument("--params", help="params.yaml to read the eval section from (default: built-in defaults)")
-    ap.add_argument("--lce", action="store_true", help="Local Crop Ensembling for the matcher")
+    ap.add_argument("--params", help="params file whose eval section sets k, index, batch sizes, workers, device"
+                    " and score normalisation (default: ./params.yaml if it exists, else built-in defaults)")
+    ap.add_argument("--lce", action="store_true",
+                    help="Local Crop Ensembling for the matcher: rescore every candidate with 35 crop pairs")
     ap.add_argument("--out", required=True, help="output folder")
     args = ap.parse_args(argv)
     try:
-        cfg = eval_config(args.params)
+        params = args.params if args.params is not None else default_params()
+        cfg = eval_config(params)
         if args.lce:
             cfg = EvalConfig(**{**to_dict(cfg), "lce": True})
         res = evaluate_benchmark(args.data, args.descriptor, args.matcher, args.auxiliary, args.ground_truth,
@@ -63,7 +74,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    summary = {"split": res.split, "n_predictions": len(res.predictions), "out": str(args.out)}
+    summary = {"split": res.split, "n_predictions": len(res.predictions), "out": str(args.out),
+               "params": str(params) if params is not None else "built-in defaults"}
     if res.metrics is not None:
         summary.update({k: v for k, v in res.metrics.to_dict().items() if k in ("uAP", "RP90", "mAP")})
     print(json.dumps(summary, indent=2))

@@ -44,7 +44,7 @@ class EvalConfig:
     index: str = "Flat"  # faiss factory string; exact search is affordable below ~1M refs
     nprobe: int = 16  # IVF lists visited per query (ignored by Flat)
     batch_size: int = 64  # images per descriptor forward pass; fits CPU RAM at 224 px
-    num_workers: int = 2  # decoding processes; the reference machine has 2 cores
+    num_workers: int = 1  # decoding processes; on the 2-core reference machine the other one embeds
     img_size: int = 0  # model input side; 0 = the checkpoint's own config img_size
     norm_alpha: float = 1.0  # score normalisation weight (method.md s.6)
     norm_start: int = 1  # first auxiliary rank averaged (0-based; skips the nearest)

@@ -18,7 +18,7 @@ from icdlib.pipeline.stage import AblationConfig, DatasetConfig, LaunchConfig, P
 from icdlib.train import TrainConfig, resolve_run
 
 TOP_LEVEL = {"profile", "seed", "paths", "dataset", "data", "edits", "pairs", "descriptor", "matcher",
-             "train", "arms", "eval", "ablation", "report", "launch", "viz"}
+             "train", "arms", "eval", "ablation", "report", "launch"}
 
 
 def load_all(params: dict[str, Any], source: str = "params.yaml") -> dict[str, Any]:

@@ -40,7 +40,7 @@ class PathsConfig:
     features: str = "features"
     reports: str = "reports"
     backbone: str | None = None  # DINO-format ViT weights for every trunk; None = random init
-    matcher_backbone: str | None = None  # the matcher trunk's start instead (e.g. a trained descriptor)
+    matcher_backbone: str | None = "models/descriptor_copynce.pt"  # the matcher trunk's start (null: backbone)
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ class AblationConfig:
 
     arms: tuple[str, ...] = ("infonce", "copynce", "copynce_gamma1", "copynce_lam1", "copynce_c2c", "copynce_uniform")
     seeds: tuple[int, ...] = (0, 1, 2)  # at least 3 seeds to show the spread
-    steps: int = 150  # every arm of a seed shares the data order and the step count
+    steps: int = 40  # short (CPU budget); every arm of a seed shares the data order and the step count
 
     def __post_init__(self):
         if int(self.steps) < 1:

@@ -93,8 +93,41 @@ def _torchrun(st: Stage, arm: str, run_dir: Path, sets: Sequence[tuple[str, Any]
 
 
 def train_arms(params_file: str | Path, arms: Sequence[str], progress: bool = True) -> dict[str, Path]:
-    """:func:`train_arm` for each of ``arms`` (the main runs, seed from params); name -> checkpoint."""
-    return {arm: train_arm(params_file, arm, progress=progress) for arm in arms}
+    """:func:`train_arm` for each of ``arms`` (the main runs, seed from params); name -> checkpoint.
+
+    Each run's DVCLive curves are then published to ``paths.reports/train/<arm>/`` (:func:`publish_curves`).
+    """
+    out = {}
+    for arm in arms:
+        out[arm] = train_arm(params_file, arm, progress=progress)
+        publish_curves(params_file, arm)
+    return out
+
+
+LIVE_FILES = ("metrics.json", "params.yaml")  # DVCLive's last values and logged params
+
+
+def publish_curves(params_file: str | Path, run_name: str) -> Path:
+    """Copy a run's DVCLive files into ``paths.reports/train/<run_name>/``; that folder.
+
+    The run folder (``paths.runs``) is resumable scratch space that git ignores; the copy is
+    what git versions and what ``dvc plots`` / ``dvc exp show`` read: ``metrics.json`` (last
+    values), ``params.yaml`` and ``plots/metrics/train/<metric>.tsv`` (``timestamp, step, <metric>``).
+    """
+    st = Stage(params_file)
+    live = st.path("runs", run_name, "dvclive")
+    if not (live / "metrics.json").is_file():
+        raise FileNotFoundError(f"no DVCLive metrics.json under {live}: has run {run_name!r} trained?")
+    dest = st.path("reports", "train", run_name)
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    for name in LIVE_FILES:
+        if (live / name).is_file():
+            shutil.copyfile(live / name, dest / name)
+    if (live / "plots" / "metrics").is_dir():
+        shutil.copytree(live / "plots" / "metrics", dest / "plots" / "metrics")
+    return dest
 
 
 def training_curves(params_file: str | Path, runs: Sequence[str]) -> pd.DataFrame:

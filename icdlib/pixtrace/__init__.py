@@ -14,10 +14,10 @@ sizes are ``(width, height)``.
 
 from icdlib.pixtrace.trace import Mapping, Size, Step, Trace, patch_grid, pixel_centres, transfer
 from icdlib.pixtrace.patch_overlap import (
-    OverlapConfig, overlap, overlap_batch, overlap_from_mappings,
+    overlap, overlap_batch, overlap_from_mappings,
 )
 
 __all__ = [
-    "Mapping", "OverlapConfig", "Size", "Step", "Trace", "overlap", "overlap_batch",
+    "Mapping", "Size", "Step", "Trace", "overlap", "overlap_batch",
     "overlap_from_mappings", "patch_grid", "pixel_centres", "transfer",
 ]

@@ -17,28 +17,13 @@ expression (``u * x + off``, no fused multiply-add), so the paths agree bit for 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 
 from icdlib.pixtrace import kernel as overlap_kernel
-from icdlib.pixtrace.torch_counts import CPU_CHUNK, grids, overlap_torch
+from icdlib.pixtrace.torch_counts import grids, overlap_torch
 from icdlib.pixtrace.trace import Mapping, Trace, transfer
-
-
-@dataclass(frozen=True)
-class OverlapConfig:
-    """``params.yaml:pixtrace`` -- patch-overlap targets."""
-
-    patch: int = 16  # ViT-S/16 patch size: 14 x 14 = 196 patches at 224 px, as CopyNCE uses
-    chunk: int = CPU_CHUNK  # torch path, CPU pairs per pass: (32, 224, 47) float64 temps stay in cache
-
-    def __post_init__(self):
-        if int(self.patch) < 1:
-            raise ValueError(f"pixtrace: patch must be >= 1, got {self.patch}")
-        if int(self.chunk) < 1:
-            raise ValueError(f"pixtrace: chunk must be >= 1, got {self.chunk}")
 
 
 def overlap(query: Trace, reference: Trace, patch: int, device: str | torch.device = "cpu"):

@@ -10,9 +10,9 @@
 """
 
 from icdlib.train.loop import CHECKPOINT, FINAL, train, training_images
-from icdlib.train.runs import ARMS, RunConfig, TrainConfig, apply_overrides, parse_sets, resolve_run
+from icdlib.train.runs import RunConfig, TrainConfig, apply_overrides, arm_names, parse_sets, resolve_run
 
 __all__ = [
-    "ARMS", "CHECKPOINT", "FINAL", "RunConfig", "TrainConfig", "apply_overrides", "parse_sets",
+    "CHECKPOINT", "FINAL", "RunConfig", "TrainConfig", "apply_overrides", "arm_names", "parse_sets",
     "resolve_run", "train", "training_images",
 ]

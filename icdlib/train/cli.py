@@ -8,10 +8,24 @@ import sys
 from pathlib import Path
 
 import torch
+import yaml
 
 from icdlib.params import load_params
 from icdlib.train.loop import train
-from icdlib.train.runs import ARMS, resolve_run
+from icdlib.train.runs import arm_names, resolve_run
+
+
+def _arms_help(argv: list[str] | None) -> str:
+    """The ``--arm`` help: the arms of the params file named by ``--params`` (if readable)."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--params", default="params.yaml")
+    path = pre.parse_known_args(argv)[0].params
+    try:
+        names = arm_names(load_params(path), str(path))
+    except (OSError, ValueError, yaml.YAMLError):
+        names = []
+    listed = f": {', '.join(names)}" if names else ""
+    return f"named arm of the params file's 'arms' section{listed}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         description="Train a descriptor or matcher arm (single process, or DDP under torchrun).",
     )
     p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
-    p.add_argument("--arm", default=None, help=f"named arm: {', '.join(ARMS)} or one from params 'arms'")
+    p.add_argument("--arm", default=None, help=_arms_help(argv))
     p.add_argument("--out", required=True, help="run folder (checkpoint.pt, model.pt, dvclive/)")
     p.add_argument("--data", default=None, help="DISC21-layout data root (default: params paths.data)")
     p.add_argument("--init", default=None, help="start from this checkpoint's weights (fine-tuning)")

@@ -51,7 +51,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bars: logged by papermill --log-output, kept by the saved notebook
 
 from icdlib.checkpoints import load_backbone_weights
 from icdlib.data import Disc21, MatcherPairs, TracedPairs, collate
@@ -62,7 +62,7 @@ from icdlib.train import distributed as D
 from icdlib.train.mining import cached_neighbours, neighbours_file
 from icdlib.train.objectives import DescriptorObjective, MatcherObjective
 from icdlib.params import to_dict
-from icdlib.train.runs import ARMS, RunConfig, TrainConfig, model_section, resolve_run  # noqa: F401
+from icdlib.train.runs import RunConfig, TrainConfig, model_section, resolve_run  # noqa: F401
 from icdlib.train.state import check_same_run, load_weights, same_run, save_state, set_rng_state, trim_live
 from icdlib.train.schedule import global_batch, lr_schedule, shard
 
@@ -311,8 +311,9 @@ def train(
                 for k, v in metrics.items():
                     live.log_metric(f"train/{k}", v)
                 live.next_step()
+            bar.set_postfix({k: f"{metrics[k]:.3g}" for k in ("infonce", "bce", "copynce") if k in metrics},
+                            refresh=False)  # drawn by update(), at most every mininterval s, not every step
             bar.update(1)
-            bar.set_postfix({k: f"{metrics[k]:.3g}" for k in ("infonce", "bce", "copynce") if k in metrics})
             if done % t.checkpoint_every == 0 or done == t.steps:
                 if dist.is_main:
                     save_state(ckpt, run, objective, optimizer, done, final=False)

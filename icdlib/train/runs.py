@@ -4,8 +4,8 @@ A *run* is everything one training run reads: the ``train`` section
 (:class:`TrainConfig`), the model section of its kind (``descriptor`` or ``matcher``,
 owned by :mod:`icdlib.models`) and the ``pairs`` section (:mod:`icdlib.data.pairs`). An *arm*
 is a named set of dotted overrides (``{"train.w_copynce": 5.0, "pairs.targets":
-"uniform"}``) applied to params before the configs are built; :data:`ARMS` holds the
-paper's arms and ablations, and a params.yaml section ``arms`` adds or replaces them.
+"uniform"}``) applied to params before the configs are built. Arms are defined in one
+place only: the ``arms`` section of params.yaml (the paper's arms and ablations).
 """
 
 from __future__ import annotations
@@ -23,21 +23,24 @@ from icdlib.params import section, to_dict
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """params.yaml section ``train`` (CPU profile defaults; method.md s.5 and s.8)."""
+    """params.yaml section ``train`` (method.md s.5 and s.8).
+
+    Defaults equal params.yaml's default profile (tests/test_defaults.py checks it).
+    """
 
     kind: str = "descriptor"  # "descriptor" | "matcher": which model this run trains
-    steps: int = 250  # optimiser steps; ~5 min on 2 CPU threads at the CPU preset (s.8)
+    steps: int = 450  # optimiser steps; about 8 min on 2 CPU cores at the CPU preset (s.8)
     batch_size: int = 64  # global pairs per step, all processes and micro-steps together
     lr: float = 5e-4  # peak AdamW lr; s.8 calibration (paper: 6e-4 * sqrt(B/1024))
     weight_decay: float = 0.05  # s.8 calibration (paper: 0.04)
-    warmup_steps: int = 25  # 10% of steps: keeps early random-init updates small
+    warmup_steps: int = 23  # 5% of steps: keeps early random-init updates small
     warmup_start: float = 0.01  # warm-up starts at 1% of lr, as the released configs
     min_lr: float = 2e-6  # cosine floor of the released configs
     grad_clip: float = 3.0  # max global grad norm, released configs; 0 disables
     grad_accum: int = 1  # micro-steps per optimiser step (in-batch negatives per micro-batch)
     amp: bool = True  # bf16 autocast on CUDA (CopyNCE itself stays fp32)
     amp_cpu: bool = False  # bf16 autocast on CPU too, where the processor has bf16 units (AMX, AVX512-BF16)
-    workers: int = 2  # DataLoader worker processes per rank (edits + tracing are CPU-bound)
+    workers: int = 1  # DataLoader processes per rank (edits + tracing); on 2 cores the other one trains
     checkpoint_every: int = 50  # steps between resumable checkpoints (~1 min on CPU)
     seed: int = 0  # data order, edits, init; stochastic layers draw from (seed, step, rank)
     w_infonce: float = 1.0  # descriptor InfoNCE weight (method.md s.4)
@@ -78,21 +81,6 @@ class TrainConfig:
             )
         if self.grad_clip < 0:
             raise ValueError(f"train.grad_clip must be >= 0, got {self.grad_clip}")
-
-
-# Named arms: dotted overrides applied to params before the configs are built. A
-# params.yaml section ``arms`` adds arms or replaces these by name.
-ARMS: dict[str, dict[str, Any]] = {
-    "infonce": {"train.kind": "descriptor", "train.w_copynce": 0.0},
-    "copynce": {"train.kind": "descriptor", "train.w_copynce": 5.0, "train.gamma": 3.0,
-                "train.lam": 0.5, "train.scale": 16.0},
-    "copynce_gamma1": {"train.kind": "descriptor", "train.w_copynce": 5.0, "train.gamma": 1.0},
-    "copynce_lam1": {"train.kind": "descriptor", "train.w_copynce": 5.0, "train.lam": 1.0},
-    "copynce_c2c": {"train.kind": "descriptor", "train.w_copynce": 5.0, "pairs.copy_vs_copy": 0.5},
-    "copynce_uniform": {"train.kind": "descriptor", "train.w_copynce": 5.0, "pairs.targets": "uniform"},
-    "matcher_bce": {"train.kind": "matcher", "train.w_copynce": 0.0},
-    "matcher_copynce": {"train.kind": "matcher", "train.w_copynce": 3.0, "train.gamma": 1.0},
-}
 
 
 @dataclass(frozen=True)
@@ -149,10 +137,10 @@ def resolve_run(params: dict, arm: str | None = None, sets: Sequence[str] | dict
     """Resolve a params dict, an arm name and overrides into a :class:`RunConfig`.
 
     Args:
-        params: parsed params.yaml (sections ``train``, ``pairs``, the model's; optional
-            ``arms`` mapping name -> {dotted key: value} that adds to :data:`ARMS`; a
+        params: parsed params.yaml (sections ``train``, ``pairs``, the model's; ``arms``
+            mapping name -> {dotted key: value}, the only definition of the arms; a
             top-level ``seed`` is the default of ``train.seed``).
-        arm: arm name or None (params as they are).
+        arm: name of an arm of ``params["arms"]``, or None (params as they are).
         sets: ``["train.steps=10"]`` strings or a ``{"train.steps": 10}`` dict, applied
             after the arm.
     """
@@ -160,10 +148,14 @@ def resolve_run(params: dict, arm: str | None = None, sets: Sequence[str] | dict
     if "seed" in params and "seed" not in (params.get("train") or {}):
         overrides.append(("train.seed", int(params["seed"])))  # the file's global seed
     if arm:
-        arms = {**ARMS, **(params.get("arms") or {})}
+        arms = arm_names(params, source)
         if arm not in arms:
-            raise ValueError(f"unknown arm {arm!r}; known arms: {', '.join(sorted(arms))}")
-        overrides += list((arms[arm] or {}).items())
+            known = ", ".join(arms) if arms else f"none: {source} has no arms section"
+            raise ValueError(f"{source}: unknown arm {arm!r}; known arms: {known}")
+        spec = params["arms"][arm] or {}
+        if not isinstance(spec, dict):
+            raise ValueError(f"{source}:arms.{arm}: expected a mapping of dotted keys, got {spec!r}")
+        overrides += list(spec.items())
     overrides += list(sets.items()) if isinstance(sets, dict) else parse_sets(sets)
     raw = apply_overrides(params, overrides)
     tcfg = section(raw, "train", TrainConfig, source)
@@ -174,6 +166,14 @@ def resolve_run(params: dict, arm: str | None = None, sets: Sequence[str] | dict
             f"{mcfg.img_size}/{mcfg.patch_size} differ from pairs size/patch {pcfg.size}/{pcfg.patch}"
         )
     return RunConfig(arm or "", tcfg, mcfg, pcfg, tuple(overrides))
+
+
+def arm_names(params: dict, source: str = "params.yaml") -> list[str]:
+    """The arm names of ``params["arms"]`` in file order (``[]`` without the section)."""
+    arms = params.get("arms") or {}
+    if not isinstance(arms, dict):
+        raise ValueError(f"{source}:arms: expected a mapping name -> overrides, got {type(arms).__name__}")
+    return list(arms)
 
 
 # ----------------------------------------------------------------- adapters to models/pairs

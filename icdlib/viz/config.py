@@ -1,12 +1,14 @@
-"""``params.yaml:viz``: the explorer's starting state."""
+"""The explorer's starting state.
+
+The explorer is no pipeline stage and params.yaml has no section for it: these defaults
+are the only ones, and the explorer notebook's ``parameters`` cell overrides them.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from icdlib.data import PROCEDURAL_KINDS
-from icdlib.params import section
 
 
 SOURCE_MODES = ("procedural", "disc21", "upload")
@@ -14,7 +16,7 @@ SOURCE_MODES = ("procedural", "disc21", "upload")
 
 @dataclass(frozen=True)
 class VizConfig:
-    """``params.yaml:viz``: the explorer's starting state."""
+    """The explorer's starting state (no params.yaml section; see the module docstring)."""
 
     source_kind: str = "mixed"  # richest procedural family: shapes, 1/f noise and text
     seed: int = 0  # procedural source seed
@@ -41,7 +43,3 @@ class VizConfig:
             raise ValueError(f"viz.correspondence_grid: must be >= 1, got {self.correspondence_grid}")
         if self.affinity_scale <= 0:
             raise ValueError(f"viz.affinity_scale: must be > 0, got {self.affinity_scale}")
-
-    @staticmethod
-    def from_params(params: dict[str, Any]) -> "VizConfig":
-        return section(params, "viz", VizConfig)
