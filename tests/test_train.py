@@ -127,6 +127,30 @@ def test_params_arms_section_adds_an_arm():
     assert T.resolve_run(params, "strong").train.w_copynce == 9.0
 
 
+def test_arm_precedence_is_section_then_arm_then_sets_and_shadowed_values_are_listed():
+    """Regression: arm keys silently overrode train.*, so `dvc exp run -S train.steps=...`
+    did nothing for the matcher arms. Arms may be nested, so DVC can address their keys,
+    and the values an arm replaces are reported."""
+    params = {"train": {"steps": 900, "lr": 0.01},
+              "arms": {"m": {"train": {"steps": 400, "lr": 0.01}}, "d": {"train.w_copynce": 5.0}}}
+    m = T.resolve_run(params, "m")
+    assert m.train.steps == 400 and m.shadowed == (("train.steps", 900, 400),)  # lr: same value, not shadowed
+    assert T.resolve_run(params, "m", ["train.steps=70"]).train.steps == 70  # explicit overrides win
+    d = T.resolve_run(params, "d")
+    assert d.train.steps == 900 and d.shadowed == ()
+    with pytest.raises(ValueError, match=r"arms.x.lr: expected a section of keys or a dotted"):
+        T.resolve_run({"arms": {"x": {"train": {"steps": 40}, "lr": 3}}}, "x")
+
+
+def test_the_edits_section_reaches_the_training_pairs():
+    """Regression: training pairs were built without params.yaml's edits section."""
+    run = T.resolve_run({**ARMS, "edits": {"max_edits": 1}}, "copynce")
+    assert run.edits is not None and run.edits.max_edits == 1
+    assert T._dataset(run, [Path("a.png"), Path("b.png")], None).edit_config == run.edits
+    assert run.to_dict()["edits"]["max_edits"] == 1  # saved with the run, checked on resume
+    assert T.resolve_run(ARMS, "copynce").edits is None  # no section: the library's defaults
+
+
 # -------------------------------------------------------------------------- mining
 def test_knn_skips_the_image_itself_and_orders_by_similarity():
     f = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.6, 0.8]], dtype=np.float32)

@@ -47,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
         params = load_params(args.params)
         sets = list(args.sets) + ([f"train.init={args.init}"] if args.init else [])
         run = resolve_run(params, args.arm, sets, source=str(args.params))
+        if int(os.environ.get("RANK", "0")) == 0:
+            for key, base, value in run.shadowed:  # arm keys win over their sections: say so
+                print(f"arm {args.arm}: {key} = {value!r} (its section says {base!r})", file=sys.stderr)
         data = args.data
         if data is None:
             data = (params.get("paths") or {}).get("data")

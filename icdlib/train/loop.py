@@ -78,9 +78,8 @@ def _build_model(run: RunConfig) -> nn.Module:
 
 
 def _dataset(run: RunConfig, paths: list[Path], neighbours: np.ndarray | None):
-    if run.train.kind == "descriptor":
-        return TracedPairs(paths, run.pairs, run.train.seed, neighbours=neighbours)
-    return MatcherPairs(paths, run.pairs, run.train.seed, neighbours=neighbours)
+    make = TracedPairs if run.train.kind == "descriptor" else MatcherPairs
+    return make(paths, run.pairs, run.train.seed, neighbours=neighbours, edit_config=run.edits)
 
 
 def _objective(run: RunConfig, model: nn.Module) -> nn.Module:

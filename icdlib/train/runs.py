@@ -2,10 +2,19 @@
 
 A *run* is everything one training run reads: the ``train`` section
 (:class:`TrainConfig`), the model section of its kind (``descriptor`` or ``matcher``,
-owned by :mod:`icdlib.models`) and the ``pairs`` section (:mod:`icdlib.data.pairs`). An *arm*
-is a named set of dotted overrides (``{"train.w_copynce": 5.0, "pairs.targets":
-"uniform"}``) applied to params before the configs are built. Arms are defined in one
-place only: the ``arms`` section of params.yaml (the paper's arms and ablations).
+owned by :mod:`icdlib.models`), the ``pairs`` section (:mod:`icdlib.data.pairs`) and the
+``edits`` section (:class:`icdlib.edits.EditConfig`, the edit chains of the query). An
+*arm* is a named set of overrides of those sections, nested
+(``{"train": {"w_copynce": 5.0}, "pairs": {"targets": "uniform"}}``) or dotted
+(``{"train.w_copynce": 5.0}``), applied to params before the configs are built. Arms are
+defined in one place only: the ``arms`` section of params.yaml.
+
+Precedence, lowest first: the sections of params.yaml, then the arm, then explicit
+overrides (``--set``, the pipeline's seed and step counts). An arm's key therefore wins
+over the same key of its section: ``dvc exp run -S train.steps=900`` changes every arm
+that does not set ``train.steps`` itself, and ``-S arms.matcher_bce.train.steps=900``
+changes that arm. :attr:`RunConfig.shadowed` lists the section values an arm replaced,
+and ``python -m icdlib.train`` prints them.
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ from typing import Any, Sequence
 import yaml
 
 from icdlib.data import pairs_config
+from icdlib.edits import EditConfig
 from icdlib.models import CONFIGS
 from icdlib.params import section, to_dict
 
@@ -95,10 +105,13 @@ class RunConfig:
     model: Any
     pairs: Any
     overrides: tuple = ()
+    edits: Any = None  # EditConfig of the params' edits section; None: the edit library's defaults
+    shadowed: tuple = ()  # (key, section value, arm value) for every section value the arm replaced
 
     def to_dict(self) -> dict:
         return {"arm": self.arm, "train": to_dict(self.train), "model": to_dict(self.model),
-                "pairs": to_dict(self.pairs), "overrides": [list(o) for o in self.overrides]}
+                "pairs": to_dict(self.pairs), "edits": to_dict(self.edits) if self.edits is not None else None,
+                "overrides": [list(o) for o in self.overrides]}
 
 
 def parse_sets(sets: Sequence[str]) -> list[tuple[str, Any]]:
@@ -154,8 +167,12 @@ def resolve_run(params: dict, arm: str | None = None, sets: Sequence[str] | dict
             raise ValueError(f"{source}: unknown arm {arm!r}; known arms: {known}")
         spec = params["arms"][arm] or {}
         if not isinstance(spec, dict):
-            raise ValueError(f"{source}:arms.{arm}: expected a mapping of dotted keys, got {spec!r}")
-        overrides += list(spec.items())
+            raise ValueError(f"{source}:arms.{arm}: expected a mapping of (dotted) keys, got {spec!r}")
+        arm_keys = flatten_overrides(spec, f"{source}:arms.{arm}")
+        shadowed = tuple((k, _get(params, k), v) for k, v in arm_keys if _has(params, k) and _get(params, k) != v)
+        overrides += arm_keys
+    else:
+        shadowed = ()
     overrides += list(sets.items()) if isinstance(sets, dict) else parse_sets(sets)
     raw = apply_overrides(params, overrides)
     tcfg = section(raw, "train", TrainConfig, source)
@@ -165,7 +182,40 @@ def resolve_run(params: dict, arm: str | None = None, sets: Sequence[str] | dict
             f"{source}: {model_section(tcfg.kind)} img_size/patch_size "
             f"{mcfg.img_size}/{mcfg.patch_size} differ from pairs size/patch {pcfg.size}/{pcfg.patch}"
         )
-    return RunConfig(arm or "", tcfg, mcfg, pcfg, tuple(overrides))
+    ecfg = section(raw, "edits", EditConfig, source) if "edits" in raw else None
+    return RunConfig(arm or "", tcfg, mcfg, pcfg, tuple(overrides), ecfg, shadowed)
+
+
+def flatten_overrides(spec: dict, where: str, prefix: str = "") -> list[tuple[str, Any]]:
+    """``{"train": {"steps": 4}, "pairs.size": 64}`` -> ``[("train.steps", 4), ("pairs.size", 64)]``."""
+    out = []
+    for key, value in spec.items():
+        if not isinstance(key, str) or not key:
+            raise ValueError(f"{where}: keys must be section names or dotted keys, got {key!r}")
+        dotted = f"{prefix}.{key}" if prefix else key
+        if isinstance(value, dict) and "." not in dotted:
+            out += flatten_overrides(value, f"{where}.{key}", dotted)
+        elif "." not in dotted:
+            raise ValueError(f"{where}.{key}: expected a section of keys or a dotted section.key, got {value!r}")
+        else:
+            out.append((dotted, value))
+    return out
+
+
+def _has(params: dict, dotted: str) -> bool:
+    node = params
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def _get(params: dict, dotted: str) -> Any:
+    node = params
+    for part in dotted.split("."):
+        node = node[part]
+    return node
 
 
 def arm_names(params: dict, source: str = "params.yaml") -> list[str]:

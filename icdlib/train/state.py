@@ -70,8 +70,8 @@ def check_same_run(saved: dict, run: RunConfig, ckpt: Path) -> None:
     """Refuse to resume a checkpoint written by a different configuration."""
     now = run.to_dict()
     diffs = []
-    for part in ("train", "model", "pairs"):
-        old, new = saved.get(part, {}), now[part]
+    for part in ("train", "model", "pairs", "edits"):
+        old, new = saved.get(part) or {}, now.get(part) or {}
         for key in sorted(set(old) | set(new)):
             if part == "train" and key in RESUME_FREE:
                 continue
