@@ -43,6 +43,7 @@ Throughput per arm and device: ``python benchmarks/train.py`` writes
 from __future__ import annotations
 
 import contextlib
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -68,6 +69,15 @@ from icdlib.train.schedule import global_batch, lr_schedule, shard
 CHECKPOINT = "checkpoint.pt"  # latest resumable state, rewritten atomically
 FINAL = "model.pt"  # final weights, loadable with icdlib.checkpoints.load_model
 LIVE_DIR = "dvclive"
+
+
+def clear_outputs(out: Path) -> None:
+    """Delete what an earlier run left in ``out``: checkpoint, final model (both formats),
+    DVCLive logs. Mined kNN tables stay: their names hash their inputs, so none is stale."""
+    final = out / FINAL
+    for f in (out / CHECKPOINT, final, final.with_suffix(".safetensors"), final.with_suffix(".json")):
+        f.unlink(missing_ok=True)
+    shutil.rmtree(out / LIVE_DIR, ignore_errors=True)
 
 
 # ------------------------------------------------------------ model, data, objective of a run
@@ -193,9 +203,8 @@ def train(
     torch.manual_seed(t.seed)  # the same initial weights on every process
     model = _build_model(run)
     if t.init:
-        load_weights(model, t.init)
+        load_weights(model, t.init, "train.init checkpoint")
     elif t.backbone:
-
         load_backbone_weights(model, t.backbone)
     objective = _objective(run, model).to(dist.device)
     optimizer = _optimizer(objective, t)
@@ -206,13 +215,19 @@ def train(
             print(f"{ckpt}: written by another configuration; starting over", file=sys.stderr)
         resume = False
     if resume and ckpt.is_file():
-        meta = load_weights(model, ckpt)
+        meta = load_weights(model, ckpt, "resume checkpoint")
         check_same_run(meta.get("run", {}), run, ckpt)
-        objective.load_state_dict({**objective.state_dict(), **meta.get("loss_state", {})})
-        optimizer.load_state_dict(meta["optimizer"])
-        start = int(meta["step"])
-        objective.to(dist.device)
-        set_rng_state(meta["rng"])  # the loader's worker base seed is drawn from it
+        try:
+            objective.load_state_dict({**objective.state_dict(), **meta.get("loss_state", {})})
+            optimizer.load_state_dict(meta["optimizer"])
+            start = int(meta["step"])
+            objective.to(dist.device)
+            set_rng_state(meta["rng"])  # the loader's worker base seed is drawn from it
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise ValueError(f"{ckpt}: resume checkpoint lacks a usable optimiser/RNG/step state "
+                             f"({type(e).__name__}: {e}); --no-resume starts over") from None
+    elif not resume and dist.is_main:
+        clear_outputs(out)  # a fresh run never mixes with the last one's files
 
     if neighbours is None and t.knn_checkpoint:
         folder = Path(t.knn_cache) if t.knn_cache else out
