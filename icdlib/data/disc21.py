@@ -14,18 +14,20 @@ Layout
     ROOT/ground_truth.csv                     (for query_images/)
 
 Ground-truth CSVs have the header ``query_id,reference_id``, one row per query; an empty
-``reference_id`` marks a distractor (a query that copies no reference). Image ids are
+``reference_id`` marks a distractor (a query that copies no reference). They are read by
+:func:`icdlib.data.isc_csv.read_ground_truth`, the one ISC21 CSV reader. Image ids are
 file stems (``Q00012``); lists are sorted by id.
 """
 
 from __future__ import annotations
 
-import csv
 import warnings
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
+
+from icdlib.data.isc_csv import read_ground_truth
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
@@ -74,34 +76,6 @@ def check_image(path: Path) -> None:
             img.load()  # full decode: catches truncated data that verify() lets through
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ValueError(f"cannot decode image {path}: {e}") from e
-
-
-def read_ground_truth(path: str | Path) -> list[tuple[str, str | None]]:
-    """Rows ``(query_id, reference_id or None)`` of a ground-truth CSV, in file order.
-
-    Raises ``ValueError`` naming the file on a bad header, a wrong column count, an empty
-    query id or a repeated query id.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"ground-truth file not found: {path}")
-    with path.open(newline="") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if header is None or [h.strip() for h in header] != GT_HEADER:
-            raise ValueError(f"{path}: bad header {header}; expected {','.join(GT_HEADER)}")
-        rows, seen = [], set()
-        for line, row in enumerate(reader, start=2):
-            if not row:
-                continue
-            if len(row) != 2 or not row[0].strip():
-                raise ValueError(f"{path}:{line}: expected 'query_id,reference_id', got {row}")
-            q, r = row[0].strip(), row[1].strip()
-            if q in seen:
-                raise ValueError(f"{path}:{line}: query id {q} appears twice")
-            seen.add(q)
-            rows.append((q, r or None))
-    return rows
 
 
 class Disc21:
@@ -225,6 +199,12 @@ class Disc21:
                 continue
             out.append((q, r))
         self._warn_skipped(f"ground-truth rows of {path.name}", len(skipped), skipped[0] if skipped else "")
+        uncovered = sorted(queries - {q for q, _ in out})
+        if uncovered:
+            warnings.warn(
+                f"{path}: ground truth covers {len(queries) - len(uncovered)} of the {len(queries)} "
+                f"queries in {self.folder(split)} (first without a row: {uncovered[0]}); the others "
+                "count as false positives wherever they are predicted", stacklevel=2)
         return sorted(out)
 
     # ------------------------------------------------------------------ validation
