@@ -21,6 +21,7 @@ file stems (``Q00012``); lists are sorted by id.
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
@@ -48,6 +49,9 @@ GT_FILES = {
     "queries": ("ground_truth.csv", "public_ground_truth.csv"),
 }
 GT_HEADER = ["query_id", "reference_id"]
+# written first by ``data build`` and removed after its manifest: a folder holding it is partial
+BUILDING = ".icdlib-build-in-progress"
+MANIFEST = "manifest.json"
 
 
 def load_image(path: str | Path) -> Image.Image:
@@ -106,6 +110,11 @@ class Disc21:
         if not any(s in present for s in QUERY_SPLITS):
             dirs = ", ".join(SPLIT_DIRS[s] for s in QUERY_SPLITS)
             raise FileNotFoundError(f"Disc21: no query folder ({dirs}) under {self.root}")
+        if (self.root / BUILDING).exists():
+            raise ValueError(
+                f"Disc21: {self.root} is a partial build ({BUILDING} is present: `data build` was "
+                "interrupted or is still running); rebuild it"
+            )
         self._present = present
         self._images: dict[str, list[tuple[str, Path]]] = {}
         self._bad: set[Path] = set()
@@ -240,4 +249,19 @@ class Disc21:
                 counts[f"{split}_gt"] = len(gt)
                 counts[f"{split}_positives"] = sum(r is not None for _, r in gt)
         counts["skipped"] = len(bad)
+        self._check_manifest(counts)
         return counts
+
+    def _check_manifest(self, counts: dict[str, int]) -> None:
+        """An icdlib build (one with ``manifest.json``) must hold every image it lists."""
+        path = self.root / MANIFEST
+        if not path.is_file():
+            return  # a DISC21 download has no manifest
+        try:
+            expected = json.loads(path.read_text()).get("counts", {})
+        except (ValueError, AttributeError) as e:
+            raise ValueError(f"{path}: unreadable manifest ({e}); rebuild the benchmark") from None
+        wrong = [f"{s}: {counts.get(s, 0)} images, manifest {n}" for s, n in sorted(expected.items())
+                 if s in SPLIT_DIRS and counts.get(s, 0) + (counts["skipped"] if self.on_error == "skip" else 0) < n]
+        if wrong:
+            raise ValueError(f"{self.root}: partial build, images missing ({'; '.join(wrong)}); rebuild it")
