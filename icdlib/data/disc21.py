@@ -21,10 +21,12 @@ file stems (``Q00012``); lists are sorted by id.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import warnings
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
@@ -54,11 +56,34 @@ BUILDING = ".icdlib-build-in-progress"
 MANIFEST = "manifest.json"
 
 
+def to_rgb8(img: Image.Image) -> Image.Image:
+    """An 8-bit RGB copy of ``img``, scaling 16-bit and float pixels instead of clipping them.
+
+    PIL's own ``convert("RGB")`` clips every value above 255 (a 16-bit or float image
+    comes out white or black). Here ``I;16*`` modes map 0..65535 to 0..255 (divide by
+    257); ``I`` (32-bit int, how some 16-bit files decode) does the same when a value
+    passes 255, else it is taken as 8-bit; ``F`` (float) maps 0..1 to 0..255 when no
+    value passes 1, else like ``I``. NaN becomes 0. Other modes go through ``convert``.
+    """
+    if img.mode.startswith("I") or img.mode == "F":
+        a = np.asarray(img, dtype=np.float64)
+        a = np.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)
+        top = float(a.max()) if a.size else 0.0
+        if img.mode.startswith("I;16") or top > 255.0:
+            a = a / 257.0
+        elif img.mode == "F" and top <= 1.0:
+            a = a * 255.0
+        gray = Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "L")
+        return gray.convert("RGB")
+    return img.convert("RGB")
+
+
 def load_image(path: str | Path) -> Image.Image:
     """Decode an image file fully into a ``PIL.Image`` in RGB.
 
-    Raises ``FileNotFoundError`` if the file is missing and ``ValueError`` naming the
-    file if it cannot be decoded (not an image, truncated, corrupt).
+    16-bit and float images are scaled to 8 bits (:func:`to_rgb8`). Raises
+    ``FileNotFoundError`` if the file is missing and ``ValueError`` naming the file if it
+    cannot be decoded (not an image, truncated, corrupt, a decompression bomb).
     """
     path = Path(path)
     if not path.is_file():
@@ -66,9 +91,28 @@ def load_image(path: str | Path) -> Image.Image:
     try:
         with Image.open(path) as img:
             img.load()
-            return img.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+            return to_rgb8(img)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise ValueError(f"cannot decode image {path}: {e}") from e
+
+
+@contextlib.contextmanager
+def worker_errors():
+    """Re-raise a ``ValueError``/``OSError`` from a DataLoader worker as its own message.
+
+    A worker's exception comes back as ``"Caught ValueError in DataLoader worker process
+    0. Original Traceback (most recent call last): ..."``; a user should read the original
+    one line (``cannot decode image X: ...``), not the worker's traceback text.
+    """
+    try:
+        yield
+    except (ValueError, OSError) as e:
+        msg = str(e)
+        if "Original Traceback" not in msg:
+            raise
+        marker = f"{type(e).__name__}: "
+        original = msg[msg.rindex(marker) + len(marker):] if marker in msg else msg.strip().splitlines()[-1]
+        raise type(e)(original.strip()) from None
 
 
 def check_image(path: Path) -> None:

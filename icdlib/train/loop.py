@@ -55,7 +55,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from icdlib.checkpoints import load_backbone_weights
-from icdlib.data import Disc21, MatcherPairs, TracedPairs, collate
+from icdlib.data import Disc21, MatcherPairs, TracedPairs, collate, worker_errors
 from icdlib.models import build_descriptor, build_matcher
 
 from icdlib.train import distributed as D
@@ -281,7 +281,8 @@ def train(
             logged: dict[str, float] = {}
             n_pairs = 0
             for micro in range(t.grad_accum):
-                batch = _to_device(next(batches), dist.device)
+                with worker_errors():  # an unreadable image names its file, not a worker traceback
+                    batch = _to_device(next(batches), dist.device)
                 last = micro == t.grad_accum - 1
                 sync = net.no_sync() if (net is not objective and not last) else contextlib.nullcontext()
                 with sync:
