@@ -580,3 +580,23 @@ def test_copynce_refuses_nan_hyperparameters(kw):
     with pytest.raises(ValueError, match="copynce"):
         copynce(q, r, a, b, **kw)
 
+
+
+# ------------------------------------------------------------- CLI inputs, in general
+def test_unreadable_params_yaml_names_the_file(tmp_path, capsys):
+    p = tmp_path / "params.yaml"
+    p.write_text("train: {steps: [\n")
+    rc, err = run_train(capsys, p, tmp_path / "run")
+    assert rc == 2 and str(p) in err and "Traceback" not in err
+
+
+def test_set_value_that_is_not_yaml_names_the_item(tmp_path, params_file, capsys):
+    rc, err = run_train(capsys, params_file, tmp_path / "run", "--set", "train.steps=[1")
+    assert rc == 2 and "train.steps=[1" in err
+
+
+def test_out_that_is_a_file_is_one_error_line(tmp_path, params_file, capsys):
+    out = tmp_path / "run"
+    out.write_text("a file")
+    rc, err = run_train(capsys, params_file, out)
+    assert rc == 2 and err.startswith("error:") and str(out) in err and out.read_text() == "a file"

@@ -356,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
             counts = Disc21(args.root, ground_truth=args.ground_truth).validate(decode=not args.no_decode)
             for k, v in counts.items():
                 print(f"{k}: {v}")
-    except (FileNotFoundError, ValueError) as e:
+    except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0

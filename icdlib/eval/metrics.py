@@ -351,7 +351,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         metrics, _ = evaluate_files(args.predictions, args.ground_truth)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(json.dumps(metrics.to_dict(), indent=2))

@@ -118,7 +118,11 @@ def parse_sets(sets: Sequence[str]) -> list[tuple[str, Any]]:
         key, eq, text = item.partition("=")
         if not eq or not key.strip():
             raise ValueError(f"--set expects key=value, got {item!r}")
-        out.append((key.strip(), yaml.safe_load(text) if text.strip() else ""))
+        try:
+            value = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError as e:
+            raise ValueError(f"--set {item!r}: the value is not valid YAML ({e})") from None
+        out.append((key.strip(), value))
     return out
 
 
