@@ -600,3 +600,12 @@ def test_out_that_is_a_file_is_one_error_line(tmp_path, params_file, capsys):
     out.write_text("a file")
     rc, err = run_train(capsys, params_file, out)
     assert rc == 2 and err.startswith("error:") and str(out) in err and out.read_text() == "a file"
+
+
+def test_data_build_never_overwrites_a_folder_it_did_not_build(tmp_path, capsys):
+    ref = tmp_path / "reference_images"
+    ref.mkdir()
+    (ref / "R000000.jpg").write_bytes(b"a real DISC21 image")
+    assert data_main(["build", "--out", str(tmp_path), "--size", "tiny", "--workers", "1"]) == 1
+    assert "did not build" in capsys.readouterr().err
+    assert (ref / "R000000.jpg").read_bytes() == b"a real DISC21 image"

@@ -264,6 +264,13 @@ def build_benchmark(out_dir: str | Path, config: BuildConfig = BuildConfig(), se
     if not isinstance(seed, (int, np.integer)) or int(seed) < 0:
         raise ValueError(f"build_benchmark: seed must be a non-negative int, got {seed!r}")
     out = Path(out_dir)
+    foreign = [SPLIT_DIRS[s] for s in ("training", "reference", "dev_queries", "final_queries")
+               if (out / SPLIT_DIRS[s]).is_dir() and any((out / SPLIT_DIRS[s]).iterdir())]
+    if foreign and not (out / "manifest.json").is_file() and not (out / BUILDING).exists():
+        raise ValueError(
+            f"build_benchmark: {out} holds image folders ({', '.join(foreign)}) that icdlib did not "
+            "build (no manifest.json); refusing to replace them, choose another --out"
+        )
     out.mkdir(parents=True, exist_ok=True)
     # completion is marked last: the marker goes first, the manifest last (atomically)
     (out / BUILDING).write_text("icdlib data build in progress; rebuild if no process is writing here\n")
