@@ -609,3 +609,15 @@ def test_data_build_never_overwrites_a_folder_it_did_not_build(tmp_path, capsys)
     assert data_main(["build", "--out", str(tmp_path), "--size", "tiny", "--workers", "1"]) == 1
     assert "did not build" in capsys.readouterr().err
     assert (ref / "R000000.jpg").read_bytes() == b"a real DISC21 image"
+
+
+def test_corrupt_knn_cache_names_the_file(tmp_path):
+    from icdlib.train.mining import load_table
+
+    p = tmp_path / "neighbours_x.npy"
+    np.save(p, np.full((4, 2), 9))
+    with pytest.raises(ValueError, match="neighbours_x.npy.*delete it"):
+        load_table(p, 4, 2)
+    np.save(p, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError, match="neighbours_x.npy.*unreadable"):
+        load_table(p, 4, 2)

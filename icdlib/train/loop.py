@@ -59,7 +59,7 @@ from icdlib.data import Disc21, MatcherPairs, TracedPairs, collate, worker_error
 from icdlib.models import build_descriptor, build_matcher
 
 from icdlib.train import distributed as D
-from icdlib.train.mining import cached_neighbours, neighbours_file
+from icdlib.train.mining import cached_neighbours, load_table, neighbours_file
 from icdlib.train.objectives import DescriptorObjective, MatcherObjective
 from icdlib.params import to_dict
 from icdlib.train.runs import ARMS, RunConfig, TrainConfig, model_section, resolve_run  # noqa: F401
@@ -212,7 +212,7 @@ def train(
     ckpt, start = out / CHECKPOINT, 0
     if resume == "auto" and ckpt.is_file() and not same_run(ckpt, run):
         if dist.is_main:
-            print(f"{ckpt}: written by another configuration; starting over", file=sys.stderr)
+            print(f"{ckpt}: written by another configuration (or unreadable); starting over", file=sys.stderr)
         resume = False
     if resume and ckpt.is_file():
         meta = load_weights(model, ckpt, "resume checkpoint")
@@ -236,7 +236,7 @@ def train(
                                            batch_size=t.knn_batch_size, device=dist.device)
         D.barrier()
         if neighbours is None:  # the other ranks read what rank 0 wrote
-            neighbours = np.load(neighbours_file(t.knn_checkpoint, paths, t.knn_k, folder))
+            neighbours = load_table(neighbours_file(t.knn_checkpoint, paths, t.knn_k, folder), len(paths), t.knn_k)
 
     dataset = _dataset(run, paths, neighbours)
     lrs = lr_schedule(t.steps, t.lr, t.warmup_steps, t.min_lr, t.warmup_start)

@@ -76,7 +76,10 @@ RESUME_FREE = {"workers", "checkpoint_every", "log_every", "knn_batch_size"}
 
 def same_run(ckpt: Path, run: RunConfig) -> bool:
     """Whether ``ckpt`` was written by the configuration of ``run`` (see :func:`check_same_run`)."""
-    meta, _ = read_checkpoint(ckpt, "resume checkpoint")
+    try:
+        meta, _ = read_checkpoint(ckpt, "resume checkpoint")
+    except CheckpointError:
+        return False  # unreadable or unsafe: "auto" starts over and overwrites it
     try:
         check_same_run(meta.get("run", {}), run, ckpt)
     except ValueError:
