@@ -621,3 +621,20 @@ def test_corrupt_knn_cache_names_the_file(tmp_path):
     np.save(p, np.array([{"a": 1}], dtype=object), allow_pickle=True)
     with pytest.raises(ValueError, match="neighbours_x.npy.*unreadable"):
         load_table(p, 4, 2)
+
+
+def test_profile_that_is_not_a_mapping_names_the_file(tmp_path, capsys):
+    p = _params_copy(tmp_path)
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "odd.yaml").write_text("- train\n- steps\n")
+    assert profile_main(["--params", str(p), "--profiles-dir", str(tmp_path / "profiles"), "odd"]) == 2
+    assert "odd.yaml: a profile must be a mapping" in capsys.readouterr().err
+
+
+def test_own_safetensors_descriptor_initialises_a_matcher_trunk(tmp_path):
+    src = build_descriptor("vit_tiny_cpu", seed=1, depth=2, desc_dim=16, **SMALL)
+    path = save_checkpoint(tmp_path / "d.safetensors", src)
+    matcher = build_matcher("vit_tiny_cpu", seed=0, encoder_depth=1, fusion_depth=1, **SMALL)
+    report = load_backbone_weights(matcher, path)
+    assert report.loaded > 0
+    assert torch.equal(matcher.vit.state_dict()["pos_embed"], src.vit.state_dict()["pos_embed"])

@@ -96,7 +96,10 @@ def apply_profile(params_path: Path, profile: str | None, sets: list[str], profi
         if not pfile.is_file():
             known = sorted(p.stem for p in profiles_dir.glob("*.yaml"))
             raise FileNotFoundError(f"no profile {profile!r} ({pfile}); known: {', '.join(known)}")
-        merge(data, y.load(pfile.read_text()) or {})
+        overlay = y.load(pfile.read_text()) or {}
+        if not isinstance(overlay, dict):
+            raise ValueError(f"{pfile}: a profile must be a mapping of sections, got {type(overlay).__name__}")
+        merge(data, overlay)
         if "profile" in data:
             data["profile"] = profile
     for item in sets:
