@@ -86,8 +86,9 @@ def check_type(value: Any, hint: Any, where: str) -> Any:
 
     Handles ``bool``, ``int``, ``float`` (an int, or a numeric string such as YAML's
     ``5e-4``, becomes a float; NaN is refused), ``str``, ``Path``, ``X | None``,
-    ``tuple[X, ...]``/``tuple[X, Y]``/``list[X]`` (lists become tuples for tuples),
-    ``dict``, ``Literal`` and dataclasses (from a mapping); other annotations pass as is.
+    ``tuple[X, ...]``/``tuple[X, Y]``/``list[X]`` (checked item by item; returned as tuples),
+    ``dict``, ``Literal`` and dataclasses (from a mapping); other annotations pass as is
+    (a list as a tuple).
 
     Raises:
         ValueError: naming ``where`` (``params.yaml:train.lr``), the value and the type.
@@ -97,7 +98,7 @@ def check_type(value: Any, hint: Any, where: str) -> Any:
 
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if hint is Any or hint is None or isinstance(hint, (str, typing.TypeVar)):
-        return value
+        return tuple(value) if isinstance(value, list) else value  # lists become tuples, as always
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
@@ -151,7 +152,7 @@ def check_type(value: Any, hint: Any, where: str) -> Any:
             items = [check_type(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
         else:
             items = list(value)
-        return list(items) if (hint is list or origin is list) else tuple(items)
+        return tuple(items)  # configs are frozen: sequences are tuples, whatever the annotation
     if hint is dict or origin is dict:
         if not isinstance(value, dict):
             raise fail()
@@ -160,7 +161,7 @@ def check_type(value: Any, hint: Any, where: str) -> Any:
         if isinstance(value, hint):
             return value
         raise fail(" (expected a mapping)")
-    return value
+    return tuple(value) if isinstance(value, list) else value
 
 
 PARAMS_ENV = "ICDLIB_PARAMS"
