@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -72,11 +73,14 @@ def read_file(path: str | Path, what: str = "checkpoint") -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()
-        detail = next((line for line in first if "Unsupported" in line or "global" in line), first[0] if first else "")
+        # name the offending global only; torch's advice to allow-list it is not ours to give
+        glob = re.search(r"GLOBAL ([\w.]+)", str(e))
+        op = re.search(r"Unsupported operand (\w+)", str(e))
+        detail = (f": it references {glob.group(1)}" if glob
+                  else f": pickle instruction {op.group(1)} is not allowed" if op else "")
         raise CheckpointError(
             f"{path}: {what} refused: it holds Python objects other than tensors and plain data, "
-            f"which icdlib never unpickles ({detail.strip()[:200]})"
+            f"which icdlib never unpickles{detail}"
         ) from None
     except Exception as e:  # truncated zip, foreign bytes, bad pickle opcodes, ...
         raise CheckpointError(
