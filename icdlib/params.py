@@ -7,7 +7,10 @@ it and fails loudly, naming the key, on anything it does not know.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import types
+import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,8 +26,11 @@ def load_params(path: str | Path = DEFAULT_PARAMS) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"params file not found: {path}")
-    with path.open() as f:
-        data = yaml.safe_load(f)
+    try:
+        with path.open(encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not a readable YAML file ({e})") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping at the top level")
     return data
@@ -34,7 +40,9 @@ def build(cls: type[T], values: dict[str, Any] | None, where: str) -> T:
     """Build dataclass ``cls`` from ``values``; unknown keys raise ``ValueError``.
 
     ``where`` names the section in messages, e.g. ``"params.yaml:train"``.
-    Nested dataclass fields are built recursively; lists become tuples.
+    Nested dataclass fields are built recursively; every other value is checked against
+    its field's annotation by :func:`check_type` (lists become tuples, ints become floats
+    where a float is expected), so ``lr: fast`` fails here, naming the key.
     """
     values = dict(values or {})
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -43,14 +51,15 @@ def build(cls: type[T], values: dict[str, Any] | None, where: str) -> T:
         raise ValueError(
             f"{where}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(fields))}"
         )
+    hints = typing.get_type_hints(cls)
     kwargs = {}
     for name, value in values.items():
-        ftype = fields[name].type
-        sub = _dataclass_type(cls, name, ftype)
+        hint = hints.get(name, fields[name].type)
+        sub = hint if dataclasses.is_dataclass(hint) else None
         if sub is not None and isinstance(value, dict):
             value = build(sub, value, f"{where}.{name}")
-        elif isinstance(value, list):
-            value = tuple(value)
+        else:
+            value = check_type(value, hint, f"{where}.{name}")
         kwargs[name] = value
     try:
         return cls(**kwargs)
@@ -68,12 +77,91 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
-def _dataclass_type(cls, name, ftype):
-    import typing
+def _describe(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
-    hints = typing.get_type_hints(cls)
-    t = hints.get(name, ftype)
-    return t if dataclasses.is_dataclass(t) else None
+
+def check_type(value: Any, hint: Any, where: str) -> Any:
+    """``value`` checked against annotation ``hint``; returns it normalised.
+
+    Handles ``bool``, ``int``, ``float`` (an int, or a numeric string such as YAML's
+    ``5e-4``, becomes a float; NaN is refused), ``str``, ``Path``, ``X | None``,
+    ``tuple[X, ...]``/``tuple[X, Y]``/``list[X]`` (checked item by item; returned as tuples),
+    ``dict``, ``Literal`` and dataclasses (from a mapping); other annotations pass as is
+    (a list as a tuple).
+
+    Raises:
+        ValueError: naming ``where`` (``params.yaml:train.lr``), the value and the type.
+    """
+    def fail(extra: str = "") -> ValueError:
+        return ValueError(f"{where}: expected {_describe(hint)}, got {value!r}{extra}")
+
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any or hint is None or isinstance(hint, (str, typing.TypeVar)):
+        return tuple(value) if isinstance(value, list) else value  # lists become tuples, as always
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for arm in (a for a in args if a is not type(None)):
+            try:
+                return check_type(value, arm, where)
+            except ValueError:
+                pass
+        raise fail()
+    if origin is typing.Literal:
+        if value not in args:
+            raise ValueError(f"{where}: expected one of {', '.join(map(repr, args))}, got {value!r}")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise fail(" (write true or false)")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise fail()
+        return value
+    if hint is float:
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                raise fail() from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise fail()
+        if math.isnan(value):
+            raise fail(" (NaN)")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise fail()
+        return value
+    if hint is Path:
+        if not isinstance(value, (str, Path)):
+            raise fail()
+        return value
+    if hint in (tuple, list) or origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise fail()
+        if args and not (len(args) == 2 and args[1] is Ellipsis) and origin is tuple:
+            if len(args) != len(value):
+                raise fail(f" ({len(value)} items, expected {len(args)})")
+            items = [check_type(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args))]
+        elif args:
+            items = [check_type(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
+        else:
+            items = list(value)
+        return tuple(items)  # configs are frozen: sequences are tuples, whatever the annotation
+    if hint is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise fail()
+        return value
+    if dataclasses.is_dataclass(hint):
+        if isinstance(value, hint):
+            return value
+        raise fail(" (expected a mapping)")
+    return tuple(value) if isinstance(value, list) else value
 
 
 PARAMS_ENV = "ICDLIB_PARAMS"

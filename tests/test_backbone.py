@@ -100,9 +100,9 @@ def _mark():
 def test_backbone_files_are_read_as_weights_only(tmp_path):
     torch.save({"model": timm_vit().state_dict(), "args": _Payload()}, tmp_path / "evil.pth")
     model = build_descriptor("vit_tiny_cpu", img_size=32, embed_dim=64, depth=2, num_heads=2)
-    with pytest.raises(ValueError, match="evil.pth is not a readable weight file"):
+    with pytest.raises(ValueError, match="evil.pth: backbone checkpoint refused"):
         load_backbone_weights(model, tmp_path / "evil.pth")
     assert not _Payload.ran
     (tmp_path / "broken.safetensors").write_bytes(b"not a safetensors file")
-    with pytest.raises(ValueError, match="broken.safetensors is not a readable weight file"):
+    with pytest.raises(ValueError, match="broken.safetensors: backbone checkpoint is not a readable safetensors file"):
         load_backbone_weights(model, tmp_path / "broken.safetensors")

@@ -74,11 +74,11 @@ def test_apply_profile_keeps_comments_and_sets_values(tmp_path):
     params = tmp_path / "params.yaml"
     params.write_text("profile: default\nseed: 0\ntrain:\n  steps: 10  # why ten\n")
     (tmp_path / "profiles").mkdir()
-    (tmp_path / "profiles" / "fast.yaml").write_text("train: {steps: 2}\n")
+    (tmp_path / "profiles" / "fast.yaml").write_text("train: {steps: 200}\n")
     apply_profile(params, "fast", ["seed=3"], profiles_dir=tmp_path / "profiles")
     text = params.read_text()
     assert "# why ten" in text
-    assert yaml.safe_load(text) == {"profile": "fast", "seed": 3, "train": {"steps": 2}}
+    assert yaml.safe_load(text) == {"profile": "fast", "seed": 3, "train": {"steps": 200}}
     with pytest.raises(FileNotFoundError, match="known: fast"):
         apply_profile(params, "slow", [], profiles_dir=tmp_path / "profiles")
 

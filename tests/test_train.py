@@ -311,7 +311,7 @@ def test_cli_trains_an_arm_from_a_params_file_and_rejects_a_bad_set(images, tmp_
             for a in ("--set", f"{k}={v}")]
     sets += [a for k, v in TINY_MODEL["descriptor"].items() for a in ("--set", f"descriptor.{k}={v}")]
     assert train_cli.main(args + sets) == 0
-    meta = torch.load(tmp_path / "run" / T.FINAL, weights_only=False)["meta"]
+    meta = torch.load(tmp_path / "run" / T.FINAL, weights_only=True)["meta"]
     assert meta["seed"] == 3 and meta["step"] == 2 and meta["arm"] == "infonce"
     assert train_cli.main(args + ["--set", "train.stepz=1"]) == 2
     assert "stepz" in capsys.readouterr().err

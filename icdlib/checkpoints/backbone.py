@@ -18,19 +18,18 @@ embedding, pre-norm blocks, final norm):
 
 from __future__ import annotations
 
+import json
 import math
-import pickle
 import re
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 from timm.layers import resample_abs_pos_embed
 from torch import nn
+
+from icdlib.checkpoints.files import is_safetensors, read_file, read_json, safetensors_metadata
 
 # checkpoint keys that are not part of a backbone (projection/classifier heads)
 _HEAD_PREFIXES = ("head.", "fc_norm.", "dino_head.", "pooler.", "classifier.")
@@ -50,26 +49,28 @@ def unwrap_model(model: nn.Module) -> nn.Module:
 
 
 def read_weights(path: str | Path, who: str) -> Any:
-    """The object stored in a weight file, read without executing code from it.
+    """The object stored in a weight file, read without executing code from it: a flat
+    ``{name: tensor}`` dict for ``.safetensors``, else a weights-only ``torch.load``
+    (:func:`icdlib.checkpoints.files.read_file`, whose errors name the file)."""
+    return read_file(path, who)
 
-    ``.safetensors`` files are read with safetensors (a flat ``{name: tensor}`` dict); any
-    other file with ``torch.load(map_location="cpu", weights_only=True)``, which accepts
-    tensors, containers and plain values but no arbitrary pickled objects.
 
-    Raises:
-        FileNotFoundError: ``path`` does not exist.
-        ValueError: the file is not a readable weight file (message names it).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{who}: file not found: {path}")
-    try:
-        if path.suffix == ".safetensors":
-            return load_file(path, device="cpu")
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (SafetensorError, pickle.UnpicklingError, RuntimeError, EOFError, OSError, struct.error) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"{who}: {path} is not a readable weight file: {first}") from None
+def _sidecar_kind(path: Path) -> str | None:
+    """The model kind an icdlib ``.safetensors`` checkpoint records (sidecar ``.json`` or
+    header metadata), or ``None`` for a foreign file (timm/DINO weights)."""
+    for source in (lambda: read_json(path.with_suffix(".json"), "checkpoint config"),
+                   lambda: safetensors_metadata(path, "backbone checkpoint")):
+        try:
+            meta = source()
+        except (FileNotFoundError, ValueError):
+            continue
+        if isinstance(meta, Mapping):
+            meta = meta.get("meta", meta)
+            if isinstance(meta, str):
+                meta = json.loads(meta)
+            if isinstance(meta, Mapping) and meta.get("kind"):
+                return meta.get("kind")
+    return None
 
 
 def _strip(key: str, prefixes: tuple[str, ...]) -> str:
@@ -214,9 +215,11 @@ def load_backbone_weights(model: nn.Module, path: str | Path | Mapping) -> Backb
     if isinstance(path, Mapping):
         where, raw = "<state dict>", path
     else:
-        where, raw = str(path), read_weights(path, "load_backbone_weights")
+        where, raw = str(path), read_weights(path, "backbone checkpoint")
     own_descriptor = isinstance(raw, Mapping) and isinstance(raw.get("meta"), Mapping) \
         and raw["meta"].get("kind") == "descriptor"
+    if not isinstance(path, Mapping) and is_safetensors(path):  # icdlib's own, with a JSON sidecar?
+        own_descriptor = _sidecar_kind(Path(path)) == "descriptor"
     state = _backbone_state(raw, where)
     if any(k.startswith(("embeddings.", "vit.embeddings.")) for k in state):
         state = from_hf_names(state)

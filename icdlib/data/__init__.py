@@ -8,7 +8,7 @@
   pairs with their PixTrace overlaps.
 """
 
-from icdlib.data.disc21 import IMAGE_SUFFIXES, SPLIT_DIRS, Disc21, load_image, read_ground_truth
+from icdlib.data.disc21 import IMAGE_SUFFIXES, SPLIT_DIRS, Disc21, load_image, read_ground_truth, to_rgb8, worker_errors
 from icdlib.data.sources import PROCEDURAL_KINDS, SourceConfig, render
 from icdlib.data.build import BuildConfig, build_benchmark, data_config, edit_config
 from icdlib.data.pairs import MatcherPairs, PairsConfig, TracedPairs, collate, pairs_config
@@ -16,5 +16,5 @@ from icdlib.data.pairs import MatcherPairs, PairsConfig, TracedPairs, collate, p
 __all__ = [
     "IMAGE_SUFFIXES", "PROCEDURAL_KINDS", "SPLIT_DIRS", "BuildConfig", "Disc21", "MatcherPairs",
     "PairsConfig", "SourceConfig", "TracedPairs", "build_benchmark", "collate", "data_config",
-    "edit_config", "load_image", "pairs_config", "read_ground_truth", "render",
+    "edit_config", "load_image", "pairs_config", "read_ground_truth", "render", "to_rgb8", "worker_errors",
 ]

@@ -9,7 +9,8 @@
     OUT/final_queries/Q01000.jpg ...     held-back test queries (ids continue after dev)
     OUT/dev_ground_truth.csv             query_id,reference_id (empty: distractor)
     OUT/final_ground_truth.csv
-    OUT/manifest.json                    seed, config, source kinds and every query's edits
+    OUT/manifest.json                    seed, config, source kinds and every query's edits;
+                                         written last, atomically: it marks a complete build
 
 A positive query is an edited copy of one reference; a distractor is edited the same way
 from a source that is in no split. Training images, references, distractor sources and
@@ -32,6 +33,7 @@ import argparse
 import csv
 import dataclasses
 import json
+import os
 import multiprocessing as mp
 import shutil
 import sys
@@ -46,7 +48,7 @@ from tqdm import tqdm  # text bars: logged by papermill --log-output, kept by th
 from icdlib import edits
 from icdlib.edits import EditConfig
 
-from icdlib.data.disc21 import SPLIT_DIRS, Disc21, load_image  # noqa: F401  (re-exported)
+from icdlib.data.disc21 import BUILDING, SPLIT_DIRS, Disc21, load_image  # noqa: F401  (re-exported)
 from icdlib.params import load_params, locate, resolve, section, to_dict
 from icdlib.data.sources import PhotoPool, SourceConfig, pick_kind, render
 
@@ -262,7 +264,17 @@ def build_benchmark(out_dir: str | Path, config: BuildConfig = BuildConfig(), se
     if not isinstance(seed, (int, np.integer)) or int(seed) < 0:
         raise ValueError(f"build_benchmark: seed must be a non-negative int, got {seed!r}")
     out = Path(out_dir)
+    foreign = [SPLIT_DIRS[s] for s in ("training", "reference", "dev_queries", "final_queries")
+               if (out / SPLIT_DIRS[s]).is_dir() and any((out / SPLIT_DIRS[s]).iterdir())]
+    if foreign and not (out / "manifest.json").is_file() and not (out / BUILDING).exists():
+        raise ValueError(
+            f"build_benchmark: {out} holds image folders ({', '.join(foreign)}) that icdlib did not "
+            "build (no manifest.json); refusing to replace them, choose another --out"
+        )
     out.mkdir(parents=True, exist_ok=True)
+    # completion is marked last: the marker goes first, the manifest last (atomically)
+    (out / BUILDING).write_text("icdlib data build in progress; rebuild if no process is writing here\n")
+    (out / "manifest.json").unlink(missing_ok=True)
     counts = config.counts
     for split in ("training", "reference", "dev_queries", "final_queries"):
         shutil.rmtree(out / SPLIT_DIRS[split], ignore_errors=True)
@@ -295,7 +307,10 @@ def build_benchmark(out_dir: str | Path, config: BuildConfig = BuildConfig(), se
         "source_kinds": {"training": results[:n_t], "reference": results[n_t:n_t + n_r]},
         "queries": records,
     }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    tmp = out / ".manifest.json.tmp"
+    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, out / "manifest.json")
+    (out / BUILDING).unlink()
     return manifest
 
 
@@ -348,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
             counts = Disc21(args.root, ground_truth=args.ground_truth).validate(decode=not args.no_decode)
             for k, v in counts.items():
                 print(f"{k}: {v}")
-    except (FileNotFoundError, ValueError) as e:
+    except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0

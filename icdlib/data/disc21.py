@@ -14,18 +14,23 @@ Layout
     ROOT/ground_truth.csv                     (for query_images/)
 
 Ground-truth CSVs have the header ``query_id,reference_id``, one row per query; an empty
-``reference_id`` marks a distractor (a query that copies no reference). Image ids are
+``reference_id`` marks a distractor (a query that copies no reference). They are read by
+:func:`icdlib.data.isc_csv.read_ground_truth`, the one ISC21 CSV reader. Image ids are
 file stems (``Q00012``); lists are sorted by id.
 """
 
 from __future__ import annotations
 
-import csv
+import contextlib
+import json
 import warnings
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm  # text bars: logged by papermill --log-output, kept by the saved notebook
+
+from icdlib.isc_csv import read_ground_truth
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
@@ -46,13 +51,39 @@ GT_FILES = {
     "queries": ("ground_truth.csv", "public_ground_truth.csv"),
 }
 GT_HEADER = ["query_id", "reference_id"]
+# written first by ``data build`` and removed after its manifest: a folder holding it is partial
+BUILDING = ".icdlib-build-in-progress"
+MANIFEST = "manifest.json"
+
+
+def to_rgb8(img: Image.Image) -> Image.Image:
+    """An 8-bit RGB copy of ``img``, scaling 16-bit and float pixels instead of clipping them.
+
+    PIL's own ``convert("RGB")`` clips every value above 255 (a 16-bit or float image
+    comes out white or black). Here ``I;16*`` modes map 0..65535 to 0..255 (divide by
+    257); ``I`` (32-bit int, how some 16-bit files decode) does the same when a value
+    passes 255, else it is taken as 8-bit; ``F`` (float) maps 0..1 to 0..255 when no
+    value passes 1, else like ``I``. NaN becomes 0. Other modes go through ``convert``.
+    """
+    if img.mode.startswith("I") or img.mode == "F":
+        a = np.asarray(img, dtype=np.float64)
+        a = np.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)
+        top = float(a.max()) if a.size else 0.0
+        if img.mode.startswith("I;16") or top > 255.0:
+            a = a / 257.0
+        elif img.mode == "F" and top <= 1.0:
+            a = a * 255.0
+        gray = Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "L")
+        return gray.convert("RGB")
+    return img.convert("RGB")
 
 
 def load_image(path: str | Path) -> Image.Image:
     """Decode an image file fully into a ``PIL.Image`` in RGB.
 
-    Raises ``FileNotFoundError`` if the file is missing and ``ValueError`` naming the
-    file if it cannot be decoded (not an image, truncated, corrupt).
+    16-bit and float images are scaled to 8 bits (:func:`to_rgb8`). Raises
+    ``FileNotFoundError`` if the file is missing and ``ValueError`` naming the file if it
+    cannot be decoded (not an image, truncated, corrupt, a decompression bomb).
     """
     path = Path(path)
     if not path.is_file():
@@ -60,9 +91,28 @@ def load_image(path: str | Path) -> Image.Image:
     try:
         with Image.open(path) as img:
             img.load()
-            return img.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+            return to_rgb8(img)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise ValueError(f"cannot decode image {path}: {e}") from e
+
+
+@contextlib.contextmanager
+def worker_errors():
+    """Re-raise a ``ValueError``/``OSError`` from a DataLoader worker as its own message.
+
+    A worker's exception comes back as ``"Caught ValueError in DataLoader worker process
+    0. Original Traceback (most recent call last): ..."``; a user should read the original
+    one line (``cannot decode image X: ...``), not the worker's traceback text.
+    """
+    try:
+        yield
+    except (ValueError, OSError) as e:
+        msg = str(e)
+        if "Original Traceback" not in msg:
+            raise
+        marker = f"{type(e).__name__}: "
+        original = msg[msg.rindex(marker) + len(marker):] if marker in msg else msg.strip().splitlines()[-1]
+        raise type(e)(original.strip()) from None
 
 
 def check_image(path: Path) -> None:
@@ -74,34 +124,6 @@ def check_image(path: Path) -> None:
             img.load()  # full decode: catches truncated data that verify() lets through
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise ValueError(f"cannot decode image {path}: {e}") from e
-
-
-def read_ground_truth(path: str | Path) -> list[tuple[str, str | None]]:
-    """Rows ``(query_id, reference_id or None)`` of a ground-truth CSV, in file order.
-
-    Raises ``ValueError`` naming the file on a bad header, a wrong column count, an empty
-    query id or a repeated query id.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"ground-truth file not found: {path}")
-    with path.open(newline="") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if header is None or [h.strip() for h in header] != GT_HEADER:
-            raise ValueError(f"{path}: bad header {header}; expected {','.join(GT_HEADER)}")
-        rows, seen = [], set()
-        for line, row in enumerate(reader, start=2):
-            if not row:
-                continue
-            if len(row) != 2 or not row[0].strip():
-                raise ValueError(f"{path}:{line}: expected 'query_id,reference_id', got {row}")
-            q, r = row[0].strip(), row[1].strip()
-            if q in seen:
-                raise ValueError(f"{path}:{line}: query id {q} appears twice")
-            seen.add(q)
-            rows.append((q, r or None))
-    return rows
 
 
 class Disc21:
@@ -132,6 +154,11 @@ class Disc21:
         if not any(s in present for s in QUERY_SPLITS):
             dirs = ", ".join(SPLIT_DIRS[s] for s in QUERY_SPLITS)
             raise FileNotFoundError(f"Disc21: no query folder ({dirs}) under {self.root}")
+        if (self.root / BUILDING).exists():
+            raise ValueError(
+                f"Disc21: {self.root} is a partial build ({BUILDING} is present: `data build` was "
+                "interrupted or is still running); rebuild it"
+            )
         self._present = present
         self._images: dict[str, list[tuple[str, Path]]] = {}
         self._bad: set[Path] = set()
@@ -225,6 +252,12 @@ class Disc21:
                 continue
             out.append((q, r))
         self._warn_skipped(f"ground-truth rows of {path.name}", len(skipped), skipped[0] if skipped else "")
+        uncovered = sorted(queries - {q for q, _ in out})
+        if uncovered:
+            warnings.warn(
+                f"{path}: ground truth covers {len(queries) - len(uncovered)} of the {len(queries)} "
+                f"queries in {self.folder(split)} (first without a row: {uncovered[0]}); the others "
+                "count as false positives wherever they are predicted", stacklevel=2)
         return sorted(out)
 
     # ------------------------------------------------------------------ validation
@@ -260,4 +293,19 @@ class Disc21:
                 counts[f"{split}_gt"] = len(gt)
                 counts[f"{split}_positives"] = sum(r is not None for _, r in gt)
         counts["skipped"] = len(bad)
+        self._check_manifest(counts)
         return counts
+
+    def _check_manifest(self, counts: dict[str, int]) -> None:
+        """An icdlib build (one with ``manifest.json``) must hold every image it lists."""
+        path = self.root / MANIFEST
+        if not path.is_file():
+            return  # a DISC21 download has no manifest
+        try:
+            expected = json.loads(path.read_text()).get("counts", {})
+        except (ValueError, AttributeError) as e:
+            raise ValueError(f"{path}: unreadable manifest ({e}); rebuild the benchmark") from None
+        wrong = [f"{s}: {counts.get(s, 0)} images, manifest {n}" for s, n in sorted(expected.items())
+                 if s in SPLIT_DIRS and counts.get(s, 0) + (counts["skipped"] if self.on_error == "skip" else 0) < n]
+        if wrong:
+            raise ValueError(f"{self.root}: partial build, images missing ({'; '.join(wrong)}); rebuild it")

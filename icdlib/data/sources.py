@@ -29,6 +29,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from icdlib.data.disc21 import load_image
+
 PROCEDURAL_KINDS = ("dead_leaves", "spectral", "gradient", "text", "mixed")
 KINDS = PROCEDURAL_KINDS + ("photo",)
 
@@ -265,7 +267,7 @@ class PhotoPool:
                 raise ValueError(f"PhotoPool: no images ({', '.join(PHOTO_SUFFIXES)}) under {folder}")
             for p in files:
                 self.names.append(str(p.relative_to(folder)))
-                self._loaders.append(lambda p=p: np.asarray(Image.open(p).convert("RGB")))
+                self._loaders.append(lambda p=p: np.asarray(load_image(p)))
         self._cache: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:

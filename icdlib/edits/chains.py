@@ -48,6 +48,7 @@ class EditConfig:
     shear_max: float = 25.0  # degrees; stronger shears look unnatural
     perspective_max: float = 0.15  # corner moves, fraction of the side
     occlusion_threshold: float = 0.5  # covered with opacity >= this: untraceable (half hidden)
+    max_pixels: int = 64_000_000  # refuse a chain whose image would pass this (~190 MB of RGB)
 
     def __post_init__(self):
         for name in ("p_geometric", "p_composite", "p_overlay", "p_photometric", "min_keep",
@@ -55,6 +56,8 @@ class EditConfig:
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"EditConfig: {name}={v} must be in [0, 1]")
+        if self.max_pixels < 1:
+            raise ValueError(f"EditConfig: max_pixels={self.max_pixels} must be >= 1")
         if self.max_edits < 1:
             raise ValueError(f"EditConfig: max_edits={self.max_edits} must be >= 1")
         for name in ("crop_area", "paste_area", "cover_area", "scale_range"):

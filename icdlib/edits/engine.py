@@ -15,6 +15,7 @@ from PIL import Image
 
 from icdlib.edits.chains import EditConfig
 from icdlib.edits.donors import cover_resize, procedural_donor
+from icdlib.edits.limits import size_bound
 from icdlib.edits.registry import validate
 from icdlib.edits.warps import warp_weight
 from icdlib.pixtrace import Step, Trace
@@ -91,6 +92,9 @@ def apply(
         raise ValueError(f"apply: specs must be a list of dicts, got {type(specs).__name__}")
     cfg = config if config is not None else EditConfig()
     ctx = Context(donors=donors, occlusion_threshold=cfg.occlusion_threshold)
+    if image.width * image.height > cfg.max_pixels:
+        raise ValueError(f"apply: source image {image.width}x{image.height} has more than "
+                         f"edits.max_pixels={cfg.max_pixels} pixels")
     img = image.convert("RGB")
     steps: list[Step] = []
     # Share of the source in every pixel. Translucent layers compound (two layers at
@@ -99,6 +103,12 @@ def apply(
     for i, spec in enumerate(specs):
         op, params = validate(spec)
         before = img.size
+        bw, bh = size_bound(op.name, params, img.size)
+        if bw * bh > cfg.max_pixels:
+            raise ValueError(
+                f"apply: edit #{i} ({op.name}) would make a {bw}x{bh} image from {img.width}x{img.height}, "
+                f"over edits.max_pixels={cfg.max_pixels}; refused before allocating it"
+            )
         ctx.state.clear()
         ctx.state["weight"] = weight
         img, new = op.fn(img, params, ctx)
@@ -112,6 +122,8 @@ def apply(
                 raise AssertionError(f"{op.name}: step sizes do not chain (edit #{i})")
         if not new and img.size != before:
             raise AssertionError(f"{op.name}: size changed without a step (edit #{i})")
+        if img.width > bw or img.height > bh:
+            raise AssertionError(f"{op.name}: output {img.size} exceeds its size bound {(bw, bh)} (edit #{i})")
         steps.extend(new)
     trace = Trace(image.size, steps)
     if trace.size != img.size:

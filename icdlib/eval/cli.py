@@ -71,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             cfg = EvalConfig(**{**to_dict(cfg), "lce": True})
         res = evaluate_benchmark(args.data, args.descriptor, args.matcher, args.auxiliary, args.ground_truth,
                                  args.split, args.baseline, cfg, args.out, args.candidates)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, OSError) as e:  # OSError: a folder or file the system refuses
         print(f"error: {e}", file=sys.stderr)
         return 2
     summary = {"split": res.split, "n_predictions": len(res.predictions), "out": str(args.out),

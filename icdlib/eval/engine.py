@@ -11,6 +11,9 @@ command-line run of the same model agree.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -29,6 +32,7 @@ from icdlib.eval.views import query_views
 from icdlib.params import to_dict
 
 SPLIT_PREFERENCE = ("queries", "dev_queries", "final_queries")
+EVAL_CONFIG = "eval_config.json"  # marks a folder written by evaluate_benchmark
 Items = Sequence[tuple[str, Path]]  # (image id, path)
 
 
@@ -89,7 +93,7 @@ def load_checkpoint(path: str | Path, kind: str, device: str = "cpu"):
     """``(model, meta)`` of a checkpoint that must hold a ``kind`` model."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"{kind} checkpoint not found: {path}")
-    model, meta = load_model(path, device=device)
+    model, meta = load_model(path, device=device, what=f"--{kind} checkpoint")
     if meta.get("kind") != kind:
         raise ValueError(f"evaluate: checkpoint {path} holds a {meta.get('kind')!r} model, expected {kind!r}")
     return model, meta
@@ -231,8 +235,41 @@ def evaluate_benchmark(
         raise ValueError("evaluate: auxiliary normalisation needs descriptor features; give a descriptor")
     aux = auxiliary_images(auxiliary) if auxiliary is not None else ()
     bench = Benchmark(data, split, cfg, ground_truth, aux)
+    if out is None:
+        return _evaluate(bench, data, descriptor, matcher, auxiliary, ground_truth, baseline, cfg, None,
+                         candidates, aux)
+    final = Path(out)
+    if final.exists() and not (final.is_dir() and (not any(final.iterdir()) or (final / EVAL_CONFIG).is_file())):
+        raise ValueError(f"evaluate: --out {final} exists and is not an evaluation output folder (no "
+                         f"{EVAL_CONFIG}); give a new or empty folder")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
+    try:
+        result = _evaluate(bench, data, descriptor, matcher, auxiliary, ground_truth, baseline, cfg, work,
+                           candidates, aux)
+        os.chmod(work, 0o777 & ~_umask())  # mkdtemp makes 0700 folders
+        old = final.with_name(f".{final.name}.old")
+        if final.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(final, old)
+        os.replace(work, final)  # --out holds this run only, whole
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return result
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _evaluate(bench, data, descriptor, matcher, auxiliary, ground_truth, baseline, cfg, out, candidates,
+              aux) -> EvalResult:
+    """The body of :func:`evaluate_benchmark`; writes into ``out`` (a fresh folder) if given."""
     split = bench.split
-    out = Path(out) if out is not None else None
     info = {"data": str(data), "split": split, "descriptor": str(descriptor) if descriptor else None,
             "matcher": str(matcher) if matcher else None, "auxiliary": str(auxiliary) if auxiliary else None,
             "ground_truth": str(ground_truth) if ground_truth else None, "baseline": baseline,
@@ -274,7 +311,5 @@ def evaluate_benchmark(
         write_predictions(out / "predictions.csv", preds["query_id"], preds["reference_id"], preds["score"])
         if metrics is not None:
             (out / "metrics.json").write_text(json.dumps(metrics.to_dict(), indent=2) + "\n")
-        else:  # no ground truth: never leave an earlier run's metrics beside new predictions
-            (out / "metrics.json").unlink(missing_ok=True)
-        (out / "eval_config.json").write_text(json.dumps(info, indent=2) + "\n")
+        (out / EVAL_CONFIG).write_text(json.dumps(info, indent=2) + "\n")
     return EvalResult(preds, metrics, curve, split, info)

@@ -18,7 +18,7 @@ import pdqhash
 from PIL import Image
 from tqdm import tqdm
 
-from icdlib.data import load_image
+from icdlib.data import load_image, worker_errors
 
 
 def pdq_bits(image: Image.Image) -> np.ndarray:
@@ -94,7 +94,7 @@ def hash_files(
     out = np.zeros((len(paths), bits), dtype=bool)
     loader = DataLoader(_HashFiles(paths, method), batch_size=64, num_workers=num_workers, collate_fn=_stack)
     row = 0
-    with tqdm(total=len(paths), desc=f"{desc} ({method})", unit="img") as bar:
+    with tqdm(total=len(paths), desc=f"{desc} ({method})", unit="img") as bar, worker_errors():
         for b in loader:
             out[row : row + len(b)] = b
             row += len(b)

@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -46,8 +47,10 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-PREDICTION_COLUMNS = ("query_id", "reference_id", "score")
-GROUND_TRUTH_COLUMNS = ("query_id", "reference_id")
+from icdlib import isc_csv
+
+PREDICTION_COLUMNS = isc_csv.PREDICTION_COLUMNS
+GROUND_TRUTH_COLUMNS = isc_csv.GT_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -290,50 +293,23 @@ def pr_curve(predictions: Iterable[PredictedMatch], ground_truth: Iterable[Groun
 # --------------------------------------------------------------------------- CSV I/O
 
 
-def _read_csv(path: str | Path, columns: Sequence[str], what: str) -> pd.DataFrame:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} file not found: {path}")
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: cannot parse {what} CSV ({e})") from e
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise ValueError(
-            f"{path}: {what} CSV lacks column(s) {', '.join(missing)}; "
-            f"found {', '.join(map(str, df.columns)) or 'none'}"
-        )
-    return df
-
-
 def read_predictions(path: str | Path) -> pd.DataFrame:
-    """Read ``query_id,reference_id,score`` (ids as str, score float64); reject bad rows."""
-    df = _read_csv(path, PREDICTION_COLUMNS, "predictions")
-    score = pd.to_numeric(df["score"], errors="coerce")
-    bad = score.isna() | ~np.isfinite(score.to_numpy(dtype=np.float64, na_value=np.nan))
-    if bad.any():
-        i = int(np.flatnonzero(bad.to_numpy())[0])
-        raise ValueError(
-            f"{path}: score {df['score'].iloc[i]!r} on data row {i + 1} is not a finite number"
-        )
-    empty = (df["query_id"] == "") | (df["reference_id"] == "")
-    if empty.any():
-        i = int(np.flatnonzero(empty.to_numpy())[0])
-        raise ValueError(f"{path}: empty query_id or reference_id on data row {i + 1}")
+    """Read ``query_id,reference_id,score`` (ids as str, score float64) with
+    :func:`icdlib.data.isc_csv.read_predictions`; bad rows raise ``ValueError`` naming the line."""
+    rows = isc_csv.read_predictions(path)
     return pd.DataFrame(
-        {"query_id": df["query_id"], "reference_id": df["reference_id"], "score": score.astype(np.float64)}
+        {"query_id": pd.Series([q for q, _, _ in rows], dtype=object),
+         "reference_id": pd.Series([r for _, r, _ in rows], dtype=object),
+         "score": np.array([s for _, _, s in rows], dtype=np.float64)}
     )
 
 
 def read_ground_truth(path: str | Path) -> pd.DataFrame:
-    """Read ``query_id,reference_id``; an empty reference_id becomes ``None`` (distractor)."""
-    df = _read_csv(path, GROUND_TRUTH_COLUMNS, "ground-truth")
-    if (df["query_id"] == "").any():
-        i = int(np.flatnonzero((df["query_id"] == "").to_numpy())[0])
-        raise ValueError(f"{path}: empty query_id on data row {i + 1}")
-    ref = df["reference_id"].where(df["reference_id"] != "", None)
-    return pd.DataFrame({"query_id": df["query_id"], "reference_id": ref})
+    """Read ``query_id,reference_id`` with :func:`icdlib.data.isc_csv.read_ground_truth`; an
+    empty reference_id becomes ``None`` (distractor)."""
+    rows = isc_csv.read_ground_truth(path)
+    return pd.DataFrame({"query_id": pd.Series([q for q, _ in rows], dtype=object),
+                         "reference_id": pd.Series([r for _, r in rows], dtype=object)})
 
 
 def write_predictions(path: str | Path, query_ids, reference_ids, scores) -> Path:
@@ -353,6 +329,12 @@ def evaluate_files(predictions: str | Path, ground_truth: str | Path) -> tuple[M
     """Metrics of a predictions CSV against a ground-truth CSV (what the CLI prints)."""
     p = read_predictions(predictions)
     g = read_ground_truth(ground_truth)
+    unknown = sorted(set(p["query_id"]) - set(g["query_id"]))
+    if unknown:
+        warnings.warn(
+            f"{ground_truth}: ground truth covers only some of the predicted queries: "
+            f"{len(unknown)} of {p['query_id'].nunique()} have no row (first: {unknown[0]}); "
+            "their predictions count as false", stacklevel=2)
     return evaluate_arrays(
         p["query_id"].to_numpy(), p["reference_id"].to_numpy(), p["score"].to_numpy(),
         g["query_id"].to_numpy(), g["reference_id"].to_numpy(),
@@ -369,7 +351,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         metrics, _ = evaluate_files(args.predictions, args.ground_truth)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(json.dumps(metrics.to_dict(), indent=2))

@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from icdlib.data import load_image
+from icdlib.data import load_image, worker_errors
 from icdlib.eval.views import N_QUERY_VIEWS, N_REFERENCE_VIEWS, query_views, reference_views
 from icdlib.models import preprocess
 
@@ -85,7 +85,7 @@ def rescore(
     matcher = matcher.eval().to(device)
     out = np.zeros(len(pairs), dtype=np.float64)
     row = 0
-    with tqdm(total=len(pairs), desc="matcher" + (" (LCE)" if lce else ""), unit="pair") as bar:
+    with tqdm(total=len(pairs), desc="matcher" + (" (LCE)" if lce else ""), unit="pair") as bar, worker_errors():
         for q, r in loader:
             logits = torch.cat(
                 [matcher(q[s : s + batch_size].to(device), r[s : s + batch_size].to(device)).reshape(-1)

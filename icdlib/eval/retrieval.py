@@ -32,7 +32,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from icdlib.data import load_image
+from icdlib.data import load_image, worker_errors
 from icdlib.models import preprocess
 
 
@@ -120,7 +120,7 @@ def embed(
     )
     model = model.eval().to(device)
     out, row = None, 0
-    with tqdm(total=len(paths), desc=desc, unit="img") as bar:
+    with tqdm(total=len(paths), desc=desc, unit="img") as bar, worker_errors():
         for x in loader:
             f = model(x.to(device)).float().cpu().numpy()
             if out is None:

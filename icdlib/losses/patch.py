@@ -8,6 +8,8 @@ columns (the last column is the "traces nowhere" bucket).
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -73,13 +75,15 @@ def copynce_targets(overlap: torch.Tensor, gamma: float, factor: float = 1.0,
     """
     if spread not in SPREADS:
         raise ValueError(f"copynce: unknown target spread {spread!r}; known {SPREADS}")
-    if gamma <= 0:
-        raise ValueError(f"copynce: gamma must be > 0, got {gamma}")
+    if not gamma > 0 or not math.isfinite(gamma):  # NaN fails both
+        raise ValueError(f"copynce: gamma must be a finite number > 0, got {gamma}")
     if overlap.dim() != 3 or overlap.shape[-1] < 2:
         raise ValueError(f"copynce: overlap must be [B, N, M+1], got {tuple(overlap.shape)}")
     o = overlap.detach()
     if not o.is_floating_point():
         o = o.float()
+    if o.numel() and not bool(torch.isfinite(o).all()):
+        raise ValueError("copynce: overlap has NaN or infinite entries")
     low = o.min().item() if o.numel() else 0.0
     if low < 0:
         raise ValueError(f"copynce: overlap has negative entries (min {low:.3g})")
@@ -238,6 +242,11 @@ def copynce(
         )
     b, n, c = q.shape
     m = r.shape[1]
+    if b == 0 or n == 0 or m == 0 or c == 0:
+        raise ValueError(
+            f"copynce: empty input: query {tuple(q.shape)}, reference {tuple(r.shape)} "
+            "(need at least one pair, one patch and one channel)"
+        )
     if r.shape[0] != b or r.shape[2] != c:
         raise ValueError(
             f"copynce: query {tuple(q.shape)} and reference {tuple(r.shape)} differ in batch "
@@ -253,8 +262,10 @@ def copynce(
         )
     if not 0.0 <= lam <= 1.0:
         raise ValueError(f"copynce: lam must be in [0, 1], got {lam}")
-    if scale <= 0:
-        raise ValueError(f"copynce: scale must be > 0, got {scale}")
+    if not scale > 0 or not math.isfinite(scale):
+        raise ValueError(f"copynce: scale must be a finite number > 0, got {scale}")
+    if not (bool(torch.isfinite(q).all()) and bool(torch.isfinite(r).all())):
+        raise ValueError("copynce: query or reference tokens hold NaN or infinite values")
     if valid is not None:
         valid = torch.as_tensor(valid, device=q.device)
         if valid.dtype != torch.bool or tuple(valid.shape) != (b,):

@@ -43,7 +43,8 @@ def load_all(params: dict[str, Any], source: str = "params.yaml") -> dict[str, A
         "launch": section(params, "launch", LaunchConfig, source),
     }
     arms = dict(params.get("arms") or {})
-    for name in sorted(set(arms) | set(out["ablation"].arms)):
+    listed = set(out["ablation"].arms) if "ablation" in params else set()  # the arms the ablation stage runs
+    for name in sorted(set(arms) | listed):
         try:
             out[f"arms.{name}"] = resolve_run(params, name, {}, source)
         except ValueError as e:

@@ -16,13 +16,20 @@ so DVC sees ordinary parameter changes and re-runs only the stages that read the
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
+from io import StringIO
 from pathlib import Path
 from typing import Any
 
 from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
+
+from icdlib.pipeline.config import load_all
 
 PROFILES_DIR = Path("profiles")
+PROFILE_NAME = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def _yaml() -> YAML:
@@ -36,8 +43,6 @@ def _yaml() -> YAML:
 
 def parse_value(text: str) -> Any:
     """A ``--set`` value as YAML (``3`` -> int, ``true`` -> bool, ``[1, 2]`` -> list)."""
-    from io import StringIO
-
     return _yaml().load(StringIO(text)) if text.strip() else ""
 
 
@@ -57,6 +62,8 @@ def merge(base: dict, overlay: dict, where: str = "") -> None:
             continue
         if isinstance(value, dict) and isinstance(base[key], dict):
             merge(base[key], value, path)
+        elif isinstance(base[key], dict) and key != "arms":
+            raise ValueError(f"profile sets {path!r} to {value!r}, but it is a section (a mapping)")
         else:
             base[key] = value
 
@@ -69,6 +76,8 @@ def set_dotted(base: dict, dotted: str, value: Any) -> None:
         if not isinstance(node, dict) or part not in node:
             raise KeyError(f"--set {dotted}: params.yaml has no key {'.'.join(parts[: i + 1])!r}")
         if i == len(parts) - 1:
+            if isinstance(node[part], dict) and not isinstance(value, dict):
+                raise ValueError(f"--set {dotted}={value!r}: {dotted!r} is a section, not a value")
             node[part] = value
         else:
             node = node[part]
@@ -80,11 +89,17 @@ def apply_profile(params_path: Path, profile: str | None, sets: list[str], profi
     y = _yaml()
     data = y.load(params_path.read_text())
     if profile:
+        if not PROFILE_NAME.fullmatch(profile):
+            raise ValueError(f"profile name {profile!r}: expected a name under {profiles_dir}/ "
+                             "(letters, digits, '_' and '-'), not a path")
         pfile = profiles_dir / f"{profile}.yaml"
         if not pfile.is_file():
             known = sorted(p.stem for p in profiles_dir.glob("*.yaml"))
             raise FileNotFoundError(f"no profile {profile!r} ({pfile}); known: {', '.join(known)}")
-        merge(data, y.load(pfile.read_text()) or {})
+        overlay = y.load(pfile.read_text()) or {}
+        if not isinstance(overlay, dict):
+            raise ValueError(f"{pfile}: a profile must be a mapping of sections, got {type(overlay).__name__}")
+        merge(data, overlay)
         if "profile" in data:
             data["profile"] = profile
     for item in sets:
@@ -92,8 +107,13 @@ def apply_profile(params_path: Path, profile: str | None, sets: list[str], profi
             raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
         key, value = item.split("=", 1)
         set_dotted(data, key.strip(), parse_value(value))
-    with (out_path or params_path).open("w") as f:
-        y.dump(data, f)
+    load_all(data, str(params_path))  # every key and type checked before anything is written
+    target = out_path or params_path
+    buf = StringIO()
+    y.dump(data, buf)
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.write_text(buf.getvalue())
+    os.replace(tmp, target)  # never a half-written params file
     return data
 
 
@@ -107,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         apply_profile(args.params, args.profile, args.set, args.profiles_dir, args.out)
-    except (KeyError, ValueError, FileNotFoundError) as e:
+    except (KeyError, ValueError, OSError, YAMLError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError(f"no data root: pass --data or set paths.data in {args.params}")
             data = Path(args.params).resolve().parent / data  # params paths are file-relative
         final = train(run, args.out, data_root=data, resume=not args.no_resume, device=args.device)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, OSError) as e:  # OSError: a folder or file the system refuses
         print(f"error: {e}", file=sys.stderr)
         return 2
     finally:

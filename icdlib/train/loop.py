@@ -43,6 +43,7 @@ Throughput per arm and device: ``python benchmarks/train.py`` writes
 from __future__ import annotations
 
 import contextlib
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -54,12 +55,12 @@ from torch import nn
 from tqdm import tqdm  # text bars: logged by papermill --log-output, kept by the saved notebook
 
 from icdlib.checkpoints import load_backbone_weights
-from icdlib.data import Disc21, MatcherPairs, TracedPairs, collate
+from icdlib.data import Disc21, MatcherPairs, TracedPairs, collate, worker_errors
 from icdlib.data.cache import CachedPairs, build_pair_cache, cache_folder
 from icdlib.models import build_descriptor, build_matcher
 
 from icdlib.train import distributed as D
-from icdlib.train.mining import cached_neighbours, neighbours_file
+from icdlib.train.mining import cached_neighbours, load_table, neighbours_file
 from icdlib.train.objectives import DescriptorObjective, MatcherObjective
 from icdlib.params import to_dict
 from icdlib.train.runs import RunConfig, TrainConfig, model_section, resolve_run  # noqa: F401
@@ -69,6 +70,15 @@ from icdlib.train.schedule import global_batch, lr_schedule, shard
 CHECKPOINT = "checkpoint.pt"  # latest resumable state, rewritten atomically
 FINAL = "model.pt"  # final weights, loadable with icdlib.checkpoints.load_model
 LIVE_DIR = "dvclive"
+
+
+def clear_outputs(out: Path) -> None:
+    """Delete what an earlier run left in ``out``: checkpoint, final model (both formats),
+    DVCLive logs. Mined kNN tables stay: their names hash their inputs, so none is stale."""
+    final = out / FINAL
+    for f in (out / CHECKPOINT, final, final.with_suffix(".safetensors"), final.with_suffix(".json")):
+        f.unlink(missing_ok=True)
+    shutil.rmtree(out / LIVE_DIR, ignore_errors=True)
 
 
 # ------------------------------------------------------------ model, data, objective of a run
@@ -202,9 +212,8 @@ def train(
     torch.manual_seed(t.seed)  # the same initial weights on every process
     model = _build_model(run)
     if t.init:
-        load_weights(model, t.init)
+        load_weights(model, t.init, "train.init checkpoint")
     elif t.backbone:
-
         load_backbone_weights(model, t.backbone)
     objective = _objective(run, model).to(dist.device)
     optimizer = _optimizer(objective, t)
@@ -212,16 +221,22 @@ def train(
     ckpt, start = out / CHECKPOINT, 0
     if resume == "auto" and ckpt.is_file() and not same_run(ckpt, run):
         if dist.is_main:
-            print(f"{ckpt}: written by another configuration; starting over", file=sys.stderr)
+            print(f"{ckpt}: written by another configuration (or unreadable); starting over", file=sys.stderr)
         resume = False
     if resume and ckpt.is_file():
-        meta = load_weights(model, ckpt)
+        meta = load_weights(model, ckpt, "resume checkpoint")
         check_same_run(meta.get("run", {}), run, ckpt)
-        objective.load_state_dict({**objective.state_dict(), **meta.get("loss_state", {})})
-        optimizer.load_state_dict(meta["optimizer"])
-        start = int(meta["step"])
-        objective.to(dist.device)
-        set_rng_state(meta["rng"])  # the loader's worker base seed is drawn from it
+        try:
+            objective.load_state_dict({**objective.state_dict(), **meta.get("loss_state", {})})
+            optimizer.load_state_dict(meta["optimizer"])
+            start = int(meta["step"])
+            objective.to(dist.device)
+            set_rng_state(meta["rng"])  # the loader's worker base seed is drawn from it
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise ValueError(f"{ckpt}: resume checkpoint lacks a usable optimiser/RNG/step state "
+                             f"({type(e).__name__}: {e}); --no-resume starts over") from None
+    elif not resume and dist.is_main:
+        clear_outputs(out)  # a fresh run never mixes with the last one's files
 
     if neighbours is None and t.knn_checkpoint:
         folder = Path(t.knn_cache) if t.knn_cache else out
@@ -230,7 +245,7 @@ def train(
                                            batch_size=t.knn_batch_size, device=dist.device)
         D.barrier()
         if neighbours is None:  # the other ranks read what rank 0 wrote
-            neighbours = np.load(neighbours_file(t.knn_checkpoint, paths, t.knn_k, folder))
+            neighbours = load_table(neighbours_file(t.knn_checkpoint, paths, t.knn_k, folder), len(paths), t.knn_k)
 
     dataset = _dataset(run, paths, neighbours)
     if t.pair_cache:  # the pairs of this run, computed once with every core, then read back
@@ -283,7 +298,8 @@ def train(
             logged: dict[str, float] = {}
             n_pairs = 0
             for micro in range(t.grad_accum):
-                batch = _to_device(next(batches), dist.device)
+                with worker_errors():  # an unreadable image names its file, not a worker traceback
+                    batch = _to_device(next(batches), dist.device)
                 last = micro == t.grad_accum - 1
                 sync = net.no_sync() if (net is not objective and not last) else contextlib.nullcontext()
                 with sync:

@@ -60,13 +60,27 @@ def cached_neighbours(checkpoint: str | Path, image_paths: Sequence[str | Path],
     """:func:`mine_neighbours`, stored in ``folder`` and reused by any run with the same inputs."""
     path = neighbours_file(checkpoint, image_paths, k, folder)
     if path.is_file():
-        return np.load(path)
+        return load_table(path, len(image_paths), k)
     table = mine_neighbours(checkpoint, image_paths, k, **kwargs)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + ".tmp.npy")
     np.save(tmp, table)
     tmp.replace(path)
     return table
+
+
+def load_table(path: Path, n: int, k: int) -> np.ndarray:
+    """A kNN table written by :func:`cached_neighbours`, checked: ``[n, k]`` integer indices
+    in ``[0, n)`` (no pickle is ever loaded); ``ValueError`` naming the file otherwise."""
+    try:
+        table = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise ValueError(f"{path}: unreadable kNN table ({e}); delete it to mine again") from None
+    if (table.shape != (n, k) or not np.issubdtype(table.dtype, np.integer)
+            or (table.size and (table.min() < 0 or table.max() >= n))):
+        raise ValueError(f"{path}: kNN table of shape {table.shape}, dtype {table.dtype} is not "
+                         f"[{n}, {k}] indices in [0, {n}); delete it to mine again")
+    return table.astype(np.int64, copy=False)
 
 
 def knn_from_features(features: np.ndarray, k: int) -> np.ndarray:

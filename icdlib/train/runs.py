@@ -121,21 +121,36 @@ def parse_sets(sets: Sequence[str]) -> list[tuple[str, Any]]:
         key, eq, text = item.partition("=")
         if not eq or not key.strip():
             raise ValueError(f"--set expects key=value, got {item!r}")
-        out.append((key.strip(), yaml.safe_load(text) if text.strip() else ""))
+        try:
+            value = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError as e:
+            raise ValueError(f"--set {item!r}: the value is not valid YAML ({e})") from None
+        out.append((key.strip(), value))
     return out
+
+
+# the params sections a run reads: an override of any other section would be ignored
+RUN_SECTIONS = ("train", "pairs", "descriptor", "matcher")
 
 
 def apply_overrides(params: dict, overrides: Sequence[tuple[str, Any]]) -> dict:
     """Write dotted ``section.key`` overrides into a copy of ``params``.
 
-    The section may be missing (it is created); whether the key exists is checked when
-    the section's dataclass is built, which names any unknown key.
+    The section must be one a run reads (:data:`RUN_SECTIONS`), else ``ValueError``
+    naming it; it may be missing from ``params`` (it is created). Whether the key exists
+    and its value's type are checked when the section's dataclass is built, which names
+    any unknown key or wrong value.
     """
     out = copy.deepcopy(params)
     for key, value in overrides:
         parts = key.split(".")
-        if len(parts) < 2:
+        if len(parts) < 2 or not all(parts):
             raise ValueError(f"override {key!r}: expected section.key")
+        if parts[0] not in RUN_SECTIONS:
+            raise ValueError(
+                f"override {key!r}: unknown section {parts[0]!r}; a run reads the sections "
+                f"{', '.join(RUN_SECTIONS)}"
+            )
         node = out
         for p in parts[:-1]:
             node = node.setdefault(p, {})

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from icdlib.checkpoints import load_model, save_checkpoint
+from icdlib.checkpoints import CheckpointError, load_model, read_checkpoint, save_checkpoint
 from icdlib.params import to_dict
 from icdlib.train.runs import RunConfig
 
@@ -21,6 +21,7 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: dict) -> None:
+    """Restore :func:`rng_state` (``torch``: CPU generator ByteTensor; ``cuda``: one per GPU)."""
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -41,14 +42,31 @@ def save_state(path: Path, run: RunConfig, objective: nn.Module, optimizer, step
     if not final:
         meta["optimizer"] = optimizer.state_dict()
         meta["rng"] = rng_state()
+    else:  # the final weights also as safetensors + JSON config, for other tools
+        plain = {**meta, "loss_state": {k: v.tolist() for k, v in meta["loss_state"].items()}}
+        save_checkpoint(Path(path).with_suffix(".safetensors"), objective.model, plain)
     save_checkpoint(path, objective.model, meta)
 
 
-def load_weights(model: nn.Module, path: str | Path) -> dict:
-    loaded, meta = load_model(path)
-    missing, unexpected = model.load_state_dict(loaded.state_dict(), strict=False)
-    if missing or unexpected:
-        raise ValueError(f"{path}: weights do not fit the model: missing {missing}, unexpected {unexpected}")
+def load_weights(model: nn.Module, path: str | Path, what: str = "checkpoint") -> dict:
+    """Copy the weights of checkpoint ``path`` into ``model``; returns the checkpoint's meta.
+
+    Raises ``ValueError`` naming the file when the checkpoint is unreadable or its model
+    does not fit ``model`` (another kind, width or depth).
+    """
+    loaded, meta = load_model(path, what=what)
+    target = model.state_dict()
+    source = loaded.state_dict()
+    missing = sorted(set(target) - set(source))
+    unexpected = sorted(set(source) - set(target))
+    shapes = [f"{k}: checkpoint {tuple(source[k].shape)} vs model {tuple(target[k].shape)}"
+              for k in sorted(set(source) & set(target)) if source[k].shape != target[k].shape]
+    if missing or unexpected or shapes:
+        raise CheckpointError(
+            f"{path}: {what} does not fit the model ({meta.get('kind')} checkpoint): "
+            f"missing {missing[:5]}, unexpected {unexpected[:5]}, shapes {shapes[:3]}"
+        )
+    model.load_state_dict(source)
     return meta
 
 
@@ -58,9 +76,12 @@ RESUME_FREE = {"workers", "checkpoint_every", "log_every", "knn_batch_size", "pa
 
 def same_run(ckpt: Path, run: RunConfig) -> bool:
     """Whether ``ckpt`` was written by the configuration of ``run`` (see :func:`check_same_run`)."""
-    saved = torch.load(ckpt, map_location="cpu", weights_only=False)
     try:
-        check_same_run((saved.get("meta") or saved).get("run", {}), run, ckpt)
+        meta, _ = read_checkpoint(ckpt, "resume checkpoint")
+    except CheckpointError:
+        return False  # unreadable or unsafe: "auto" starts over and overwrites it
+    try:
+        check_same_run(meta.get("run", {}), run, ckpt)
     except ValueError:
         return False
     return True

@@ -35,7 +35,7 @@ from PIL import Image
 
 from icdlib import edits
 from icdlib.checkpoints import load_model
-from icdlib.data import PROCEDURAL_KINDS, SPLIT_DIRS, Disc21, load_image, render
+from icdlib.data import PROCEDURAL_KINDS, SPLIT_DIRS, Disc21, load_image, render, to_rgb8
 from icdlib.models import preprocess
 from icdlib.pixtrace import Mapping, Trace, overlap, transfer
 from icdlib.viz import figures
@@ -154,7 +154,7 @@ class Explorer:
             img.load()
         except Exception as e:  # PIL raises several types for undecodable bytes
             raise ValueError(f"explorer: cannot decode uploaded file {item.get('name')!r}: {e}") from e
-        return fit_size(img.convert("RGB"), int(c.size.value))
+        return fit_size(to_rgb8(img), int(c.size.value))
 
     def compute(self) -> None:
         """Recompute source, edited images, traces and the overlap from the controls."""
@@ -260,7 +260,7 @@ class Explorer:
             for kind in ("descriptor", "matcher"):
                 path = getattr(self.controls, kind).value.strip()
                 if path:
-                    model, meta = load_model(path)
+                    model, meta = load_model(path, what="explorer checkpoint")
                     if meta.get("kind") != kind:
                         raise ValueError(f"explorer: {path} holds a {meta.get('kind')} "
                                          f"checkpoint, not a {kind}")
