@@ -15,7 +15,7 @@ Layout
 
 Ground-truth CSVs have the header ``query_id,reference_id``, one row per query; an empty
 ``reference_id`` marks a distractor (a query that copies no reference). They are read by
-:func:`icdlib.data.isc_csv.read_ground_truth`, the one ISC21 CSV reader. Image ids are
+:func:`icdlib.isc_csv.read_ground_truth`, the one ISC21 CSV reader. Image ids are
 file stems (``Q00012``); lists are sorted by id.
 """
 

@@ -295,7 +295,7 @@ def pr_curve(predictions: Iterable[PredictedMatch], ground_truth: Iterable[Groun
 
 def read_predictions(path: str | Path) -> pd.DataFrame:
     """Read ``query_id,reference_id,score`` (ids as str, score float64) with
-    :func:`icdlib.data.isc_csv.read_predictions`; bad rows raise ``ValueError`` naming the line."""
+    :func:`icdlib.isc_csv.read_predictions`; bad rows raise ``ValueError`` naming the line."""
     rows = isc_csv.read_predictions(path)
     return pd.DataFrame(
         {"query_id": pd.Series([q for q, _, _ in rows], dtype=object),
@@ -305,7 +305,7 @@ def read_predictions(path: str | Path) -> pd.DataFrame:
 
 
 def read_ground_truth(path: str | Path) -> pd.DataFrame:
-    """Read ``query_id,reference_id`` with :func:`icdlib.data.isc_csv.read_ground_truth`; an
+    """Read ``query_id,reference_id`` with :func:`icdlib.isc_csv.read_ground_truth`; an
     empty reference_id becomes ``None`` (distractor)."""
     rows = isc_csv.read_ground_truth(path)
     return pd.DataFrame({"query_id": pd.Series([q for q, _ in rows], dtype=object),
