@@ -61,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if res.threshold_note:
             print(res.threshold_note, file=sys.stderr)
         page = write_gallery(Path(args.out) / "index.html", res.matches, res.query_paths, res.reference_paths,
-                             res.threshold, title=f"icdlib search: {args.queries}", note=res.threshold_note,
+                             res.threshold, title=f"icdlib search: {Path(args.queries).resolve().name}", note=res.threshold_note,
                              max_queries=args.html_queries)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
