@@ -77,7 +77,8 @@ def write_gallery(path: str | Path, matches: pd.DataFrame, query_paths: dict[str
     order = list(best.index)
     order += [q for q in query_paths if q not in best.index]  # queries with no match at all
     shown = order[:max_queries] if max_queries else order
-    by_query = {q: g.sort_values("rank") for q, g in matches.groupby("query_id", sort=False)}
+    sub = matches[matches["query_id"].isin(set(shown))]  # group only what is shown: 1M queries stay cheap
+    by_query = {q: g.sort_values("rank") for q, g in sub.groupby("query_id", sort=False)}
     cache: dict = {}
     rows = []
     for q in tqdm(shown, desc="index.html", unit="query"):
