@@ -6,7 +6,7 @@ the images and the ground truth are found; a ground-truth CSV may be given inste
 For each query :class:`ResultsBrowser` shows its top-k references as thumbnails with
 scores, marks each as a true copy (green) or not (red), and lists the ground-truth
 copies missing from its predictions ("missed", orange). Picking one of the pairs draws
-the patch affinity of up to two descriptors side by side on that real pair
+the patch affinity of up to two descriptors, one above the other, on that real pair
 (:func:`icdlib.viz.compare.compare`), e.g. an InfoNCE and a CopyNCE checkpoint.
 
 Definitions, per query: a *false positive at rank 1* is a query whose best-scored
@@ -143,7 +143,7 @@ class ResultsBrowser:
             W.HBox([c.folder, c.ground_truth, self.load_button]),
             W.HBox([c.view, c.query, self.prev_button, self.next_button, c.k]), self.status, self.hits,
             W.HBox([c.pair, c.descriptor_a, c.descriptor_b, self.compare_button]),
-            W.HBox([self.affinity_a, self.affinity_b])])
+            self.affinity_a, self.affinity_b])  # stacked: three panels each need the full width
         if folder:
             self.load()
 
@@ -229,8 +229,7 @@ class ResultsBrowser:
                     replace_figure(fig, go.Figure())
                     continue
                 res = compare(q, r, descriptor=self._model(path))
-                out = res.figure.update_layout(width=760, height=300,
-                                               title=f"{Path(path).name}: {res.figure.layout.title.text}")
+                out = res.figure.update_layout(title=f"{Path(path).name}: {res.figure.layout.title.text}")
                 replace_figure(fig, out)
         except (ValueError, FileNotFoundError) as e:
             self._error(e)
