@@ -31,7 +31,7 @@ from icdlib.eval.engine import load_checkpoint
 from icdlib.eval.gallery import thumbnail_uri
 from icdlib.eval.metrics import read_predictions
 from icdlib.viz.compare import compare
-from icdlib.viz.explorer import Explorer, VizConfig, replace_figure
+from icdlib.viz.explorer import Explorer, VizConfig
 
 VIEWS = ("all queries", "false positive at rank 1", "missed copies")
 MARKS = {True: ("#2ca02c", "copy"), False: ("#d62728", "not a copy"), None: ("#ff7f0e", "missed")}
@@ -132,6 +132,7 @@ class ResultsBrowser:
         self.compare_button = W.Button(description="patch affinity", icon="th")
         self.hits, self.status = W.HTML(), W.HTML()
         self.affinity_a, self.affinity_b = go.FigureWidget(), go.FigureWidget()
+        self.affinity_box = W.VBox([self.affinity_a, self.affinity_b])  # stacked: 3 panels need the full width
         self.load_button.on_click(lambda _: self.load())
         self.prev_button.on_click(lambda _: self.step(-1))
         self.next_button.on_click(lambda _: self.step(1))
@@ -143,7 +144,7 @@ class ResultsBrowser:
             W.HBox([c.folder, c.ground_truth, self.load_button]),
             W.HBox([c.view, c.query, self.prev_button, self.next_button, c.k]), self.status, self.hits,
             W.HBox([c.pair, c.descriptor_a, c.descriptor_b, self.compare_button]),
-            self.affinity_a, self.affinity_b])  # stacked: three panels each need the full width
+            self.affinity_box])
         if folder:
             self.load()
 
@@ -223,14 +224,19 @@ class ResultsBrowser:
         r = self.run.reference_paths.get(self.controls.pair.value)
         try:
             c = self.controls
-            for field, fig in ((c.descriptor_a, self.affinity_a), (c.descriptor_b, self.affinity_b)):
+            figs = []
+            for field in (c.descriptor_a, c.descriptor_b):
                 path = field.value.strip()
                 if not path:
-                    replace_figure(fig, go.Figure())
+                    figs.append(go.FigureWidget())
                     continue
                 res = compare(q, r, descriptor=self._model(path))
-                out = res.figure.update_layout(title=f"{Path(path).name}: {res.figure.layout.title.text}")
-                replace_figure(fig, out)
+                title = f"{Path(path).name}: {res.figure.layout.title.text}"
+                # a new widget per figure: plotly's front end lays multi-panel figures out
+                # reliably only when they arrive whole, not when traces replace others
+                figs.append(go.FigureWidget(res.figure.update_layout(title=title)))
+            self.affinity_a, self.affinity_b = figs
+            self.affinity_box.children = figs
         except (ValueError, FileNotFoundError) as e:
             self._error(e)
 

@@ -129,6 +129,7 @@ def test_results_tab_shows_hits_steps_queries_and_draws_affinity(jupyter_results
             page.screenshot(path=str(SHOTS / "results_browser.png"))
             page.get_by_role("button", name="next").click()
             page.get_by_text("query 2 of 3").wait_for()
+            wait_until_idle(page)  # a click while the kernel still redraws the last step can be lost
             page.get_by_role("button", name="patch affinity").click()
             wait_for(page, """() => Array.from(document.querySelectorAll('.js-plotly-plot .gtitle'))
                 .some(t => t.textContent.startsWith('desc.pt: descriptor cosine'))""", None,
