@@ -43,15 +43,30 @@ def with_parents(module: str) -> set[str]:
     return {".".join(parts[:i]) for i in range(1, len(parts) + 1)} & set(MODULES)
 
 
+def module_level_imports_of(path: Path) -> set[str]:
+    """The icdlib modules a file imports when it is imported (function bodies left out)."""
+    tree = ast.parse(path.read_text())
+    nodes = [n for top in tree.body for n in ([top] + (top.body if isinstance(top, (ast.If, ast.Try)) else []))]
+    return imported_modules(nodes)
+
+
 def closure(modules: set[str]) -> set[str]:
-    """Every module that importing ``modules`` executes (imports and parent packages)."""
-    todo, seen = set(modules), set()
+    """Every module whose code a caller of ``modules`` may run: the modules and everything
+    they import (function-level imports included, as their functions are called), plus
+    the packages whose ``__init__`` importing them executes. A package reached only as a
+    parent runs its module-level code alone (``icdlib.compare``'s lazy import does not
+    make every stage depend on the viz code)."""
+    called, executed, todo = set(), set(), list(modules)
     while todo:
         m = todo.pop()
-        for n in with_parents(m) - seen:
-            seen.add(n)
-            todo |= imports_of(MODULES[n]) - seen
-    return seen
+        if m in called:
+            continue
+        called.add(m)
+        todo += imports_of(MODULES[m]) - called
+        for parent in with_parents(m) - {m} - executed - called:
+            executed.add(parent)
+            todo += module_level_imports_of(MODULES[parent]) - called
+    return called | executed
 
 
 def source_file(module: str) -> str:

@@ -13,7 +13,10 @@ normalise scores with the auxiliary root's training images, optionally rescore t
 candidates with the matcher (``DIR/candidates.csv`` keeps the descriptor's pairs), and
 write ``DIR/predictions.csv``. With ground truth it also writes ``DIR/metrics.json``,
 exactly the object ``python -m icdlib.metrics`` prints for those two files, and
-``DIR/eval_config.json`` records the resolved configuration and inputs.
+``DIR/eval_config.json`` records the resolved configuration and inputs. With
+``--calibrate`` it writes ``<checkpoint>.calibration.json`` beside the checkpoint whose
+scores are final: the score at 90 % precision on this split, which
+``python -m icdlib.search --threshold auto`` reads.
 
 The query split defaults to ``queries`` (single ``query_images/`` layout), else
 ``dev_queries``, else ``final_queries``. Knobs come from the ``eval`` section
@@ -62,6 +65,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     " and score normalisation (default: ./params.yaml if it exists, else built-in defaults)")
     ap.add_argument("--lce", action="store_true",
                     help="Local Crop Ensembling for the matcher: rescore every candidate with 35 crop pairs")
+    ap.add_argument("--calibrate", action="store_true",
+                    help="write <checkpoint>.calibration.json: the score at 90%% precision on this split "
+                         "(for python -m icdlib.search --threshold auto)")
     ap.add_argument("--out", required=True, help="output folder")
     args = ap.parse_args(argv)
     try:
@@ -70,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.lce:
             cfg = EvalConfig(**{**to_dict(cfg), "lce": True})
         res = evaluate_benchmark(args.data, args.descriptor, args.matcher, args.auxiliary, args.ground_truth,
-                                 args.split, args.baseline, cfg, args.out, args.candidates)
+                                 args.split, args.baseline, cfg, args.out, args.candidates, args.calibrate)
     except (ValueError, OSError) as e:  # OSError: a folder or file the system refuses
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -78,5 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                "params": str(params) if params is not None else "built-in defaults"}
     if res.metrics is not None:
         summary.update({k: v for k, v in res.metrics.to_dict().items() if k in ("uAP", "RP90", "mAP")})
+    if "calibration" in res.info:
+        summary["calibration"] = res.info["calibration"]
     print(json.dumps(summary, indent=2))
     return 0

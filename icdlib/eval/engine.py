@@ -24,6 +24,8 @@ import torch
 
 from icdlib.checkpoints import load_model
 from icdlib.data import IMAGE_SUFFIXES, SPLIT_DIRS, Disc21
+from icdlib.eval.calibration import calibrate as make_calibration
+from icdlib.eval.calibration import write_calibration
 from icdlib.eval.hashes import hash_predictions
 from icdlib.eval.metrics import Metrics, PrCurve, evaluate_arrays, read_predictions, write_predictions
 from icdlib.eval.rescore import rescore
@@ -203,6 +205,7 @@ def evaluate_benchmark(
     cfg: EvalConfig = EvalConfig(),
     out: str | Path | None = None,
     candidates: str | Path | None = None,
+    calibrate: bool = False,
 ) -> EvalResult:
     """Evaluate a descriptor (+ matcher) or a hash baseline on a DISC21-layout folder.
 
@@ -221,6 +224,9 @@ def evaluate_benchmark(
             (and ``candidates.csv``, ``features/``) there.
         candidates: a candidate-pair CSV (predictions format) for the matcher to rescore
             instead of running a descriptor.
+        calibrate: also write ``<checkpoint>.calibration.json`` beside the checkpoint whose
+            scores are final (the matcher if given, else the descriptor): the score at
+            90 % pooled precision on this split (:mod:`icdlib.eval.calibration`).
 
     Returns:
         :class:`EvalResult`; metrics are None when the split has no ground truth.
@@ -233,11 +239,13 @@ def evaluate_benchmark(
         raise ValueError("evaluate: a matcher rescores descriptor or file candidates, not a hash baseline")
     if auxiliary is not None and descriptor is None:
         raise ValueError("evaluate: auxiliary normalisation needs descriptor features; give a descriptor")
+    if calibrate and matcher is None and descriptor is None:
+        raise ValueError("evaluate: calibration applies to a checkpoint's scores; give a descriptor or matcher")
     aux = auxiliary_images(auxiliary) if auxiliary is not None else ()
     bench = Benchmark(data, split, cfg, ground_truth, aux)
     if out is None:
         return _evaluate(bench, data, descriptor, matcher, auxiliary, ground_truth, baseline, cfg, None,
-                         candidates, aux)
+                         candidates, aux, calibrate)
     final = Path(out)
     if final.exists() and not (final.is_dir() and (not any(final.iterdir()) or (final / EVAL_CONFIG).is_file())):
         raise ValueError(f"evaluate: --out {final} exists and is not an evaluation output folder (no "
@@ -246,7 +254,7 @@ def evaluate_benchmark(
     work = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
     try:
         result = _evaluate(bench, data, descriptor, matcher, auxiliary, ground_truth, baseline, cfg, work,
-                           candidates, aux)
+                           candidates, aux, calibrate)
         os.chmod(work, 0o777 & ~_umask())  # mkdtemp makes 0700 folders
         old = final.with_name(f".{final.name}.old")
         if final.exists():
@@ -267,7 +275,7 @@ def _umask() -> int:
 
 
 def _evaluate(bench, data, descriptor, matcher, auxiliary, ground_truth, baseline, cfg, out, candidates,
-              aux) -> EvalResult:
+              aux, calibrate=False) -> EvalResult:
     """The body of :func:`evaluate_benchmark`; writes into ``out`` (a fresh folder) if given."""
     split = bench.split
     info = {"data": str(data), "split": split, "descriptor": str(descriptor) if descriptor else None,
@@ -306,6 +314,14 @@ def _evaluate(bench, data, descriptor, matcher, auxiliary, ground_truth, baselin
 
     preds = preds.sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
     metrics, curve = bench.score(preds)
+    if calibrate:
+        if curve is None:
+            raise ValueError(f"evaluate: split {split!r} of {data} has no ground truth to calibrate on")
+        if matcher is not None:
+            ckpt, kind = matcher, "matcher probability, LCE" if cfg.lce else "matcher probability"
+        else:
+            ckpt, kind = descriptor, "descriptor cosine, score-normalised" if auxiliary else "descriptor cosine"
+        info["calibration"] = str(write_calibration(make_calibration(curve, ckpt, kind, info, bench.n_positives)))
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         write_predictions(out / "predictions.csv", preds["query_id"], preds["reference_id"], preds["score"])

@@ -161,6 +161,49 @@ def load_features(path: str | Path) -> tuple[list[str], np.ndarray]:
 # --------------------------------------------------------------------------- search
 
 
+def build_index(references: np.ndarray, index: str = "Flat", nprobe: int = 16) -> faiss.Index:
+    """A faiss inner-product index over ``references`` (float32 ``[nr, d]``).
+
+    ``index`` is a faiss factory string (``"Flat"``, ``"IVF1024,Flat"``, ``"IVF4096,PQ32"``...);
+    a trainable index is trained on the references themselves, so it needs enough of them:
+    ``IVFn`` at least n (faiss advises 39 n) and ``PQ`` at least 256 (2^8 codes per
+    sub-quantizer). Too few raise ``ValueError`` saying so; ``"Flat"`` needs no training.
+    """
+    r = np.ascontiguousarray(references, dtype=np.float32)
+    if r.ndim != 2:
+        raise ValueError(f"build_index: references must be [n, d], got shape {r.shape}")
+    try:
+        idx = faiss.index_factory(r.shape[1], index, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as e:
+        raise ValueError(f"search: bad faiss index string {index!r} ({e})") from e
+    if not idx.is_trained:
+        try:
+            idx.train(r)
+        except RuntimeError as e:
+            reason = str(e).split("failed: ")[-1].strip()
+            raise ValueError(
+                f"search: faiss index {index!r} cannot be trained on {len(r)} references ({reason}); "
+                f"use --index Flat (exact, fine below ~1M references) or fewer IVF lists / PQ bits") from e
+    if "IVF" in index:
+        faiss.ParameterSpace().set_index_parameter(idx, "nprobe", nprobe)
+    idx.add(r)
+    return idx
+
+
+def search_index(idx: faiss.Index, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` best references of each query in a built index (see :func:`search`)."""
+    q = np.ascontiguousarray(queries, dtype=np.float32)
+    if q.ndim != 2 or q.shape[1] != idx.d:
+        raise ValueError(f"search: queries {q.shape} do not fit an index of dimension {idx.d}")
+    if k < 1:
+        raise ValueError(f"search: k must be >= 1, got {k}")
+    kk = min(k, idx.ntotal)
+    if kk == 0 or len(q) == 0:
+        return np.zeros((len(q), kk), np.float32), np.zeros((len(q), kk), np.int64)
+    scores, indices = idx.search(q, kk)
+    return scores, indices.astype(np.int64)
+
+
 def search(
     queries: np.ndarray, references: np.ndarray, k: int, index: str = "Flat", nprobe: int = 16
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -170,7 +213,7 @@ def search(
         queries: float32 ``[nq, d]``; references: float32 ``[nr, d]``.
         k: neighbours per query (clipped to nr).
         index: faiss factory string (``"Flat"``, ``"IVF1024,Flat"``, ``"IVF4096,PQ32"``...);
-            a trainable index is trained on the references.
+            a trainable index is trained on the references (:func:`build_index`).
 
     Returns:
         ``(scores float32 [nq, k'], indices int64 [nq, k'])``, best first; an index that
@@ -185,17 +228,7 @@ def search(
     kk = min(k, len(r))
     if kk == 0 or len(q) == 0:
         return np.zeros((len(q), kk), np.float32), np.zeros((len(q), kk), np.int64)
-    try:
-        idx = faiss.index_factory(q.shape[1], index, faiss.METRIC_INNER_PRODUCT)
-    except RuntimeError as e:
-        raise ValueError(f"search: bad faiss index string {index!r} ({e})") from e
-    if not idx.is_trained:
-        idx.train(r)
-    if "IVF" in index:
-        faiss.ParameterSpace().set_index_parameter(idx, "nprobe", nprobe)
-    idx.add(r)
-    scores, indices = idx.search(q, kk)
-    return scores, indices.astype(np.int64)
+    return search_index(build_index(r, index, nprobe), q, kk)
 
 
 def normalize_scores(

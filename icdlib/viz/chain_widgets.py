@@ -48,9 +48,11 @@ class ParamControl:
             if p.kind == "float":
                 step = (p.high - p.low) / SLIDER_STEPS
                 self._parts = [W.FloatSlider(min=p.low, max=p.high, step=step, readout_format=".3g",
+                                             continuous_update=False,
                                              description=p.name, style=style, layout=_ITEM)]
             else:
                 self._parts = [W.IntSlider(min=int(p.low), max=int(p.high), description=p.name,
+                                           continuous_update=False,
                                            style=style, layout=_ITEM)]
         elif p.kind == "float":
             self._parts = [W.FloatText(description=p.name, style=style, layout=_ITEM)]

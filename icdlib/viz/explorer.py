@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import html
 import io
+import json
 from types import SimpleNamespace
 from typing import Any
 
@@ -66,7 +67,8 @@ class Explorer:
         affinity_fig: ``go.FigureWidget`` views. scores, status: ``W.HTML``.
         source, query, reference: PIL images; query_trace, reference_trace: traces;
         overlap: ``float32 [Nq, Nr + 1]`` numpy; selected: the query patch index.
-        widget: the whole UI (display it in a notebook).
+        export_button, chain_json: export the chain(s) as JSON into a text area.
+        widget: the whole UI, a ``W.Tab`` (display it in a notebook).
     """
 
     def __init__(self, config: VizConfig = VizConfig()):
@@ -80,7 +82,8 @@ class Explorer:
             mode=W.ToggleButtons(options=SOURCE_MODES, value="procedural", description="source"),
             kind=W.Dropdown(options=PROCEDURAL_KINDS, value=c.source_kind, description="kind"),
             seed=W.IntText(value=c.seed, description="seed"),
-            size=W.IntSlider(value=c.size, min=64, max=512, step=16, description="size (px)"),
+            size=W.IntSlider(value=c.size, min=64, max=512, step=16, description="size (px)",
+                             continuous_update=False),
             disc21_root=W.Text(value=c.disc21_root, description="DISC21 root"),
             disc21_split=W.Dropdown(options=list(SPLIT_DIRS), description="split"),
             disc21_index=W.IntText(value=0, description="image #"),
@@ -98,6 +101,9 @@ class Explorer:
         self.reference_chain = ChainEditor("reference edits", on_change=self.refresh)
         self.random_button = W.Button(description="random chain", icon="random")
         self.load_button = W.Button(description="load models", icon="upload")
+        self.export_button = W.Button(description="export chain (JSON)", icon="download")
+        self.chain_json = W.Textarea(layout=W.Layout(width="98%", height="90px"))
+        self.export_button.on_click(lambda _: self.export_chain())
         self.random_button.on_click(lambda _: self.random_chain())
         self.load_button.on_click(lambda _: self.load_models())
         self.scores = W.HTML()
@@ -249,6 +255,15 @@ class Explorer:
             self.reference_chain.set_specs(edits.sample_chain(seed + 1, families))
         self.refresh()
 
+    def export_chain(self) -> str:
+        """The current chain(s) as JSON (also shown in ``chain_json``): ``{"query": [spec, ...],
+        "reference": [...] or null}``, specs as :func:`icdlib.edits.apply` takes them."""
+        copy = self.controls.copy_vs_copy.value
+        text = json.dumps({"query": self.query_chain.specs(),
+                           "reference": self.reference_chain.specs() if copy else None}, indent=1)
+        self.chain_json.value = text
+        return text
+
     # ------------------------------------------------------------------ models
     def load_models(self) -> None:
         """Load the descriptor/matcher checkpoints named in the path fields.
@@ -349,10 +364,15 @@ class Explorer:
         chain = W.VBox([W.HBox([c.chain_seed, self.random_button]), c.families,
                         W.HBox([c.copy_vs_copy, c.patch])])
         model = W.HBox([c.descriptor, c.matcher, self.load_button])
-        return W.VBox([
-            W.HBox([source, chain]), self.query_chain.widget, self.reference_chain.widget,
-            self.status, self.images_fig, self.trace_fig, self.correspondence_fig,
-            self.patch_fig, self.matrix_fig, model, self.scores, self.affinity_fig])
+        tabs = W.Tab(children=[
+            W.VBox([W.HBox([source, chain]), self.query_chain.widget, self.reference_chain.widget, self.status,
+                    W.HBox([self.export_button]), self.chain_json, self.images_fig]),
+            W.VBox([self.trace_fig, self.correspondence_fig]),
+            W.VBox([self.patch_fig, self.matrix_fig]),
+            W.VBox([model, self.scores, self.affinity_fig])])
+        for i, title in enumerate(("edit chain", "trace", "patch overlap", "model")):
+            tabs.set_title(i, title)
+        return tabs
 
     def _ipython_display_(self):
         from IPython.display import display
