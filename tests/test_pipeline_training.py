@@ -77,3 +77,13 @@ def test_publishing_a_run_that_never_trained_names_it(stage):
     params, _ = stage
     with pytest.raises(FileNotFoundError, match="'infonce'"):
         E.publish_curves(params, "infonce")
+
+
+def test_every_arm_reads_the_shared_pair_cache_unless_the_profile_turns_it_off(stage):
+    params, runs = stage
+    for arm in ("infonce", "copynce", "matcher_bce"):
+        E.train_arm(params, arm, progress=False)
+        assert Path(runs[-1].train.pair_cache) == params.parent / "runs" / "pairs"
+    apply_profile(params, None, ["paths.pair_cache=null"], profiles_dir=ROOT / "profiles", out_path=params)
+    E.train_arm(params, "copynce", progress=False)
+    assert runs[-1].train.pair_cache is None

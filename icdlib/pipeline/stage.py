@@ -41,6 +41,7 @@ class PathsConfig:
     reports: str = "reports"
     backbone: str | None = None  # DINO-format ViT weights for every trunk; None = random init
     matcher_backbone: str | None = "models/descriptor_copynce.pt"  # the matcher trunk's start (null: backbone)
+    pair_cache: str | None = "runs/pairs"  # traced pairs made once and shared by the arms of one seed; null: on the fly
 
 
 @dataclass(frozen=True)

@@ -65,6 +65,9 @@ def train_arm(
             if run.train.knn_cache is None:  # both matcher arms mine once
                 sets["train.knn_cache"] = str(st.path("runs", "knn"))
             run = resolve_run(st.params, arm, sets, st.params_path.name)
+    if st.paths.pair_cache and run.train.pair_cache is None:  # shared by the arms that read the same pairs
+        sets["train.pair_cache"] = str(st.path("pair_cache"))
+        run = resolve_run(st.params, arm, sets, st.params_path.name)
     run_dir = st.path("runs", run_name or arm)
     if st.launch.nproc_per_node > 1 or st.launch.nnodes > 1:
         final = _torchrun(st, arm, run_dir, sets.items())
