@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Sequence
 
 from icdlib.eval.engine import evaluate_benchmark
+from icdlib.eval.hashes import HashUnavailable
 from icdlib.eval.retrieval import EvalConfig
 from icdlib.params import load_params, section, to_dict
 
@@ -60,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             cfg = EvalConfig(**{**to_dict(cfg), "lce": True})
         res = evaluate_benchmark(args.data, args.descriptor, args.matcher, args.auxiliary, args.ground_truth,
                                  args.split, args.baseline, cfg, args.out, args.candidates)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, HashUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     summary = {"split": res.split, "n_predictions": len(res.predictions), "out": str(args.out)}

@@ -99,6 +99,12 @@ def to_markdown(df: pd.DataFrame, title: str, notes: str = "") -> str:
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "---|" * len(head))
     for _, r in df.iterrows():
+        missing = r.get("missing")
+        if isinstance(missing, str) and missing:
+            cells = [f"{r['method']} (not run: {missing})", "", "", ""]
+            cells += [str(r["seeds"]), _fmt(r["paper_uAP"]), _fmt(r["paper_RP90"]), str(r["paper_source"]), f"`{r['config']}`"]
+            lines.append("| " + " | ".join(cells) + " |")
+            continue
         cells = [str(r["method"])]
         for m in METRICS:
             s = _fmt(r[m])
@@ -159,8 +165,12 @@ VARIANT_SUFFIX = {"plain": "", "sn": " + SN", "lce": " + LCE"}
 
 
 def _main_rows(result: dict[str, Any], table: str) -> list[Row]:
-    return [Row(label + VARIANT_SUFFIX[variant], [e["metrics"]], [int(rec["seed"])], rec["config"], {"variant": variant})
+    rows = [Row(label + VARIANT_SUFFIX[variant], [e["metrics"]], [int(rec["seed"])], rec["config"], {"variant": variant})
             for label, rec, variant, e in evaluated(result["rows"]) if rec["table"] == table]
+    # a row that could not run here (e.g. PDQ without pdqhash): empty metrics and the reason
+    nan = {m: float("nan") for m in METRICS}
+    return rows + [Row(label, [nan], [int(rec["seed"])], rec["config"], {"variant": "plain", "missing": rec["missing"]})
+                   for label, rec in result["rows"].items() if rec["table"] == table and rec.get("missing")]
 
 
 def _ablation_rows(abl: dict[str, Any]) -> list[Row]:
@@ -191,12 +201,13 @@ def orderings(desc: pd.DataFrame, match: pd.DataFrame, abl: pd.DataFrame,
     std = lambda arm: float(a.loc[arm, "uAP_std"]) if arm in a.index and not math.isnan(a.loc[arm, "uAP_std"]) else 0.0  # noqa: E731
     spread = max(std("copynce"), std("infonce"))
     basis = "max std of ablation arms copynce/infonce"
-    hash_best = max(d.get("PDQ", float("nan")), d.get("pHash", float("nan")))
+    hashes = [float(d[h]) for h in ("PDQ", "pHash") if h in d.index and not math.isnan(d[h])]  # those that ran
     out = []
     for sfx in ("", " + SN"):
         out.append(_claim(f"CopyNCE descriptor{sfx} > InfoNCE descriptor{sfx}", d[f"CopyNCE descriptor{sfx}"],
                           d[f"InfoNCE descriptor{sfx}"], spread, basis))
-    out.append(_claim("InfoNCE descriptor > best perceptual hash", d["InfoNCE descriptor"], hash_best, spread, basis))
+    if hashes:  # with no hash package installed there is no hash row to compare against
+        out.append(_claim("InfoNCE descriptor > best perceptual hash", d["InfoNCE descriptor"], max(hashes), spread, basis))
     out.append(_claim("matcher (CopyNCE) > CopyNCE descriptor", m["matcher (CopyNCE)"], d["CopyNCE descriptor"],
                       spread, basis))
     out.append(_claim("matcher (CopyNCE) > matcher (BCE only)", m["matcher (CopyNCE)"], m["matcher (BCE only)"],
