@@ -13,13 +13,18 @@ setup: $(VENV)/.installed
 # Everything: the library, the [pipeline], [viz] and [hashes] extras and the test tools.
 # pdqhash (PDQ baseline) compiles from source; without a C++ compiler it is left out, the
 # rest still installs, and the evaluation's PDQ row says why it is missing.
+# $(1): the venv's python; $(2): extra pip arguments.
+define install_all
+	$(1) -m pip install --quiet $(2) -e ".[pipeline,viz,dev]"
+	$(1) -m pip install --quiet $(2) -e ".[hashes]" || { \
+	  echo "make: pdqhash did not build (it needs a C++ compiler): installing without the PDQ baseline"; \
+	  $(1) -m pip install --quiet $(2) "imagehash>=4.3"; }
+endef
+
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[pipeline,viz,dev]"
-	$(BIN)/python -m pip install --quiet -e ".[hashes]" || { \
-	  echo "make: pdqhash did not build (it needs a C++ compiler): installing without the PDQ baseline"; \
-	  $(BIN)/python -m pip install --quiet "imagehash>=4.3"; }
+	$(call install_all,$(BIN)/python,)
 	touch $@
 
 # Minimum versions: a fresh venv with every declared minimum (constraints-min.txt) and
@@ -30,7 +35,7 @@ test-min:
 	rm -rf $(MIN_VENV)
 	$(MIN_PYTHON) -m venv $(MIN_VENV)
 	$(MIN_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(MIN_VENV)/bin/python -m pip install --quiet -c constraints-min.txt ".[all,dev]"
+	$(call install_all,$(MIN_VENV)/bin/python,-c constraints-min.txt)
 	$(MIN_VENV)/bin/python -m pip list --format=freeze | grep -iE "^($$(sed -n 's/==.*//p' constraints-min.txt | paste -sd'|'))=="
 	PYTHONPATH=. $(MIN_VENV)/bin/python -m pytest -q -n 2 -m "not browser" -p no:cacheprovider tests
 
