@@ -12,6 +12,7 @@ import icdlib.eval.engine as ev
 from icdlib.eval import metrics as metrics
 from icdlib.eval.cli import main
 from icdlib.eval.engine import evaluate_benchmark, pick_split
+from icdlib.eval.hashes import missing_reason
 from icdlib.eval.retrieval import EvalConfig
 
 # query id -> (reference index it copies, or None for a distractor)
@@ -123,6 +124,7 @@ def test_normalisation_shifts_each_query_by_its_auxiliary_bias(tmp_path, fake_mo
     assert (shift["min"] > 0).all()
 
 
+@pytest.mark.skipif(missing_reason("pdq") is not None, reason=str(missing_reason("pdq")))
 def test_pdq_baseline_cli_writes_predictions_and_metrics(tmp_path, capsys):
     data = _benchmark(tmp_path / "bench")
     assert main(["--data", str(data), "--baseline", "pdq", "--out", str(tmp_path / "out")]) == 0

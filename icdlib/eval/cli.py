@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Sequence
 
 from icdlib.eval.engine import evaluate_benchmark
+from icdlib.eval.hashes import HashUnavailable
 from icdlib.eval.retrieval import EvalConfig
 from icdlib.params import DEFAULT_PARAMS, load_params, section, to_dict
 
@@ -77,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             cfg = EvalConfig(**{**to_dict(cfg), "lce": True})
         res = evaluate_benchmark(args.data, args.descriptor, args.matcher, args.auxiliary, args.ground_truth,
                                  args.split, args.baseline, cfg, args.out, args.candidates, args.calibrate)
-    except (ValueError, OSError) as e:  # OSError: a folder or file the system refuses
+    except (ValueError, OSError, HashUnavailable) as e:  # OSError: a folder or file the system refuses
         print(f"error: {e}", file=sys.stderr)
         return 2
     summary = {"split": res.split, "n_predictions": len(res.predictions), "out": str(args.out),

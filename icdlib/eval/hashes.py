@@ -4,32 +4,71 @@ Each image gets a bit vector; the score of a (query, reference) pair is the hash
 similarity ``1 - hamming / bits`` in ``[0, 1]`` (higher = more similar). Search is
 brute force over all references: bits are packed into uint64 words, XOR-ed and counted
 with ``np.bitwise_count``, in query chunks that bound memory.
+
+The hash packages are optional (the ``[hashes]`` extra) and imported only when a hash
+is computed: ``pdqhash`` (Facebook's PDQ) ships no Linux wheel and compiles from source
+with a C++ compiler, so it may be missing where the rest of icdlib runs.
+:func:`missing_reason` says why a method cannot run here; computing it anyway raises
+:class:`HashUnavailable` with that reason.
 """
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
+from types import ModuleType
 from typing import Callable, Sequence
 
-import imagehash
 import numpy as np
 import pandas as pd
-import pdqhash
 from PIL import Image
 from tqdm import tqdm
 
 from icdlib.data import load_image, worker_errors
 
+# method -> (row label, import name, how to install it)
+PACKAGES: dict[str, tuple[str, str, str]] = {
+    "pdq": ("PDQ", "pdqhash", "pip install 'icdlib[hashes]' (pdqhash builds from source: it needs a C++ compiler)"),
+    "phash": ("pHash", "imagehash", "pip install 'icdlib[hashes]'"),
+}
+
+
+class HashUnavailable(RuntimeError):
+    """A hash method's package is not installed (or does not import) in this environment."""
+
+
+def missing_reason(method: str) -> str | None:
+    """Why ``method`` cannot be computed here, or ``None`` when its package imports.
+
+    The reason names the package, the import error and the install command, e.g.
+    ``"PDQ needs the pdqhash package, which is not installed (No module named
+    'pdqhash'); install it with pip install 'icdlib[hashes]' (...)"``.
+    """
+    _hash_fn(method)
+    label, module, how = PACKAGES[method]
+    try:
+        importlib.import_module(module)
+    except ImportError as e:
+        return f"{label} needs the {module} package, which is not installed or does not import ({e}); install it with {how}"
+    return None
+
+
+def _package(method: str) -> ModuleType:
+    reason = missing_reason(method)
+    if reason is not None:
+        raise HashUnavailable(reason)
+    return importlib.import_module(PACKAGES[method][1])
+
 
 def pdq_bits(image: Image.Image) -> np.ndarray:
     """PDQ hash of an image: (256,) bool (Facebook's PDQ, via the ``pdqhash`` package)."""
-    bits, _quality = pdqhash.compute(np.asarray(image.convert("RGB"), dtype=np.uint8))
+    bits, _quality = _package("pdq").compute(np.asarray(image.convert("RGB"), dtype=np.uint8))
     return np.asarray(bits, dtype=bool)
 
 
 def phash_bits(image: Image.Image) -> np.ndarray:
     """DCT perceptual hash of an image: (64,) bool (``imagehash.phash``, 8x8)."""
-    return np.asarray(imagehash.phash(image.convert("RGB")).hash, dtype=bool).reshape(-1)
+    return np.asarray(_package("phash").phash(image.convert("RGB")).hash, dtype=bool).reshape(-1)
 
 
 HASHES: dict[str, tuple[Callable[[Image.Image], np.ndarray], int]] = {
@@ -91,6 +130,7 @@ def hash_files(
     from torch.utils.data import DataLoader
 
     _, bits = _hash_fn(method)
+    _package(method)  # a missing package fails here, before any worker starts
     out = np.zeros((len(paths), bits), dtype=bool)
     loader = DataLoader(_HashFiles(paths, method), batch_size=64, num_workers=num_workers, collate_fn=_stack)
     row = 0

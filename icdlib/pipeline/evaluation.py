@@ -14,6 +14,7 @@ import pandas as pd
 import torch
 
 from icdlib.eval.engine import Benchmark, evenly_spaced, load_checkpoint
+from icdlib.eval.hashes import PACKAGES, missing_reason
 from icdlib.eval.metrics import write_predictions
 from icdlib.eval.retrieval import EvalConfig
 from icdlib.models import DescriptorConfig, build_descriptor
@@ -101,9 +102,12 @@ def evaluate_suite(params_file: str | Path) -> dict[str, Any]:
     st, bench = ev.st, ev.bench
     rows: dict[str, Any] = {}
     tag_keys = ["data", "edits", "eval", "report"]
-    for method, label in (("pdq", "PDQ"), ("phash", "pHash")):
+    for method in ("pdq", "phash"):  # a hash whose package is missing keeps its row, saying why
+        label, why = PACKAGES[method][0], missing_reason(method)
         rows[label] = {"table": "descriptor", "seed": st.seed, "config": st.tag(tag_keys, baseline=method),
-                       **ev.hashes(method)}
+                       **({"missing": why} if why else ev.hashes(method))}
+        if why:
+            print(f"evaluation: no {label} row: {why}")
     dcfg = section(st.params, "descriptor", DescriptorConfig, st.params_path.name)
     rnd = build_descriptor(dcfg, seed=st.report.random_init_seed)
     size = rnd.config.img_size

@@ -100,6 +100,12 @@ def to_markdown(df: pd.DataFrame, title: str, notes: str = "") -> str:
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "---|" * len(head))
     for _, r in df.iterrows():
+        missing = r.get("missing")
+        if isinstance(missing, str) and missing:
+            cells = [f"{r['method']} (not run: {missing})", "", "", ""]
+            cells += [str(r["seeds"]), _fmt(r["paper_uAP"]), _fmt(r["paper_RP90"]), str(r["paper_source"]), f"`{r['config']}`"]
+            lines.append("| " + " | ".join(cells) + " |")
+            continue
         cells = [str(r["method"])]
         for m in METRICS:
             s = _fmt(r[m])
@@ -127,8 +133,12 @@ ABLATION_SETTINGS = {
 
 
 def _main_rows(result: dict[str, Any], table: str) -> list[Row]:
-    return [Row(label + VARIANT_SUFFIX[variant], [e["metrics"]], [int(rec["seed"])], rec["config"], {"variant": variant})
+    rows = [Row(label + VARIANT_SUFFIX[variant], [e["metrics"]], [int(rec["seed"])], rec["config"], {"variant": variant})
             for label, rec, variant, e in evaluated(result["rows"]) if rec["table"] == table]
+    # a row that could not run here (e.g. PDQ without pdqhash): empty metrics and the reason
+    nan = {m: float("nan") for m in METRICS}
+    return rows + [Row(label, [nan], [int(rec["seed"])], rec["config"], {"variant": "plain", "missing": rec["missing"]})
+                   for label, rec in result["rows"].items() if rec["table"] == table and rec.get("missing")]
 
 
 def _ablation_rows(abl: dict[str, Any]) -> list[Row]:
