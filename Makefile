@@ -10,12 +10,12 @@ BIN := $(VENV)/bin
 
 setup: $(VENV)/.installed
 
-# Everything: the library, the [pipeline], [viz] and [hashes] extras and the test tools.
+# Everything: the library, the [pipeline], [viz], [export] and [hashes] extras and the test tools.
 # pdqhash (PDQ baseline) compiles from source; without a C++ compiler it is left out, the
 # rest still installs, and the evaluation's PDQ row says why it is missing.
 # $(1): the venv's python; $(2): extra pip arguments.
 define install_all
-	$(1) -m pip install --quiet $(2) -e ".[pipeline,viz,dev]"
+	$(1) -m pip install --quiet $(2) -e ".[pipeline,viz,export,dev]"
 	$(1) -m pip install --quiet $(2) -e ".[hashes]" || { \
 	  echo "make: pdqhash did not build (it needs a C++ compiler): installing without the PDQ baseline"; \
 	  $(1) -m pip install --quiet $(2) "imagehash>=4.3"; }
