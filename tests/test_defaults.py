@@ -23,7 +23,7 @@ from icdlib.eval.retrieval import EvalConfig
 from icdlib.models.config import DescriptorConfig, MatcherConfig
 from icdlib.params import load_params
 from icdlib.pipeline.config import TOP_LEVEL
-from icdlib.pipeline.stage import AblationConfig, DatasetConfig, LaunchConfig, PathsConfig, ReportConfig
+from icdlib.pipeline.stage import AblationConfig, DatasetConfig, LaunchConfig, MainConfig, PathsConfig, ReportConfig
 from icdlib.train.runs import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,6 +39,7 @@ SECTIONS = {
     "descriptor": DescriptorConfig,
     "matcher": MatcherConfig,
     "train": TrainConfig,
+    "main": MainConfig,
     "launch": LaunchConfig,
     "eval": EvalConfig,
     "ablation": AblationConfig,

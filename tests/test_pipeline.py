@@ -190,7 +190,7 @@ def test_unknown_param_key_is_rejected_with_its_name():
 MATCHER_ONLY_PAIRS = {"pos_rate", "neg_knn_p", "neg_edit_p"}  # read by icdlib.data.pairs.MatcherPairs alone
 
 
-@pytest.mark.parametrize("name,stage", [(n, s) for n, s in _stages() if n.startswith(("train_descriptor", "ablations"))])
+@pytest.mark.parametrize("name,stage", [(n, s) for n, s in _stages() if n.startswith(("train_trunk", "train_descriptor", "ablations"))])
 def test_descriptor_stages_read_every_descriptor_pairs_key_and_no_matcher_one(name, stage):
     keys = set(_stage_params(stage))
     assert "pairs" not in keys, f"{name}: list the pairs keys it reads, not the whole section"

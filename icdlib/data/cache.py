@@ -76,10 +76,6 @@ def cache_folder(root: str | Path, dataset: Dataset) -> Path:
     return Path(root) / digest[:16]
 
 
-def _first(batch):
-    return batch[0]
-
-
 def _pairs_of(item) -> list[dict]:
     return list(item) if isinstance(item, (list, tuple)) else [item]
 
@@ -101,28 +97,20 @@ class _Store:
     def lookup(self) -> dict[tuple[int, int], int]:
         return {(int(i), int(e)): row for row, (i, e) in enumerate(self.keys)}
 
-    def append(self, keys: list[tuple[int, int]], items: list, identity: dict) -> None:
-        pairs = [p for it in items for p in _pairs_of(it)]
+    def append(self, keys: list[tuple[int, int]], items: list[list[dict[str, np.ndarray]]], identity: dict) -> None:
+        """Append encoded items (:func:`_encode`: per item, its pairs as numpy fields)."""
+        pairs = [p for it in items for p in it]
         if self.meta is None:
-            fields = {}
-            for name, value in pairs[0].items():
-                if name in IMAGE_FIELDS:
-                    fields[name] = {"dtype": "uint8", "shape": list(_pixels(value).shape)}
-                else:
-                    v = value.numpy()
-                    fields[name] = {"dtype": v.dtype.str, "shape": list(v.shape)}
-            self.meta = {"identity": identity, "fields": fields}
+            self.meta = {"identity": identity,
+                         "fields": {name: {"dtype": v.dtype.str, "shape": list(v.shape)} for name, v in pairs[0].items()}}
         start = self.n_pairs
         for name, spec in self.meta["fields"].items():
             with open(self.folder / f"{name}.bin", "ab") as f:
                 for p in pairs:
                     if name not in p:
                         raise ValueError(f"pair cache {self.folder}: a pair lacks field {name!r}")
-                    v = _pixels(p[name]) if name in IMAGE_FIELDS else p[name].numpy()
-                    if name in IMAGE_FIELDS and not torch.equal(_normalised(v), p[name]):
-                        raise ValueError(f"pair cache: field {name!r} does not round-trip through uint8 pixels")
-                    f.write(np.ascontiguousarray(v, dtype=np.dtype(spec["dtype"])).tobytes())
-        counts = [len(_pairs_of(it)) for it in items]
+                    f.write(np.ascontiguousarray(p[name], dtype=np.dtype(spec["dtype"])).tobytes())
+        counts = [len(it) for it in items]
         firsts = start + np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
         self.keys = np.concatenate([self.keys, np.asarray(keys, np.int64).reshape(-1, 2)])
         self.items = np.concatenate([self.items, np.stack([firsts, counts], 1).astype(np.int64)])
@@ -133,6 +121,26 @@ class _Store:
         tmp = self.folder / "meta.json.tmp"
         tmp.write_text(json.dumps(self.meta, indent=1, default=str))
         os.replace(tmp, self.folder / "meta.json")
+
+
+def _encode(items: list) -> list[list[dict[str, np.ndarray]]]:
+    """Loader collate (it runs in the worker): each item's pairs as compact numpy fields,
+    images as the uint8 pixels they were normalised from, checked to normalise back exactly."""
+    out = []
+    for item in items:
+        pairs = []
+        for p in _pairs_of(item):
+            enc = {}
+            for name, value in p.items():
+                if name in IMAGE_FIELDS:
+                    enc[name] = _pixels(value)
+                    if not torch.equal(_normalised(enc[name]), value):
+                        raise ValueError(f"pair cache: field {name!r} does not round-trip through uint8 pixels")
+                else:
+                    enc[name] = value.numpy()
+            pairs.append(enc)
+        out.append(pairs)
+    return out
 
 
 def build_pair_cache(dataset: Dataset, keys: Sequence[tuple[int, int]], root: str | Path,
@@ -159,15 +167,21 @@ def build_pair_cache(dataset: Dataset, keys: Sequence[tuple[int, int]], root: st
         return folder
     workers = (os.cpu_count() or 1) if workers is None else int(workers)
     bar = tqdm(total=len(todo), desc="pair cache", unit="item", disable=not progress)
-    for s in range(0, len(todo), chunk):
-        part = todo[s:s + chunk]
-        loader = DataLoader(dataset, sampler=part, batch_size=1, collate_fn=_first, num_workers=workers,
-                            worker_init_fn=_one_thread if workers else None)
-        items = []
-        for item in loader:
-            items.append(item)
-            bar.update(1)
-        store.append(part, items, identity)
+    # one streaming loader for the whole build: workers encode small batches (numpy, not
+    # shared-memory tensors), the main process only appends a chunk at a time
+    batch = max(1, min(16, chunk))
+    loader = DataLoader(dataset, sampler=todo, batch_size=batch, collate_fn=_encode, num_workers=workers,
+                        worker_init_fn=_one_thread if workers else None, prefetch_factor=4 if workers else None)
+    pending: list = []
+    done = 0
+    for encoded in loader:
+        pending += encoded
+        bar.update(len(encoded))
+        if len(pending) >= chunk:
+            store.append(todo[done:done + len(pending)], pending, identity)
+            done, pending = done + len(pending), []
+    if pending:
+        store.append(todo[done:done + len(pending)], pending, identity)
     bar.close()
     return folder
 

@@ -1,4 +1,4 @@
-"""The ablation stage: short paired runs of the paper's ablation arms over several seeds."""
+"""The ablation stage: paired runs of the paper's ablation arms over several seeds, from the shared trunk."""
 
 from __future__ import annotations
 
@@ -7,14 +7,18 @@ from typing import Any
 
 from icdlib.pipeline.evaluation import Evaluator
 from icdlib.pipeline.stage import Stage, write_json
-from icdlib.pipeline.training import train_arm
+from icdlib.pipeline.training import seed_checkpoint, train_arm
+from icdlib.train import resolve_run
 from icdlib.eval.engine import load_checkpoint
 
 
 def run_ablations(params_file: str | Path, progress: bool = True) -> dict[str, Any]:
-    """Train every ``ablation.arms`` x ``ablation.seeds`` run (short, paired) and evaluate it.
+    """Train and evaluate every ``ablation.arms`` run, each over its seeds (``ablation.arm_seeds``).
 
-    Runs are resumable (finished ones return at once). Writes
+    Every run starts from the shared trunk, as the main arms do. A run that a main
+    descriptor arm already made (same arm, a seed of ``main.seeds`` and ``ablation.steps``
+    equal to its ``train.steps``) is evaluated from that checkpoint, not retrained; the
+    others are resumable (finished ones return at once). Writes
     ``paths.reports/ablation/results.json``.
     """
     st = Stage(params_file)
@@ -22,19 +26,38 @@ def run_ablations(params_file: str | Path, progress: bool = True) -> dict[str, A
     results: dict[str, Any] = {}
     for seed in st.ablation.seeds:
         for arm in st.ablation.arms:
+            if seed not in st.ablation.seeds_of(arm):
+                continue
             name = f"{arm}_s{seed}"
-            ckpt = train_arm(params_file, arm, seed=seed, steps=st.ablation.steps, run_name=f"ablation/{name}",
-                             out=st.path("models", "ablation", f"{name}.pt"), progress=progress)
+            ckpt = _main_run(st, arm, seed)
+            if ckpt is None:
+                ckpt = train_arm(params_file, arm, seed=seed, steps=st.ablation.steps, run_name=f"ablation/{name}",
+                                 out=st.path("models", "ablation", f"{name}.pt"), progress=progress)
             model, meta = load_checkpoint(ckpt, "descriptor")
             res = ev.descriptor(model, int(meta["config"]["img_size"]), f"ablation_{name}")
-            results.setdefault(arm, {"seeds": [], "runs": [], "predictions": [],
-                                     "config": st.tag(["data", "edits", "descriptor", "train", "pairs", f"arms.{arm}", "ablation"],
-                                                      arm=arm, steps=st.ablation.steps)})
+            results.setdefault(arm, {"seeds": [], "runs": [], "predictions": [], "checkpoints": [],
+                                     "config": st.tag(["data", "edits", "descriptor", "train", "pairs", f"arms.{arm}",
+                                                       "ablation", "main"], arm=arm, steps=st.ablation.steps)})
             results[arm]["seeds"].append(int(seed))
             results[arm]["runs"].append(res["plain"]["metrics"])
             results[arm]["predictions"].append(res["plain"]["predictions"])
-    out = {"split": ev.bench.split, "ground_truth": st.relative(ev.bench.ds.gt_file(ev.bench.split)), "steps": st.ablation.steps, "profile": st.profile, "seed": st.seed, "arms": results}
+            results[arm]["checkpoints"].append(st.relative(ckpt))
+    out = {"split": ev.bench.split, "ground_truth": st.relative(ev.bench.ds.gt_file(ev.bench.split)),
+           "steps": st.ablation.steps, "profile": st.profile, "seed": st.seed, "arms": results}
     d = st.path("reports", "ablation")
     d.mkdir(parents=True, exist_ok=True)
     write_json(d / "results.json", out)
     return out
+
+
+def _main_run(st: Stage, arm: str, seed: int) -> Path | None:
+    """The main descriptor run of ``(arm, seed)`` when it is exactly the ablation's run, else None."""
+    if arm not in ("infonce", "copynce") or seed not in st.main.seeds:
+        return None
+    if resolve_run(st.params, arm, {}, st.params_path.name).train.steps != st.ablation.steps:
+        return None
+    ckpt = seed_checkpoint(st, arm, seed)
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"ablation: {ckpt} (main arm {arm}, seed {seed}) is missing: run stage "
+                                f"train_descriptor@{arm} first")
+    return ckpt

@@ -14,11 +14,11 @@ from icdlib.edits import EditConfig
 from icdlib.eval.retrieval import EvalConfig
 from icdlib.models import DescriptorConfig, MatcherConfig
 from icdlib.params import section
-from icdlib.pipeline.stage import AblationConfig, DatasetConfig, LaunchConfig, PathsConfig, ReportConfig
+from icdlib.pipeline.stage import AblationConfig, DatasetConfig, LaunchConfig, MainConfig, PathsConfig, ReportConfig
 from icdlib.train import TrainConfig, resolve_run
 
 TOP_LEVEL = {"profile", "seed", "paths", "dataset", "data", "edits", "pairs", "descriptor", "matcher",
-             "train", "arms", "eval", "ablation", "report", "launch"}
+             "train", "main", "arms", "eval", "ablation", "report", "launch"}
 
 
 def load_all(params: dict[str, Any], source: str = "params.yaml") -> dict[str, Any]:
@@ -37,6 +37,7 @@ def load_all(params: dict[str, Any], source: str = "params.yaml") -> dict[str, A
         "descriptor": section(params, "descriptor", DescriptorConfig, source),
         "matcher": section(params, "matcher", MatcherConfig, source),
         "train": section(params, "train", TrainConfig, source),
+        "main": section(params, "main", MainConfig, source),
         "eval": section(params, "eval", EvalConfig, source),
         "ablation": section(params, "ablation", AblationConfig, source),
         "report": section(params, "report", ReportConfig, source),

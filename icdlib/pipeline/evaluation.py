@@ -21,7 +21,7 @@ from icdlib.models import DescriptorConfig, build_descriptor
 from icdlib.params import section
 from icdlib.pipeline.results import evaluated
 from icdlib.pipeline.stage import Stage, write_json
-from icdlib.pipeline.training import checkpoint_name
+from icdlib.pipeline.training import checkpoint_name, seed_checkpoint
 
 
 class Evaluator:
@@ -116,11 +116,16 @@ def evaluate_suite(params_file: str | Path) -> dict[str, Any]:
         "config": st.tag(tag_keys + ["descriptor"], model="random_init"),
         **ev.descriptor(rnd, size, "random_init")}
     for arm, label in (("infonce", "InfoNCE descriptor"), ("copynce", "CopyNCE descriptor")):
-        path = st.path("models", checkpoint_name(arm))
-        model, meta = _load(path, "descriptor")
-        rows[label] = {"table": "descriptor", "seed": seed_of(meta, st.seed),
-                       "config": st.tag(tag_keys + ["descriptor", "train", "pairs", f"arms.{arm}"], arm=arm),
-                       "checkpoint": st.relative(path), **ev.descriptor(model, int(meta["config"]["img_size"]), arm)}
+        runs = []
+        for seed in st.main.seeds:  # every seed's run; the row's own entries are the first seed's
+            path = seed_checkpoint(st, arm, seed)
+            model, meta = _load(path, "descriptor")
+            name = arm if seed == st.main.seeds[0] else f"{arm}_s{seed}"
+            runs.append({"seed": seed_of(meta, seed), "checkpoint": st.relative(path),
+                         **ev.descriptor(model, int(meta["config"]["img_size"]), name)})
+        rows[label] = {"table": "descriptor", "seed": runs[0]["seed"],
+                       "config": st.tag(tag_keys + ["descriptor", "train", "pairs", f"arms.{arm}", "main"], arm=arm),
+                       **runs[0], "runs": runs}
     candidates = pd.read_csv(st.absolute(rows["CopyNCE descriptor"]["plain"]["predictions"]),
                              dtype={"query_id": str, "reference_id": str})
     for arm, label in (("matcher_bce", "matcher (BCE only)"), ("matcher_copynce", "matcher (CopyNCE)")):

@@ -54,9 +54,10 @@ def prediction_sets(result: dict[str, Any], ablation: dict[str, Any]) -> dict[st
     sets: dict[str, dict[int | None, str]] = {}
     for label, row in result["rows"].items():
         for variant, suffix in VARIANT_SUFFIX.items():
-            if variant in row:
-                seed = None if label in HASHES else int(row["seed"])
-                sets.setdefault(label + suffix, {})[seed] = row[variant]["predictions"]
+            for run in row.get("runs", [row]):  # a row over several training seeds lists each run
+                if variant in run:
+                    seed = None if label in HASHES else int(run["seed"])
+                    sets.setdefault(label + suffix, {})[seed] = run[variant]["predictions"]
     for arm, rec in ablation["arms"].items():
         sets[f"ablation {arm}"] = {int(s): p for s, p in zip(rec["seeds"], rec.get("predictions", []))}
     return sets

@@ -133,7 +133,8 @@ ABLATION_SETTINGS = {
 
 
 def _main_rows(result: dict[str, Any], table: str) -> list[Row]:
-    rows = [Row(label + VARIANT_SUFFIX[variant], [e["metrics"]], [int(rec["seed"])], rec["config"], {"variant": variant})
+    rows = [Row(label + VARIANT_SUFFIX[variant], [r[variant]["metrics"] for r in rec.get("runs", [rec])],
+                [int(r["seed"]) for r in rec.get("runs", [rec])], rec["config"], {"variant": variant})
             for label, rec, variant, e in evaluated(result["rows"]) if rec["table"] == table]
     # a row that could not run here (e.g. PDQ without pdqhash): empty metrics and the reason
     nan = {m: float("nan") for m in METRICS}

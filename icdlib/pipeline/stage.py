@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -40,7 +40,8 @@ class PathsConfig:
     features: str = "features"
     reports: str = "reports"
     backbone: str | None = None  # DINO-format ViT weights for every trunk; None = random init
-    matcher_backbone: str | None = "models/descriptor_copynce.pt"  # the matcher trunk's start (null: backbone)
+    trunk: str | None = "models/trunk.pt"  # the shared start of every arm, trained by stage train_trunk (null: backbone)
+    matcher_backbone: str | None = None  # the matcher trunk's start when it differs (null: trunk, else backbone)
     pair_cache: str | None = "runs/pairs"  # traced pairs made once and shared by the arms of one seed; null: on the fly
 
 
@@ -58,18 +59,40 @@ class LaunchConfig:
 
 
 @dataclass(frozen=True)
-class AblationConfig:
-    """params.yaml ``ablation``: short paired runs over several seeds."""
+class MainConfig:
+    """params.yaml ``main``: the main runs of the descriptor table."""
 
-    arms: tuple[str, ...] = ("infonce", "copynce", "copynce_gamma1", "copynce_lam1", "copynce_c2c", "copynce_uniform")
+    seeds: tuple[int, ...] = (0, 1, 2)  # training seeds of every main descriptor arm (tables: mean ± std)
+    knn_negatives: bool = True  # descriptor arms mine kNN hard negatives with their start (paths.trunk)
+
+    def __post_init__(self):
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"main.seeds must be distinct and non-empty, got {list(self.seeds)}")
+
+
+@dataclass(frozen=True)
+class AblationConfig:
+    """params.yaml ``ablation``: paired runs of the paper's ablation arms over several seeds."""
+
+    arms: tuple[str, ...] = ("infonce", "copynce", "copynce_uniform", "copynce_gamma1", "copynce_lam1", "copynce_c2c")
     seeds: tuple[int, ...] = (0, 1, 2)  # at least 3 seeds to show the spread
-    steps: int = 40  # short (CPU budget); every arm of a seed shares the data order and the step count
+    steps: int = 200  # = the main arms' train.steps: their infonce and copynce runs are reused, not retrained
+    arm_seeds: dict[str, list[int]] | None = field(  # arms that run only some seeds (CPU budget); the rest run all
+        default_factory=lambda: {"copynce_gamma1": [0], "copynce_lam1": [0], "copynce_c2c": [0]})
 
     def __post_init__(self):
         if int(self.steps) < 1:
             raise ValueError(f"ablation.steps must be >= 1, got {self.steps}")
         if not self.arms or not self.seeds:
             raise ValueError("ablation: arms and seeds must be non-empty")
+        for arm, seeds in (self.arm_seeds or {}).items():  # arms not in ablation.arms are not run
+            if not seeds or not set(seeds) <= set(self.seeds):
+                raise ValueError(f"ablation.arm_seeds.{arm}: must be a non-empty subset of ablation.seeds "
+                                 f"{list(self.seeds)}, got {seeds}")
+
+    def seeds_of(self, arm: str) -> tuple[int, ...]:
+        """The seeds ``arm`` runs."""
+        return tuple(int(s) for s in (self.arm_seeds or {}).get(arm, self.seeds))
 
 
 @dataclass(frozen=True)
@@ -98,6 +121,7 @@ class Stage:
         self.paths = section(self.params, "paths", PathsConfig, src)
         self.dataset = section(self.params, "dataset", DatasetConfig, src)
         self.ablation = section(self.params, "ablation", AblationConfig, src)
+        self.main = section(self.params, "main", MainConfig, src)
         self.report = section(self.params, "report", ReportConfig, src)
         self.launch = section(self.params, "launch", LaunchConfig, src)
 

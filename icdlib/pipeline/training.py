@@ -11,12 +11,18 @@ from typing import Any, Sequence
 
 import pandas as pd
 
+import torch
+
+from icdlib.checkpoints import load_backbone_weights, save_checkpoint
+from icdlib.models import build_descriptor
 from icdlib.params import resolve
-from icdlib.pipeline.stage import Stage
+from icdlib.pipeline.stage import Stage, write_json
 from icdlib.train import resolve_run, train
 
 
+TRUNK = "trunk"  # the arm of stage train_trunk: the shared start of every other arm
 MAIN_CHECKPOINTS = {
+    TRUNK: "trunk.pt",
     "infonce": "descriptor_infonce.pt",
     "copynce": "descriptor_copynce.pt",
     "matcher_bce": "matcher_bce.pt",
@@ -27,6 +33,54 @@ MAIN_CHECKPOINTS = {
 def checkpoint_name(arm: str) -> str:
     """File name of an arm's final checkpoint under ``paths.models``."""
     return MAIN_CHECKPOINTS.get(arm, f"{arm}.pt")
+
+
+def seed_checkpoint(st: Stage, arm: str, seed: int) -> Path:
+    """An arm's final checkpoint for one training seed: the first of ``main.seeds`` is the arm's
+    own file (``models/descriptor_copynce.pt``), the others ``models/<stem>_seeds/s<seed>.pt``."""
+    if int(seed) == st.main.seeds[0]:
+        return st.path("models", checkpoint_name(arm))
+    return st.path("models", f"{Path(checkpoint_name(arm)).stem}_seeds", f"s{int(seed)}.pt")
+
+
+def arm_seeds(st: Stage, arm: str, kind: str) -> tuple[int, ...]:
+    """The seeds a main arm trains: every ``main.seeds`` for a descriptor arm, the first for
+    the trunk and the matchers."""
+    return tuple(st.main.seeds) if kind == "descriptor" and arm != TRUNK else (st.main.seeds[0],)
+
+
+def start_sets(st: Stage, arm: str, kind: str) -> dict[str, Any]:
+    """Where a pipeline arm starts and what it mines with, as ``--set`` keys.
+
+    The trunk starts from ``paths.backbone`` (or random init). Every other descriptor arm
+    fine-tunes the whole trunk (``train.init``) and, with ``main.knn_negatives``, draws its
+    look-alike pairs from a kNN table mined with it. A matcher takes its encoder and fusion
+    blocks from ``paths.matcher_backbone``, else the trunk, else ``paths.backbone``; its kNN
+    negatives (``pairs.neg_knn_p > 0``) are mined with the trunk. Without a trunk
+    (``paths.trunk: null``, the disc21 profile) every arm starts from ``paths.backbone``.
+    """
+    trunk = st.path("trunk") if st.paths.trunk else None
+    out: dict[str, Any] = {}
+    if arm == TRUNK:
+        if st.paths.backbone:
+            out["train.backbone"] = str(st.path("backbone"))
+        return out
+    if kind == "descriptor":
+        if trunk is not None:
+            out["train.init"] = str(trunk)
+            if st.main.knn_negatives:
+                out["train.knn_checkpoint"] = str(trunk)
+        elif st.paths.backbone:
+            out["train.backbone"] = str(st.path("backbone"))
+    else:
+        start = st.paths.matcher_backbone or st.paths.trunk or st.paths.backbone
+        if start:
+            out["train.backbone"] = str(resolve(st.params_path, start))
+        if trunk is not None:
+            out["train.knn_checkpoint"] = str(trunk)  # used only when pairs.neg_knn_p > 0
+    if "train.knn_checkpoint" in out:
+        out["train.knn_cache"] = str(st.path("runs", "knn"))  # every arm mines once
+    return out
 
 
 def train_arm(
@@ -42,32 +96,30 @@ def train_arm(
     """Train one named arm (``params.yaml: arms``) and copy its final checkpoint to ``out``.
 
     The run folder ``paths.runs/<run_name>`` keeps the resumable checkpoint and DVCLive
-    logs: an interrupted stage continues where it stopped. Matcher arms that draw kNN
-    negatives (``pairs.neg_knn_p > 0``) mine them once with the CopyNCE descriptor
-    checkpoint, in ``paths.runs/knn``.
+    logs: an interrupted stage continues where it stopped. Where the arm starts and
+    what it mines kNN negatives with: :func:`start_sets` (keys the arm or a ``--set``
+    already gives win).
     """
     st = Stage(params_file)
-    sets: dict[str, Any] = {"train.seed": st.seed if seed is None else int(seed)}
+    sets: dict[str, Any] = {"train.seed": st.main.seeds[0] if seed is None else int(seed)}
     if steps is not None:
         sets["train.steps"] = int(steps)
     run = resolve_run(st.params, arm, sets, st.params_path.name)
     if run.train.steps <= run.train.warmup_steps:
         sets["train.warmup_steps"] = max(0, run.train.steps // 10)
-        run = resolve_run(st.params, arm, sets, st.params_path.name)
-    start = st.paths.matcher_backbone if run.train.kind == "matcher" and st.paths.matcher_backbone else st.paths.backbone
-    if start and run.train.backbone is None and run.train.init is None:
-        sets["train.backbone"] = str(resolve(st.params_path, start))
-        run = resolve_run(st.params, arm, sets, st.params_path.name)
-    if run.train.kind == "matcher" and run.train.knn_checkpoint is None and run.pairs.neg_knn_p > 0:
-        knn = st.path("models", checkpoint_name("copynce"))
-        if knn.is_file():
-            sets["train.knn_checkpoint"] = str(knn)
-            if run.train.knn_cache is None:  # both matcher arms mine once
-                sets["train.knn_cache"] = str(st.path("runs", "knn"))
-            run = resolve_run(st.params, arm, sets, st.params_path.name)
+    given = {k: getattr(run.train, k.split(".", 1)[1]) for k in
+             ("train.init", "train.backbone", "train.knn_checkpoint", "train.knn_cache")}
+    start = start_sets(st, arm, run.train.kind)
+    if run.train.kind == "matcher" and run.pairs.neg_knn_p <= 0:  # no kNN negatives: nothing to mine
+        start = {k: v for k, v in start.items() if not k.startswith("train.knn_")}
+    sets.update({k: v for k, v in start.items() if given[k] is None})
+    if run.train.kind == "matcher" and run.pairs.neg_knn_p > 0 and "train.knn_checkpoint" not in sets \
+            and given["train.knn_checkpoint"] is None:
+        raise ValueError(f"arm {arm}: pairs.neg_knn_p > 0 needs kNN negatives: set paths.trunk or "
+                         "train.knn_checkpoint")
     if st.paths.pair_cache and run.train.pair_cache is None:  # shared by the arms that read the same pairs
         sets["train.pair_cache"] = str(st.path("pair_cache"))
-        run = resolve_run(st.params, arm, sets, st.params_path.name)
+    run = resolve_run(st.params, arm, sets, st.params_path.name)
     run_dir = st.path("runs", run_name or arm)
     if st.launch.nproc_per_node > 1 or st.launch.nnodes > 1:
         final = _torchrun(st, arm, run_dir, sets.items())
@@ -95,23 +147,65 @@ def _torchrun(st: Stage, arm: str, run_dir: Path, sets: Sequence[tuple[str, Any]
     return run_dir / "model.pt"
 
 
-def train_arms(params_file: str | Path, arms: Sequence[str], progress: bool = True) -> dict[str, Path]:
-    """:func:`train_arm` for each of ``arms`` (the main runs, seed from params); name -> checkpoint.
+def run_names(params_file: str | Path, arm: str) -> list[str]:
+    """The run folders (``paths.runs/<name>``) of a main arm: ``<arm>_s<seed>`` per seed of a
+    descriptor arm (:func:`arm_seeds`), the arm's own name for the trunk and the matchers."""
+    st = Stage(params_file)
+    kind = resolve_run(st.params, arm, {}, st.params_path.name).train.kind
+    seeds = arm_seeds(st, arm, kind)
+    return [arm] if kind != "descriptor" or arm == TRUNK else [f"{arm}_s{s}" for s in seeds]
 
-    Each run's DVCLive curves are then published to ``paths.reports/train/<arm>/`` (:func:`publish_curves`).
+
+def train_arms(params_file: str | Path, arms: Sequence[str], progress: bool = True) -> dict[str, Path]:
+    """:func:`train_arm` for each of ``arms`` and each of its seeds; run name -> checkpoint.
+
+    A descriptor arm runs every seed of ``main.seeds`` (:func:`seed_checkpoint` names the
+    files); the trunk and the matchers run the first. Each run's DVCLive curves are then
+    published under ``paths.reports/train/`` (:func:`publish_curves`): the first seed's as
+    ``<arm>/``, the others' as ``<arm>/seeds/s<seed>/``.
     """
+    st = Stage(params_file)
     out = {}
     for arm in arms:
-        out[arm] = train_arm(params_file, arm, progress=progress)
-        publish_curves(params_file, arm)
+        if arm == TRUNK and st.paths.trunk is None:
+            out[arm] = write_untrained_trunk(params_file)
+            continue
+        kind = resolve_run(st.params, arm, {}, st.params_path.name).train.kind
+        if kind == "descriptor" and arm != TRUNK:  # stage outputs, present even with one seed
+            st.path("models", f"{Path(checkpoint_name(arm)).stem}_seeds").mkdir(parents=True, exist_ok=True)
+            st.path("reports", "train", arm, "seeds").mkdir(parents=True, exist_ok=True)
+        for seed, name in zip(arm_seeds(st, arm, kind), run_names(params_file, arm)):
+            dest = seed_checkpoint(st, arm, seed) if kind == "descriptor" else None
+            out[name] = train_arm(params_file, arm, seed=seed, run_name=name, out=dest, progress=progress)
+            publish_curves(params_file, name, arm if seed == st.main.seeds[0] else f"{arm}/seeds/s{seed}")
     return out
+
+
+def write_untrained_trunk(params_file: str | Path) -> Path:
+    """``paths.trunk: null`` (the disc21 profile: every arm starts from DINO): the trunk stage
+    trains nothing and writes the start itself, ``paths.backbone`` (or the seed's random
+    init) as a descriptor checkpoint, with a ``metrics.json`` that says so."""
+    st = Stage(params_file)
+    run = resolve_run(st.params, TRUNK, {"train.seed": st.main.seeds[0]}, st.params_path.name)
+    torch.manual_seed(run.train.seed)
+    model = build_descriptor(run.model)
+    if st.paths.backbone:
+        load_backbone_weights(model, st.path("backbone"))
+    dest = st.path("models", checkpoint_name(TRUNK))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(dest, model, {"arm": TRUNK, "seed": run.train.seed, "step": 0})
+    live = st.path("reports", "train", TRUNK)
+    live.mkdir(parents=True, exist_ok=True)
+    write_json(live / "metrics.json", {"trained": False, "start": st.paths.backbone or "random init",
+                                       "why": "paths.trunk is null: every arm starts from paths.backbone"})
+    return dest
 
 
 LIVE_FILES = ("metrics.json", "params.yaml")  # DVCLive's last values and logged params
 
 
-def publish_curves(params_file: str | Path, run_name: str) -> Path:
-    """Copy a run's DVCLive files into ``paths.reports/train/<run_name>/``; that folder.
+def publish_curves(params_file: str | Path, run_name: str, dest_name: str | None = None) -> Path:
+    """Copy a run's DVCLive files into ``paths.reports/train/<dest_name or run_name>/``; that folder.
 
     The run folder (``paths.runs``) is resumable scratch space that git ignores; the copy is
     what git versions and what ``dvc plots`` / ``dvc exp show`` read: ``metrics.json`` (last
@@ -121,10 +215,12 @@ def publish_curves(params_file: str | Path, run_name: str) -> Path:
     live = st.path("runs", run_name, "dvclive")
     if not (live / "metrics.json").is_file():
         raise FileNotFoundError(f"no DVCLive metrics.json under {live}: has run {run_name!r} trained?")
-    dest = st.path("reports", "train", run_name)
-    if dest.exists():
-        shutil.rmtree(dest)
-    dest.mkdir(parents=True)
+    dest = st.path("reports", "train", dest_name or run_name)
+    if (dest / "plots").exists():
+        shutil.rmtree(dest / "plots")
+    for name in LIVE_FILES:
+        (dest / name).unlink(missing_ok=True)
+    dest.mkdir(parents=True, exist_ok=True)  # keeps <arm>/seeds/, the other seeds' curves
     for name in LIVE_FILES:
         if (live / name).is_file():
             shutil.copyfile(live / name, dest / name)
@@ -134,8 +230,11 @@ def publish_curves(params_file: str | Path, run_name: str) -> Path:
 
 
 def training_curves(params_file: str | Path, runs: Sequence[str]) -> pd.DataFrame:
-    """Long-format DVCLive curves of several runs: ``run, step, metric, value``."""
+    """Long-format DVCLive curves of several runs or main arms (an arm: its seeds' runs,
+    :func:`run_names`): ``run, step, metric, value``."""
     frames = []
+    st = Stage(params_file)
+    runs = [r for arm in runs for r in (run_names(params_file, arm) if arm in st.params.get("arms", {}) else [arm])]
     for run in runs:
         wide = training_curve(params_file, run)
         long = wide.melt(id_vars="step", var_name="metric", value_name="value").dropna()

@@ -150,6 +150,15 @@ def _to_device(batch: dict, device: str) -> dict:
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU runs bf16 matrix products natively (oneDNN: AVX512-BF16 or AMX);
+    elsewhere ``train.amp_cpu`` is ignored, since emulated bf16 is slower than fp32."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def _worker_init(worker_id: int) -> None:
     # samples draw from explicit (seed, epoch, index) generators; one thread per worker
     torch.set_num_threads(1)
@@ -286,7 +295,7 @@ def train(
                disable=not (progress and dist.is_main))
     params = [p for p in objective.parameters() if p.requires_grad]
     amp = torch.autocast("cuda" if cuda else "cpu", dtype=torch.bfloat16,
-                         enabled=bool(t.amp if cuda else t.amp_cpu))
+                         enabled=bool(t.amp if cuda else (t.amp_cpu and cpu_has_bf16())))
     objective.train()
     batches = iter(loader)
     try:

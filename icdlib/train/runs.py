@@ -39,17 +39,17 @@ class TrainConfig:
     """
 
     kind: str = "descriptor"  # "descriptor" | "matcher": which model this run trains
-    steps: int = 450  # optimiser steps; about 8 min on 2 CPU cores at the CPU preset (s.8)
-    batch_size: int = 64  # global pairs per step, all processes and micro-steps together
+    steps: int = 200  # optimiser steps (the default profile's descriptor arms fine-tune a trunk)
+    batch_size: int = 32  # global items per step, all processes and micro-steps together (an item with a kNN look-alike is two pairs)
     lr: float = 5e-4  # peak AdamW lr; s.8 calibration (paper: 6e-4 * sqrt(B/1024))
     weight_decay: float = 0.05  # s.8 calibration (paper: 0.04)
-    warmup_steps: int = 23  # 5% of steps: keeps early random-init updates small
+    warmup_steps: int = 10  # 5% of steps: keeps early updates small
     warmup_start: float = 0.01  # warm-up starts at 1% of lr, as the released configs
     min_lr: float = 2e-6  # cosine floor of the released configs
     grad_clip: float = 3.0  # max global grad norm, released configs; 0 disables
     grad_accum: int = 1  # micro-steps per optimiser step (in-batch negatives per micro-batch)
     amp: bool = True  # bf16 autocast on CUDA (CopyNCE itself stays fp32)
-    amp_cpu: bool = False  # bf16 autocast on CPU too, where the processor has bf16 units (AMX, AVX512-BF16)
+    amp_cpu: bool = True  # bf16 autocast on CPU too, only where the processor has bf16 units (AMX, AVX512-BF16)
     workers: int = 1  # DataLoader processes per rank (edits + tracing); on 2 cores the other one trains
     checkpoint_every: int = 50  # steps between resumable checkpoints (~1 min on CPU)
     seed: int = 0  # data order, edits, init; stochastic layers draw from (seed, step, rank)
