@@ -111,7 +111,7 @@ def test_arm_and_sets_override_params_and_unknown_keys_are_named():
     assert T.resolve_run(ARMS, "copynce_uniform").pairs.targets == "uniform"
     with pytest.raises(ValueError, match="stepz"):
         T.resolve_run({}, None, ["train.stepz=3"])
-    with pytest.raises(ValueError, match="'nope'.*known arms: infonce, copynce"):
+    with pytest.raises(ValueError, match="'nope'.*known arms: trunk, infonce, copynce"):
         T.resolve_run(ARMS, "nope")
 
 
@@ -202,6 +202,29 @@ def _kill_after(k):
         if step == k:
             raise _Kill(f"killed after step {k}")
     return hook
+
+
+def test_snapshots_keep_loadable_weights_of_their_steps_and_a_fresh_run_clears_them(images, tmp_path):
+    from icdlib.checkpoints import load_model
+    from icdlib.train.state import snapshot_path
+
+    run = tiny_run("copynce", **{"train.steps": 4, "train.snapshots": [2, 4, 9]})  # 4 and 9: not before the end
+    out = tmp_path / "run"
+    T.train(run, out, image_paths=images, progress=False)
+    kept = sorted(p.name for p in out.glob("model_step*.pt"))
+    assert kept == ["model_step2.pt"]
+    snap, meta = load_model(snapshot_path(out, 2))
+    assert meta["step"] == 2 and meta["arm"] == "copynce" and meta["kind"] == "descriptor"
+    # deterministic (a second run keeps the same step-2 weights) and not the final weights
+    other = tmp_path / "again"
+    T.train(run, other, image_paths=images, progress=False)
+    a, b = snap.state_dict(), load_model(snapshot_path(other, 2))[0].state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    final = _weights(out / T.FINAL)
+    assert any(not torch.equal(a[k], final[k]) for k in a)
+    T.train(tiny_run("copynce", **{"train.steps": 4, "train.snapshots": []}), out, image_paths=images,
+            progress=False, resume=False)
+    assert not list(out.glob("model_step*.pt"))  # a fresh run leaves no stale snapshot
 
 
 @pytest.mark.parametrize("arm", ["copynce", "matcher_copynce"])
@@ -339,7 +362,10 @@ def _ddp_worker(rank, world, port, run, images, out, result_dir):
 def test_two_process_gloo_ddp_follows_the_single_process_loss_trajectory(images, tmp_path):
     import torch.multiprocessing as mp
 
-    run = tiny_run("copynce", **{"train.steps": 3, "train.checkpoint_every": 3, "train.lr": 3e-4})
+    # fp32: bf16 autocast (train.amp_cpu, on CPUs with bf16 units) rounds each shard's activations
+    # differently from the whole batch's, which the 1e-3 trajectory tolerance does not cover
+    run = tiny_run("copynce", **{"train.steps": 3, "train.checkpoint_every": 3, "train.lr": 3e-4,
+                                 "train.amp_cpu": False})
     single = [m for _, m in _losses(run, tmp_path / "single", images)]
     mp.start_processes(_ddp_worker, args=(2, _free_port(), run, images, tmp_path / "ddp", tmp_path),
                        nprocs=2, start_method="spawn")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from icdlib.pipeline.curves import descriptor_curve
 from icdlib.pipeline.evaluation import Evaluator
 from icdlib.pipeline.stage import Stage, write_json
 from icdlib.pipeline.training import seed_checkpoint, train_arm
@@ -46,6 +47,11 @@ def run_ablations(params_file: str | Path, progress: bool = True) -> dict[str, A
            "steps": st.ablation.steps, "profile": st.profile, "seed": st.seed, "arms": results}
     d = st.path("reports", "ablation")
     d.mkdir(parents=True, exist_ok=True)
+    curve = descriptor_curve(ev, tuple(a for a in ("infonce", "copynce") if a in st.ablation.arms))
+    tmp = d / "curve.csv.tmp"
+    curve.to_csv(tmp, index=False, float_format="%.5f")
+    tmp.replace(d / "curve.csv")
+    out["curve"] = st.relative(d / "curve.csv")
     write_json(d / "results.json", out)
     return out
 

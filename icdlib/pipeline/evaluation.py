@@ -19,6 +19,7 @@ from icdlib.eval.metrics import write_predictions
 from icdlib.eval.retrieval import EvalConfig
 from icdlib.models import DescriptorConfig, build_descriptor
 from icdlib.params import section
+from icdlib.pipeline.curves import matcher_curve, overtaking_budget
 from icdlib.pipeline.results import evaluated
 from icdlib.pipeline.stage import Stage, write_json
 from icdlib.pipeline.training import checkpoint_name, seed_checkpoint
@@ -59,6 +60,11 @@ class Evaluator:
     def descriptor(self, model: torch.nn.Module, size: int, name: str) -> dict[str, Any]:
         """Metrics of a descriptor without and with score normalisation; writes predictions."""
         return {v: self.record(p, f"{name}_{v}") for v, p in self.bench.descriptor(model, size, name).items()}
+
+    def descriptor_plain(self, model: torch.nn.Module, size: int, name: str) -> float:
+        """uAP of a descriptor's plain top-k predictions (nothing written): a learning-curve point."""
+        metrics, _ = self.bench.score(self.bench.descriptor(model, size, name)["plain"])
+        return float(metrics.uAP)
 
     def hashes(self, method: str) -> dict[str, Any]:
         return {"plain": self.record(self.bench.hashes(method), method)}
@@ -134,16 +140,31 @@ def evaluate_suite(params_file: str | Path) -> dict[str, Any]:
         rows[label] = {"table": "matcher", "seed": seed_of(meta, st.seed),
                        "config": st.tag(tag_keys + ["matcher", "train", "pairs", f"arms.{arm}"], arm=arm),
                        "checkpoint": st.relative(path), **ev.matcher(model, int(meta["config"]["img_size"]), candidates, arm)}
+    curve = write_matcher_curve(ev, candidates, rows["CopyNCE descriptor"]["plain"]["metrics"]["uAP"])
     result = {"split": bench.split, "n_queries": len(bench.queries), "n_references": len(bench.refs),
               "n_positives": bench.n_positives, "n_auxiliary": len(bench.aux),
               "ground_truth": st.relative(bench.ds.gt_file(bench.split)),
-              "seed": st.seed, "profile": st.profile, "rows": rows}
+              "seed": st.seed, "profile": st.profile, "rows": rows, "matcher_curve": curve}
     out = st.path("reports", "eval")
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "results.json", result)
     write_json(out / "metrics.json", {f"{label}/{variant}": e["metrics"] for label, _, variant, e in evaluated(rows)})
     write_pr_curves(rows, st.path("reports", "plots"))
     return result
+
+
+def write_matcher_curve(ev: Evaluator, candidates: pd.DataFrame, descriptor_uap: float) -> dict[str, Any]:
+    """``reports/matcher/curve.csv``: both matcher arms' uAP at each kept budget
+    (:func:`icdlib.pipeline.curves.matcher_curve`); returns where it is and, per arm, the
+    training pairs at which the trend would reach the descriptor (None: no crossing in sight)."""
+    curve = matcher_curve(ev, candidates, descriptor_uap)
+    d = ev.st.path("reports", "matcher")
+    d.mkdir(parents=True, exist_ok=True)
+    tmp = d / "curve.csv.tmp"
+    curve.to_csv(tmp, index=False, float_format="%.5f")
+    tmp.replace(d / "curve.csv")
+    return {"path": ev.st.relative(d / "curve.csv"), "descriptor_uAP": float(descriptor_uap),
+            "overtaking_pairs": {arm: overtaking_budget(curve, arm) for arm in sorted(set(curve["arm"]))}}
 
 
 def write_pr_curves(rows: dict[str, Any], out_dir: Path) -> list[Path]:

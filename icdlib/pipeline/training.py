@@ -171,14 +171,37 @@ def train_arms(params_file: str | Path, arms: Sequence[str], progress: bool = Tr
             out[arm] = write_untrained_trunk(params_file)
             continue
         kind = resolve_run(st.params, arm, {}, st.params_path.name).train.kind
+        st.path("models", f"{arm}_steps").mkdir(parents=True, exist_ok=True)  # a stage output, even if empty
         if kind == "descriptor" and arm != TRUNK:  # stage outputs, present even with one seed
             st.path("models", f"{Path(checkpoint_name(arm)).stem}_seeds").mkdir(parents=True, exist_ok=True)
             st.path("reports", "train", arm, "seeds").mkdir(parents=True, exist_ok=True)
         for seed, name in zip(arm_seeds(st, arm, kind), run_names(params_file, arm)):
             dest = seed_checkpoint(st, arm, seed) if kind == "descriptor" else None
             out[name] = train_arm(params_file, arm, seed=seed, run_name=name, out=dest, progress=progress)
+            keep_snapshots(st, arm, seed, st.path("runs", name))
             publish_curves(params_file, name, arm if seed == st.main.seeds[0] else f"{arm}/seeds/s{seed}")
     return out
+
+
+def keep_snapshots(st: Stage, arm: str, seed: int, run_dir: Path) -> list[Path]:
+    """Copy a run's ``train.snapshots`` weights to ``paths.models/<arm>_steps/s<seed>_step<N>.pt``
+    (a stage output: the learning curves of the evaluation and ablation stages read them)."""
+    dest_dir = st.path("models", f"{arm}_steps")
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    kept = []
+    for f in sorted(run_dir.glob("model_step*.pt")):
+        dest = dest_dir / f"s{int(seed)}_{f.name[len('model_'):]}"
+        shutil.copyfile(f, dest.with_suffix(".tmp"))
+        dest.with_suffix(".tmp").replace(dest)
+        kept.append(dest)
+    return kept
+
+
+def snapshots(st: Stage, arm: str, seed: int) -> dict[int, Path]:
+    """The kept snapshots of one arm and seed, by step (:func:`keep_snapshots`)."""
+    folder = st.path("models", f"{arm}_steps")
+    prefix = f"s{int(seed)}_step"
+    return {int(f.stem[len(prefix):]): f for f in sorted(folder.glob(f"{prefix}*.pt"))}
 
 
 def write_untrained_trunk(params_file: str | Path) -> Path:

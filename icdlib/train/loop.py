@@ -23,7 +23,9 @@ Exactness
   parameters, step and RNG states: a resumed run ends with the same weights as an
   uninterrupted one.
 - Exact equality holds up to float rounding, which Adam's normalised steps amplify
-  slowly over many steps (CUDA kernels add their own non-determinism). With
+  slowly over many steps (CUDA kernels add their own non-determinism; bf16 autocast,
+  ``train.amp`` / ``train.amp_cpu``, rounds each shard differently from the whole batch:
+  compare process counts in fp32). With
   ``grad_accum > 1`` the in-batch negatives of InfoNCE/KoLeo are those of a micro-batch.
 - Rank 0 alone shows progress, logs and writes files.
 
@@ -64,7 +66,7 @@ from icdlib.train.mining import cached_neighbours, load_table, neighbours_file
 from icdlib.train.objectives import DescriptorObjective, MatcherObjective
 from icdlib.params import to_dict
 from icdlib.train.runs import RunConfig, TrainConfig, model_section, resolve_run  # noqa: F401
-from icdlib.train.state import check_same_run, load_weights, same_run, save_state, set_rng_state, trim_live
+from icdlib.train.state import check_same_run, load_weights, same_run, save_snapshot, save_state, set_rng_state, trim_live
 from icdlib.train.schedule import global_batch, lr_schedule, shard
 
 CHECKPOINT = "checkpoint.pt"  # latest resumable state, rewritten atomically
@@ -74,9 +76,10 @@ LIVE_DIR = "dvclive"
 
 def clear_outputs(out: Path) -> None:
     """Delete what an earlier run left in ``out``: checkpoint, final model (both formats),
-    DVCLive logs. Mined kNN tables stay: their names hash their inputs, so none is stale."""
+    snapshots, DVCLive logs. Mined kNN tables stay: their names hash their inputs, so none is stale."""
     final = out / FINAL
-    for f in (out / CHECKPOINT, final, final.with_suffix(".safetensors"), final.with_suffix(".json")):
+    for f in (out / CHECKPOINT, final, final.with_suffix(".safetensors"), final.with_suffix(".json"),
+              *out.glob("model_step*.pt")):
         f.unlink(missing_ok=True)
     shutil.rmtree(out / LIVE_DIR, ignore_errors=True)
 
@@ -338,6 +341,8 @@ def train(
             bar.set_postfix({k: f"{metrics[k]:.3g}" for k in ("infonce", "bce", "copynce") if k in metrics},
                             refresh=False)  # drawn by update(), at most every mininterval s, not every step
             bar.update(1)
+            if done in t.snapshots and done < t.steps and dist.is_main:
+                save_snapshot(out, run, objective.model, done)
             if done % t.checkpoint_every == 0 or done == t.steps:
                 if dist.is_main:
                     save_state(ckpt, run, objective, optimizer, done, final=False)

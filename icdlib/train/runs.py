@@ -72,6 +72,7 @@ class TrainConfig:
     backbone: str | None = None  # local DINO ViT checkpoint for the trunk; null = random init
     split: str = "training"  # data split the pairs come from
     log_every: int = 1  # steps between DVCLive metric rows
+    snapshots: tuple[int, ...] = (50, 100, 150)  # steps whose weights are also kept, as OUT/model_step<N>.pt (learning curves); those >= steps are ignored
 
     def __post_init__(self):
         if self.kind not in ("descriptor", "matcher"):
@@ -89,6 +90,8 @@ class TrainConfig:
             raise ValueError(
                 f"train.batch_size {self.batch_size} is not divisible by grad_accum {self.grad_accum}"
             )
+        if any(int(n) < 1 for n in self.snapshots):
+            raise ValueError(f"train.snapshots must be steps >= 1, got {list(self.snapshots)}")
         if self.grad_clip < 0:
             raise ValueError(f"train.grad_clip must be >= 0, got {self.grad_clip}")
 

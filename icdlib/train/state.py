@@ -48,6 +48,18 @@ def save_state(path: Path, run: RunConfig, objective: nn.Module, optimizer, step
     save_checkpoint(path, objective.model, meta)
 
 
+def snapshot_path(out: Path, step: int) -> Path:
+    """Where a run keeps the weights of ``train.snapshots`` step ``step``."""
+    return Path(out) / f"model_step{int(step)}.pt"
+
+
+def save_snapshot(out: Path, run: RunConfig, model: nn.Module, step: int) -> Path:
+    """The model's weights after ``step`` steps, loadable as a final checkpoint (no optimiser state)."""
+    meta = {"kind": run.train.kind, "config": to_dict(run.model), "run": run.to_dict(), "arm": run.arm,
+            "seed": run.train.seed, "step": int(step)}
+    return save_checkpoint(snapshot_path(out, step), model, meta)
+
+
 def load_weights(model: nn.Module, path: str | Path, what: str = "checkpoint") -> dict:
     """Copy the weights of checkpoint ``path`` into ``model``; returns the checkpoint's meta.
 

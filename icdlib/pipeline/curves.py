@@ -1,0 +1,93 @@
+"""Learning curves in uAP: each arm's kept snapshots (``train.snapshots``) evaluated on the eval split.
+
+They are what the budgets of the default profile were chosen from: the descriptor curve
+(InfoNCE and CopyNCE from the shared trunk, step 0 being the trunk itself) shows how long
+the arms must train before they separate, and the matcher curve shows where each matcher
+arm stands against the descriptor whose candidates it re-ranks, budget by budget. ``ev`` is
+an :class:`icdlib.pipeline.evaluation.Evaluator` (which imports this module).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from icdlib.eval.engine import load_checkpoint
+from icdlib.pipeline.stage import Stage
+from icdlib.pipeline.training import TRUNK, checkpoint_name, seed_checkpoint, snapshots
+from icdlib.train import resolve_run
+
+CURVE_COLUMNS = ["arm", "seed", "step", "pairs", "uAP", "checkpoint"]
+
+
+def _pairs_per_step(st: Stage, arm: str) -> int:
+    """Training pairs one optimiser step of ``arm`` reads in the pipeline (kNN look-alikes included)."""
+    t = resolve_run(st.params, arm, {}, st.params_path.name).train
+    doubled = t.kind == "descriptor" and arm != TRUNK and st.paths.trunk is not None and st.main.knn_negatives
+    return int(t.batch_size) * (2 if doubled else 1)
+
+
+def _points(st: Stage, arm: str, seed: int, final: Path) -> list[tuple[int, Path]]:
+    steps = resolve_run(st.params, arm, {}, st.params_path.name).train.steps
+    return sorted({**snapshots(st, arm, seed), int(steps): final}.items())
+
+
+def descriptor_curve(ev: Any, arms: tuple[str, ...] = ("infonce", "copynce")) -> pd.DataFrame:
+    """uAP (no SN) of each descriptor arm's first-seed snapshots, its final model and its start
+    (step 0: the trunk, when there is one); ``CURVE_COLUMNS``."""
+    st = ev.st
+    seed = st.main.seeds[0]
+    rows: list[dict[str, Any]] = []
+    trunk = st.path("models", checkpoint_name(TRUNK))
+    start = None
+    if st.paths.trunk is not None and trunk.is_file():
+        model, meta = load_checkpoint(trunk, "descriptor")
+        start = ev.descriptor_plain(model, int(meta["config"]["img_size"]), "curve_trunk")
+    for arm in arms:
+        if start is not None:
+            rows.append({"arm": arm, "seed": seed, "step": 0, "pairs": 0, "uAP": start, "checkpoint": st.relative(trunk)})
+        for step, ckpt in _points(st, arm, seed, seed_checkpoint(st, arm, seed)):
+            model, meta = load_checkpoint(ckpt, "descriptor")
+            uap = ev.descriptor_plain(model, int(meta["config"]["img_size"]), f"curve_{arm}_s{seed}_step{step}")
+            rows.append({"arm": arm, "seed": seed, "step": step, "pairs": step * _pairs_per_step(st, arm),
+                         "uAP": uap, "checkpoint": st.relative(ckpt)})
+    return pd.DataFrame(rows, columns=CURVE_COLUMNS)
+
+
+def matcher_curve(ev: Any, candidates: pd.DataFrame, descriptor_uap: float,
+                  arms: tuple[str, ...] = ("matcher_bce", "matcher_copynce")) -> pd.DataFrame:
+    """uAP (plain, no LCE) of each matcher arm's snapshots and final model on ``candidates``;
+    ``CURVE_COLUMNS`` plus ``descriptor_uAP``, the uAP of the candidates' own scores."""
+    st = ev.st
+    seed = st.main.seeds[0]
+    rows: list[dict[str, Any]] = []
+    for arm in arms:
+        final = st.path("models", checkpoint_name(arm))
+        for step, ckpt in _points(st, arm, seed, final):
+            model, meta = load_checkpoint(ckpt, "matcher")
+            preds = ev.bench.matcher(model, int(meta["config"]["img_size"]), candidates, 0)["plain"]
+            metrics, _ = ev.bench.score(preds)
+            rows.append({"arm": arm, "seed": seed, "step": step, "pairs": step * _pairs_per_step(st, arm),
+                         "uAP": float(metrics.uAP), "checkpoint": st.relative(ckpt)})
+    out = pd.DataFrame(rows, columns=CURVE_COLUMNS)
+    out["descriptor_uAP"] = float(descriptor_uap)
+    return out
+
+
+def overtaking_budget(curve: pd.DataFrame, arm: str) -> float | None:
+    """Training pairs at which ``arm``'s uAP would reach the descriptor's, by a straight line
+    through its last two budgets in log(pairs); None when it already has, or the trend is flat
+    or falling (no overtaking in sight)."""
+    c = curve[(curve["arm"] == arm) & (curve["pairs"] > 0)].sort_values("pairs")
+    if len(c) < 2:
+        return None
+    target = float(c["descriptor_uAP"].iloc[0])
+    if float(c["uAP"].iloc[-1]) >= target:
+        return None
+    (x0, y0), (x1, y1) = [(math.log(float(p)), float(u)) for p, u in zip(c["pairs"].iloc[-2:], c["uAP"].iloc[-2:])]
+    if y1 <= y0:
+        return None
+    return float(math.exp(x1 + (target - y1) * (x1 - x0) / (y1 - y0)))
