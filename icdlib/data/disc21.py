@@ -117,21 +117,27 @@ def worker_errors():
         raise type(e)(original.strip()) from None
 
 
-RAW_DIR = re.compile(r"(references|training|train|dev_queries|final_queries)(_\d+)?$")
+RAW_TOP = re.compile(r"(references|training)(_\d+)?$")  # archive folders of the download
+RAW_NESTED = re.compile(r"(references|train|training|dev_queries|final_queries)$")  # under images/, ...
 
 
 def raw_download_hint(root: Path) -> str | None:
     """A sentence for when ``root`` looks like the DISC21 download as unpacked (nested
-    ``references_0/images/references/...`` folders) rather than the flat layout; else None."""
+    ``references_0/images/references/...`` folders) rather than the flat layout; else None.
+
+    Flat-layout names (``dev_queries/`` at the top) are no evidence; archive folders
+    (``references_0/``, ``training_3/``) or split folders one level down are.
+    """
     try:
         top = [p for p in root.iterdir() if p.is_dir()]
-        nested = [q for p in top for q in p.iterdir() if q.is_dir()]
+        hits = [p for p in top if RAW_TOP.match(p.name)]
+        hits += [q for p in top for q in p.iterdir() if q.is_dir() and RAW_NESTED.match(q.name)]
     except OSError:
         return None
-    hits = [p for p in top + nested if RAW_DIR.match(p.name) or p.name == "images"]
-    if not any(RAW_DIR.match(p.name) for p in hits):
+    if not hits:
         return None
-    return (f"{root} looks like the DISC21 download as unpacked (nested folders such as {hits[0].name}/); "
+    shown = hits[0].relative_to(root).as_posix()
+    return (f"{root} looks like the DISC21 download as unpacked (nested folders such as {shown}/); "
             f"lay it out flat first: run python -m icdlib.data prepare --raw {root} --out DIR, then read DIR")
 
 
