@@ -212,8 +212,9 @@ class Disc21:
         if split not in self._images:
             folder = self.folder(split)
             entries = [p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
-            items = sorted((p.stem, p) for p in entries if p.is_file())
-            broken = sorted(p for p in entries if p.is_symlink() and not p.exists())
+            files = {p for p in entries if p.is_file()}
+            items = sorted((p.stem, p) for p in files)
+            broken = sorted(p for p in entries if p not in files and p.is_symlink())  # is_file() is False
             for p in broken:  # a link whose raw file moved: say so rather than drop it unseen
                 self._fault(f"Disc21: broken link {p} -> {os.readlink(p)} (rerun python -m icdlib.data prepare)",
                             FileNotFoundError)
