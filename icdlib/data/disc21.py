@@ -31,8 +31,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from icdlib.isc_csv import read_ground_truth
 from icdlib.data.validation import check_files, check_image  # noqa: F401  (check_image: re-exported)
+from icdlib.isc_csv import read_ground_truth
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
@@ -211,10 +211,18 @@ class Disc21:
         split = SPLIT_ALIASES.get(split, split)
         if split not in self._images:
             folder = self.folder(split)
-            entries = [p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
-            files = {p for p in entries if p.is_file()}
-            items = sorted((p.stem, p) for p in files)
-            broken = sorted(p for p in entries if p not in files and p.is_symlink())  # is_file() is False
+            found, broken = [], []
+            with os.scandir(folder) as it:  # one stat per entry (links are followed), no more
+                for e in it:
+                    stem, suffix = os.path.splitext(e.name)
+                    if suffix.lower() not in IMAGE_SUFFIXES:
+                        continue
+                    if e.is_file():
+                        found.append((stem, e.name))
+                    elif e.is_symlink() and not os.path.exists(e.path):
+                        broken.append(Path(e.path))
+            items = [(i, folder / name) for i, name in sorted(found)]
+            broken.sort()
             for p in broken:  # a link whose raw file moved: say so rather than drop it unseen
                 self._fault(f"Disc21: broken link {p} -> {os.readlink(p)} (rerun python -m icdlib.data prepare)",
                             FileNotFoundError)
@@ -226,6 +234,8 @@ class Disc21:
             if not items:
                 self._fault(f"Disc21: empty split {split}: no images in {folder}")
             self._images[split] = items
+        if not self._bad:
+            return list(self._images[split])
         return [(i, p) for i, p in self._images[split] if p not in self._bad]
 
     # ------------------------------------------------------------------ ground truth

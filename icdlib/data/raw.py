@@ -62,16 +62,17 @@ def _same(a: Path, b: Path) -> bool:
         return False
 
 
-def scan(raw: str | Path, skip: Path | None = None) -> tuple[dict[str, dict[str, Path]], dict[str, Path], list[Path]]:
+def scan(raw: str | Path, skip: Path | None = None) -> tuple[dict[str, dict[str, str]], dict[str, str], list[str]]:
     """Walk ``raw``: ``({split: {image_id: path}}, {gt name: path}, [ignored image files])``.
 
+    Paths are strings (millions of ``Path`` objects would dominate a rerun's time).
     ``skip`` (the output folder, when it lies inside ``raw``) is not walked.
     """
     raw = Path(raw)
-    found: dict[str, dict[str, Path]] = {s: {} for s in PREPARED_SPLITS}
-    owner: dict[str, tuple[str, Path]] = {}  # id -> (split, path), across splits
-    gts: dict[str, Path] = {}
-    ignored: list[Path] = []
+    found: dict[str, dict[str, str]] = {s: {} for s in PREPARED_SPLITS}
+    owner: dict[str, str] = {}  # id -> split, across splits
+    gts: dict[str, str] = {}
+    ignored: list[str] = []
     seen = {os.path.realpath(skip)} if skip is not None else set()  # linked folders are followed, once
     seen.add(os.path.realpath(raw))
     for dirpath, dirnames, filenames in os.walk(raw, followlinks=True):
@@ -82,8 +83,9 @@ def scan(raw: str | Path, skip: Path | None = None) -> tuple[dict[str, dict[str,
                 seen.add(real)
                 keep.append(d)
         dirnames[:] = keep
+        qsplit = None
         for name in sorted(filenames):
-            path = Path(dirpath) / name
+            path = os.path.join(dirpath, name)
             if name in GT_NAMES:
                 split = GT_NAMES[name]
                 other = next((p for n, p in gts.items() if GT_NAMES[n] == split), None)
@@ -98,34 +100,59 @@ def scan(raw: str | Path, skip: Path | None = None) -> tuple[dict[str, dict[str,
             if not IMAGE_ID.match(stem):
                 ignored.append(path)
                 continue
-            split = PREFIX_SPLIT.get(stem[0]) or query_split(path, raw)
+            split = PREFIX_SPLIT.get(stem[0])
+            if split is None:
+                split = qsplit = qsplit or query_split(Path(path), raw)
             if stem in owner:
-                was_split, was = owner[stem]
+                was_split = owner[stem]
+                was = found[was_split][stem]
                 if _same(was, path):
                     continue
                 where = f"in {SPLIT_DIRS[split]}" if was_split == split else f"as {was_split} and {split}"
                 raise PrepareError(f"image id {stem} appears twice ({where}): {was} and {path}; keep one")
-            owner[stem] = (split, path)
+            owner[stem] = split
             found[split][stem] = path
     return found, gts, ignored
 
 
-def _link(target: Path, link: Path) -> str:
-    """Make ``link`` point to ``target`` (relative); ``"new"``, ``"kept"`` or an error."""
-    want = os.path.relpath(target, link.parent)
-    if link.is_symlink():
-        have = os.readlink(link)
-        if have == want or _same(link, target):
-            return "kept"
-        if not link.exists():  # a broken link of an earlier run (the raw tree moved): redo it
-            os.unlink(link)
+def _relink(target: str, link: str, want: str, have: str) -> str:
+    """``link`` exists as a link to ``have``, not ``want``: keep it if it reaches ``target``,
+    redo it if broken (the raw tree moved), else refuse."""
+    if _same(link, target):
+        return "kept"
+    if not os.path.exists(link):
+        os.unlink(link)
+        os.symlink(want, link)
+        return "new"
+    raise PrepareError(f"{link} already links to {have}, not {target}; remove it or choose another --out")
+
+
+def _link_split(found: dict[str, str], folder: Path) -> tuple[int, int]:
+    """Link every ``found`` file into ``folder``; ``(new links, stale links removed)``."""
+    folder.mkdir(exist_ok=True)
+    existing = {e.name: e for e in os.scandir(folder)}
+    wanted = {os.path.basename(p) for p in found.values()}
+    removed = 0
+    for name, entry in existing.items():  # links of a previous run whose file is gone or renamed
+        if name not in wanted and entry.is_symlink():
+            os.unlink(entry.path)
+            removed += 1
+    rel: dict[str, str] = {}  # raw folder -> its path relative to ``folder``
+    new = 0
+    for path in found.values():
+        d, name = os.path.split(path)
+        if d not in rel:
+            rel[d] = os.path.relpath(d, folder)
+        want, link = os.path.join(rel[d], name), os.path.join(folder, name)
+        entry = existing.get(name)
+        if entry is None:
             os.symlink(want, link)
-            return "new"
-        raise PrepareError(f"{link} already links to {have}, not {target}; remove it or choose another --out")
-    if link.exists():
-        raise PrepareError(f"{link} already exists and is not a link made by prepare; choose another --out")
-    os.symlink(want, link)
-    return "new"
+            new += 1
+        elif not entry.is_symlink():
+            raise PrepareError(f"{link} already exists and is not a link made by prepare; choose another --out")
+        elif (have := os.readlink(link)) != want:
+            new += _relink(path, link, want, have) == "new"
+    return new, removed
 
 
 def prepare(raw: str | Path, out: str | Path) -> dict:
@@ -154,18 +181,16 @@ def prepare(raw: str | Path, out: str | Path) -> dict:
     for split in PREPARED_SPLITS:
         if not found[split]:
             continue
-        folder = out / SPLIT_DIRS[split]
-        folder.mkdir(exist_ok=True)
-        wanted = {p.name for p in found[split].values()}
-        removed = 0
-        for entry in os.scandir(folder):  # links of a previous run whose file is gone or renamed
-            if entry.name not in wanted and entry.is_symlink():
-                os.unlink(entry.path)
-                removed += 1
-        new = sum(_link(p, folder / p.name) == "new" for p in found[split].values())
+        new, removed = _link_split(found[split], out / SPLIT_DIRS[split])
         splits[split] = {"images": len(found[split]), "new": new, "removed": removed}
     for name, path in sorted(gts.items()):
-        _link(path, out / name)
+        link, want = out / name, os.path.relpath(path, out)
+        if not os.path.lexists(link):
+            os.symlink(want, link)
+        elif not link.is_symlink():
+            raise PrepareError(f"{link} already exists and is not a link made by prepare; choose another --out")
+        elif (have := os.readlink(link)) != want:
+            _relink(path, str(link), want, have)
     return {"splits": splits, "ground_truth": sorted(gts), "ignored": ignored}
 
 
