@@ -149,6 +149,7 @@ def test_parallel_validate_finds_a_corrupt_image_raise_and_skip(flat, raw, tmp_p
     assert proc.returncode == 1 and "R000001.jpg" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.filterwarnings("ignore:.*skipped 1 ground-truth rows")  # the corrupt query's row
 def test_workers_do_not_change_the_result(flat, raw):
     _corrupt(raw / "training_1/images/train/T000002.jpg")
     _corrupt(raw / "images/dev_queries/Q00001.png")
@@ -212,3 +213,15 @@ def test_broken_link_is_named(flat, raw):
     (raw / "final_queries/Q50000.jpg").unlink()
     with pytest.raises(FileNotFoundError, match=r"broken link .*Q50000\.jpg"):
         Disc21(flat).images("final_queries")
+
+
+def _die(paths):
+    os._exit(3)  # a checking process killed (out of memory, say)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="needs fork to patch the pool's function")
+def test_a_dead_checking_process_is_named_not_a_traceback(flat, monkeypatch):
+    monkeypatch.setattr(validation, "_check_chunk", _die)
+    paths = [p for _, p in Disc21(flat).images("training")]
+    with pytest.raises(OSError, match=r"checking process died .*T00000\d\.jpg"):
+        validation.check_files(paths, workers=2)

@@ -26,6 +26,7 @@ import os
 import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
@@ -202,7 +203,12 @@ def _run(chunks: list[list[int]], path_chunks: list[list[str]], workers: int):
     pool = ProcessPoolExecutor(max_workers=int(workers), mp_context=mp.get_context(method))
     try:
         futures = [pool.submit(_check_chunk, paths) for paths in path_chunks]
-        for chunk, fut in zip(chunks, futures, strict=True):
-            yield chunk, fut.result()
+        for chunk, fut, paths in zip(chunks, futures, path_chunks, strict=True):
+            try:
+                result = fut.result()
+            except BrokenProcessPool:
+                raise OSError(f"check_files: a checking process died (out of memory?) on one of {paths[0]} .. "
+                              f"{paths[-1]}; retry with fewer workers") from None
+            yield chunk, result
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
