@@ -1,4 +1,5 @@
-"""``python -m icdlib.data build|check``: build the embedded benchmark or check a DISC21 folder."""
+"""``python -m icdlib.data build|check|prepare``: build the embedded benchmark, check a DISC21 folder, or lay
+out the DISC21 download flat."""
 
 import sys
 

@@ -21,7 +21,8 @@ streams, so no two roles share a source. Every image is a pure function of
 CLI::
 
     python -m icdlib.data build --out data/bench [--seed 0] [--size default] [--params params.yaml]
-    python -m icdlib.data check --root data/bench
+    python -m icdlib.data check --root data/bench [--workers 4] [--cache data/bench]
+    python -m icdlib.data prepare --raw DISC21_DOWNLOAD --out data/disc21   (:mod:`icdlib.data.raw`)
 
 Reading a benchmark (this one or the real DISC21) is :class:`icdlib.data.Disc21`,
 re-exported here with :func:`load_image`.
@@ -48,6 +49,7 @@ from tqdm import tqdm  # text bars: logged by papermill --log-output, kept by th
 from icdlib import edits
 from icdlib.edits import EditConfig
 
+from icdlib.data import raw
 from icdlib.data.disc21 import BUILDING, SPLIT_DIRS, Disc21, load_image  # noqa: F401  (re-exported)
 from icdlib.params import load_params, locate, resolve, section, to_dict
 from icdlib.data.sources import PhotoPool, SourceConfig, pick_kind, render
@@ -323,7 +325,7 @@ def edit_config(params: dict, source: str = "params.yaml"):
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m icdlib.data", description="Build or check a DISC21-layout benchmark.")
+    ap = argparse.ArgumentParser(prog="python -m icdlib.data", description="Build, check or prepare a DISC21-layout benchmark.")
     sub = ap.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="write the embedded benchmark")
     b.add_argument("--out", required=True, help="output folder")
@@ -335,6 +337,10 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--root", required=True, help="benchmark folder")
     c.add_argument("--ground-truth", default=None, help="ground-truth CSV to use instead of the root's")
     c.add_argument("--no-decode", action="store_true", help="skip decoding every image")
+    c.add_argument("--workers", type=int, default=1, help="processes decoding images (default 1)")
+    c.add_argument("--cache", default=None, help="folder (or file) of the validation cache: unchanged images "
+                   "are not decoded again (default: none)")
+    raw.add_parser(sub)
     args = ap.parse_args(argv)
 
     try:
@@ -359,8 +365,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"built {cfg.size} benchmark (seed {seed}) in {args.out}: "
                   + ", ".join(f"{k} {v}" for k, v in cfg.counts.items())
                   + f"; {time.perf_counter() - t0:.1f} s")
+        elif args.cmd == "prepare":
+            raw.run(args)
         else:
-            counts = Disc21(args.root, ground_truth=args.ground_truth).validate(decode=not args.no_decode)
+            counts = Disc21(args.root, ground_truth=args.ground_truth).validate(
+                decode=not args.no_decode, workers=args.workers, cache=args.cache)
             for k, v in counts.items():
                 print(f"{k}: {v}")
     except (OSError, ValueError) as e:

@@ -23,13 +23,15 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import re
 import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
-from tqdm import tqdm  # text bars: logged by papermill --log-output, kept by the saved notebook
 
+from icdlib.data.validation import check_files, check_image  # noqa: F401  (check_image: re-exported)
 from icdlib.isc_csv import read_ground_truth
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -115,15 +117,28 @@ def worker_errors():
         raise type(e)(original.strip()) from None
 
 
-def check_image(path: Path) -> None:
-    """Raise ``ValueError`` naming ``path`` unless it is a complete, decodable image."""
+RAW_TOP = re.compile(r"(references|training)(_\d+)?$")  # archive folders of the download
+RAW_NESTED = re.compile(r"(references|train|training|dev_queries|final_queries)$")  # under images/, ...
+
+
+def raw_download_hint(root: Path) -> str | None:
+    """A sentence for when ``root`` looks like the DISC21 download as unpacked (nested
+    ``references_0/images/references/...`` folders) rather than the flat layout; else None.
+
+    Flat-layout names (``dev_queries/`` at the top) are no evidence; archive folders
+    (``references_0/``, ``training_3/``) or split folders one level down are.
+    """
     try:
-        with Image.open(path) as img:
-            img.verify()  # structure and checksums, without decoding pixels
-        with Image.open(path) as img:
-            img.load()  # full decode: catches truncated data that verify() lets through
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise ValueError(f"cannot decode image {path}: {e}") from e
+        top = [p for p in root.iterdir() if p.is_dir()]
+        hits = [p for p in top if RAW_TOP.match(p.name)]
+        hits += [q for p in top for q in p.iterdir() if q.is_dir() and RAW_NESTED.match(q.name)]
+    except OSError:
+        return None
+    if not hits:
+        return None
+    shown = hits[0].relative_to(root).as_posix()
+    return (f"{root} looks like the DISC21 download as unpacked (nested folders such as {shown}/); "
+            f"lay it out flat first: run python -m icdlib.data prepare --raw {root} --out DIR, then read DIR")
 
 
 class Disc21:
@@ -149,6 +164,8 @@ class Disc21:
         if self.gt_path is not None and not self.gt_path.is_file():
             raise FileNotFoundError(f"Disc21: ground-truth file not found: {self.gt_path}")
         present = [s for s, d in SPLIT_DIRS.items() if (self.root / d).is_dir()]
+        if "reference" not in present and (hint := raw_download_hint(self.root)):
+            raise FileNotFoundError(f"Disc21: {hint}")
         if "reference" not in present:
             raise FileNotFoundError(f"Disc21: missing folder {self.root / SPLIT_DIRS['reference']}")
         if not any(s in present for s in QUERY_SPLITS):
@@ -194,9 +211,22 @@ class Disc21:
         split = SPLIT_ALIASES.get(split, split)
         if split not in self._images:
             folder = self.folder(split)
-            items = sorted(
-                (p.stem, p) for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-            )
+            found, broken = [], []
+            with os.scandir(folder) as it:  # one stat per entry (links are followed), no more
+                for e in it:
+                    stem, suffix = os.path.splitext(e.name)
+                    if suffix.lower() not in IMAGE_SUFFIXES:
+                        continue
+                    if e.is_file():
+                        found.append((stem, e.name))
+                    elif e.is_symlink() and not os.path.exists(e.path):
+                        broken.append(Path(e.path))
+            items = [(i, folder / name) for i, name in sorted(found)]
+            broken.sort()
+            for p in broken:  # a link whose raw file moved: say so rather than drop it unseen
+                self._fault(f"Disc21: broken link {p} -> {os.readlink(p)} (rerun python -m icdlib.data prepare)",
+                            FileNotFoundError)
+            self._warn_skipped(f"broken links in {folder}", len(broken), str(broken[0]) if broken else "")
             ids = [i for i, _ in items]
             if len(set(ids)) != len(ids):
                 dup = next(i for i in ids if ids.count(i) > 1)
@@ -204,6 +234,8 @@ class Disc21:
             if not items:
                 self._fault(f"Disc21: empty split {split}: no images in {folder}")
             self._images[split] = items
+        if not self._bad:
+            return list(self._images[split])
         return [(i, p) for i, p in self._images[split] if p not in self._bad]
 
     # ------------------------------------------------------------------ ground truth
@@ -261,7 +293,7 @@ class Disc21:
         return sorted(out)
 
     # ------------------------------------------------------------------ validation
-    def validate(self, decode: bool = True) -> dict[str, int]:
+    def validate(self, decode: bool = True, workers: int = 1, cache: str | Path | None = None) -> dict[str, int]:
         """Check every split (and decode every image if ``decode``); return counts.
 
         Returns ``{split: n_images}`` for each split present, plus
@@ -269,22 +301,28 @@ class Disc21:
         (ground-truth rows) for each query split with a ground-truth file, and
         ``"skipped"``, the number of faulty images dropped in ``"skip"`` mode.
         Raises on the first fault in ``"raise"`` mode, naming the file or folder.
+
+        Args:
+            decode: decode every image (else only list them and read the ground truth).
+            workers: processes decoding images (:func:`icdlib.data.validation.check_files`).
+            cache: None (check every image), or a folder to hold ``.icdlib-validation.json``
+                (or that file's path): images whose size and mtime match its record are
+                not decoded again, so a rerun costs one ``stat`` per image.
         """
         counts: dict[str, int] = {}
+        items = {split: self.images(split) for split in self.splits()}
         bad: list[Path] = []
-        for split in self.splits():
-            items = self.images(split)
-            if decode:
-                for _, p in tqdm(items, desc=f"check {split}", leave=False, mininterval=2.0):
-                    try:
-                        check_image(p)
-                    except ValueError:
-                        if self.on_error == "raise":
-                            raise
-                        bad.append(p)
-                        self._bad.add(p)
+        if decode:
+            paths = [p for split in items for _, p in items[split]]
+            faults = check_files(paths, workers=workers, cache=cache, stop_at_first=self.on_error == "raise",
+                                 desc=f"check {len(paths)} images")
+            if faults and self.on_error == "raise":
+                raise ValueError(next(iter(faults.values())))
+            bad = list(faults)
+            self._bad.update(bad)
+        for split in items:
             counts[split] = len(self.images(split))
-            if split in self._present and not counts[split] and self.on_error == "skip":
+            if not counts[split] and self.on_error == "skip":
                 warnings.warn(f"Disc21({self.root}): split {split} is empty", stacklevel=2)
         self._warn_skipped("unreadable images", len(bad), str(bad[0]) if bad else "")
         for split in QUERY_SPLITS:
