@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -24,13 +25,40 @@ def prepare_data(params_file: str | Path, progress: bool = True) -> dict[str, An
     elif not root.is_dir():
         raise FileNotFoundError(f"paths.data: DISC21 folder not found: {root} (set dataset.build: true to build one)")
     ds = Disc21(root, ground_truth=st.dataset.ground_truth, on_error=st.dataset.on_error)
-    counts = ds.validate(decode=True)
+    counts = ds.validate(decode=True, workers=st.dataset.workers, cache=st.path("runs", "validation"))
     summary = {"root": str(root), "counts": counts, "seed": st.seed, "profile": st.profile,
                "built": st.dataset.build, "config": st.tag(["data", "edits", "dataset"])}
     out = st.path("reports", "data")
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "summary.json", {k: v for k, v in summary.items() if k != "root"})
+    write_json(out / "images.json", fingerprint(ds))
     return summary
+
+
+def fingerprint(ds: Disc21) -> dict[str, Any]:
+    """What the later stages depend on instead of the image folder (DVC would hash 2M files):
+    per split, the image count and a digest of ``(id, size, mtime)``; for a built benchmark,
+    the digest of its ``manifest.json`` (a pure function of its params), so an identical
+    rebuild changes nothing downstream."""
+    out: dict[str, Any] = {}
+    manifest = ds.root / "manifest.json"
+    if manifest.is_file():
+        out["manifest_sha256"] = hashlib.sha256(manifest.read_bytes()).hexdigest()
+    for split in ds.splits():
+        items = ds.images(split)
+        if manifest.is_file():
+            out[split] = {"images": len(items)}
+            continue
+        h = hashlib.sha256()
+        for image_id, path in items:
+            info = path.stat()
+            h.update(f"{image_id}\t{info.st_size}\t{info.st_mtime_ns}\n".encode())
+        out[split] = {"images": len(items), "sha256": h.hexdigest()}
+    for split in ("dev_queries", "final_queries", "queries"):
+        gt = ds.gt_file(split) if split in ds.splits() else None
+        if gt is not None:
+            out[f"{split}_ground_truth_sha256"] = hashlib.sha256(gt.read_bytes()).hexdigest()
+    return out
 
 
 def sample_queries(params_file: str | Path, n: int = 4) -> list[dict[str, Any]]:

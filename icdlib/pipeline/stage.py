@@ -28,6 +28,7 @@ class DatasetConfig:
     eval_split: str = "dev_queries"  # query split every table is computed on
     ground_truth: str | None = None  # explicit ground truth for eval_split (None: by DISC21 name)
     on_error: str = "raise"  # raise | skip: what a missing or corrupt image does
+    workers: int = 2  # processes decoding the images once; the verdicts are cached in paths.runs/validation
 
 
 @dataclass(frozen=True)

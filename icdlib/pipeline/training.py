@@ -54,12 +54,16 @@ def start_sets(st: Stage, arm: str, kind: str) -> dict[str, Any]:
 
     The trunk starts from ``paths.backbone`` (or random init). Every other descriptor arm
     fine-tunes the whole trunk (``train.init``) and, with ``main.knn_negatives``, draws its
-    look-alike pairs from a kNN table mined with it. A matcher takes its encoder and fusion
-    blocks from ``paths.matcher_backbone``, else the trunk, else ``paths.backbone``; its kNN
-    negatives (``pairs.neg_knn_p > 0``) are mined with the trunk. Without a trunk
-    (``paths.trunk: null``, the disc21 profile) every arm starts from ``paths.backbone``.
+    look-alike pairs from a kNN table mined with stage train_trunk's ``models/trunk.pt``.
+    A matcher takes its encoder and fusion blocks from ``paths.matcher_backbone``, else the
+    trunk, else ``paths.backbone``; its kNN negatives (``pairs.neg_knn_p > 0``) are mined
+    with ``models/trunk.pt`` too. Without a trunk (``paths.trunk: null``, the disc21
+    profile) every arm starts from ``paths.backbone`` and ``models/trunk.pt`` is that
+    backbone untrained (:func:`write_untrained_trunk`), so the kNN tables come from DINO
+    features, as in the released recipe (through the descriptor's random projection head).
     """
     trunk = st.path("trunk") if st.paths.trunk else None
+    miner = st.path("models", checkpoint_name(TRUNK))  # stage train_trunk's output, trained or not
     out: dict[str, Any] = {}
     if arm == TRUNK:
         if st.paths.backbone:
@@ -68,16 +72,15 @@ def start_sets(st: Stage, arm: str, kind: str) -> dict[str, Any]:
     if kind == "descriptor":
         if trunk is not None:
             out["train.init"] = str(trunk)
-            if st.main.knn_negatives:
-                out["train.knn_checkpoint"] = str(trunk)
         elif st.paths.backbone:
             out["train.backbone"] = str(st.path("backbone"))
+        if st.main.knn_negatives:
+            out["train.knn_checkpoint"] = str(miner)
     else:
         start = st.paths.matcher_backbone or st.paths.trunk or st.paths.backbone
         if start:
             out["train.backbone"] = str(resolve(st.params_path, start))
-        if trunk is not None:
-            out["train.knn_checkpoint"] = str(trunk)  # used only when pairs.neg_knn_p > 0
+        out["train.knn_checkpoint"] = str(miner)  # used only when pairs.neg_knn_p > 0
     if "train.knn_checkpoint" in out:
         out["train.knn_cache"] = str(st.path("runs", "knn"))  # every arm mines once
     return out
