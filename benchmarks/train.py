@@ -3,16 +3,19 @@
     python benchmarks/train.py [--out reports/benchmarks/train.json] [--steps 8]
 
 Keys ``cpu_end_to_end_pairs_per_s`` (the default CopyNCE arm of params.yaml, trained by
-:func:`icdlib.train.train` with its real loader) and ``cpu_compute_only_pairs_per_s``
-(the same arm's optimiser steps on a fixed batch) lead the file; the sections below
-give each lever side by side, measured in one run.
+:func:`icdlib.train.train` with its real loader: kNN look-alike pairs, the profile's
+autocast, pairs from the shared pair cache as the pipeline reads them) and
+``cpu_compute_only_pairs_per_s`` (the same arm's optimiser steps on a fixed batch of 64
+pairs) lead the file; the sections below give each lever side by side, measured in one
+run (fp32 against bf16 autocast; the live loader against the pair cache).
 
 Compute alone: complete optimiser steps (forward, losses, backward, gradient clipping,
 AdamW) of :mod:`icdlib.train`'s objectives on a fixed batch of real traced pairs:
 
-- CPU, 2 threads: the default CPU descriptor (``vit_tiny_cpu``, 112 px) at batch 64,
-  arms ``infonce`` and ``copynce`` timed in interleaved rounds (median and best step),
-  with the load average, since other processes may share the cores;
+- CPU, 2 threads: the default CPU descriptor (``vit_tiny_cpu``, 112 px) at 64 pairs,
+  arms ``infonce`` and ``copynce`` in fp32 and in bf16 autocast, timed in interleaved
+  rounds (median and best step), with the load average, since other processes may share
+  the cores;
 - CUDA, when available: ViT-S/16 at 224 px (``vit_small``, bf16 autocast), the same two
   arms at doubling batch sizes up to the largest that fits in GPU memory.
 """
@@ -60,21 +63,23 @@ def batch_of(pool: list[dict], size: int, device: str) -> dict:
 
 
 class Stepper:
-    """One arm's objective + AdamW on ``device``; :meth:`step` times one optimiser step."""
+    """One arm's objective + AdamW on ``device``; :meth:`step` times one optimiser step
+    (bf16 autocast on CUDA, and on CPU when ``cpu_bf16``)."""
 
-    def __init__(self, run: T.RunConfig, device: str):
+    def __init__(self, run: T.RunConfig, device: str, cpu_bf16: bool = False):
         torch.manual_seed(0)
         self.run, self.device = run, device
         self.objective = T._objective(run, T._build_model(run)).to(device).train()
         self.optimizer = T._optimizer(self.objective, run.train)
         self.params = [p for p in self.objective.parameters() if p.requires_grad]
         self.cuda = device.startswith("cuda")
+        self.autocast = ("cuda" if self.cuda else "cpu", self.cuda or cpu_bf16)
 
     def step(self, batch: dict) -> float:
         if self.cuda:
             torch.cuda.synchronize()
         tic = time.perf_counter()
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda):
+        with torch.autocast(self.autocast[0], dtype=torch.bfloat16, enabled=self.autocast[1]):
             loss = self.objective(batch)["loss"]
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.params, self.run.train.grad_clip)
@@ -92,24 +97,27 @@ def time_steps(run: T.RunConfig, batch: dict, device: str, steps: int, warmup: i
 
 
 def cpu_section(steps: int, tmp: Path, params: dict, rounds: int = 3) -> dict:
-    """Both arms, interleaved in ``rounds`` so that load from other processes hits both."""
+    """Both arms in fp32 and in bf16 autocast, interleaved in ``rounds`` so that load from other
+    processes hits all four alike."""
     torch.set_num_threads(2)
-    out = {"threads": 2, "batch_size": 64, "preset": "vit_tiny_cpu", "img_size": 112,
-           "loadavg_1min_before": os.getloadavg()[0]}  # other processes share these cores
+    out = {"threads": 2, "batch_pairs": 64, "preset": "vit_tiny_cpu", "img_size": 112,
+           "cpu_bf16_units": T.cpu_has_bf16(), "loadavg_1min_before": os.getloadavg()[0]}
     runs = {arm: T.resolve_run(params, arm, {"train.batch_size": 64}) for arm in ARMS}
     batch = batch_of(pair_pool(runs["copynce"], 64, tmp / "cpu"), 64, "cpu")
-    steppers = {arm: Stepper(run, "cpu") for arm, run in runs.items()}
-    times: dict[str, list[float]] = {arm: [] for arm in ARMS}
+    steppers = {(arm, amp): Stepper(run, "cpu", cpu_bf16=amp == "bf16")
+                for arm, run in runs.items() for amp in ("fp32", "bf16")}
+    times: dict[tuple[str, str], list[float]] = {k: [] for k in steppers}
     for s in steppers.values():
         s.step(batch)  # warm-up
     for _ in range(rounds):
-        for arm, s in steppers.items():
-            times[arm] += [s.step(batch) for _ in range(max(1, steps // rounds))]
-    for arm, t in times.items():
+        for k, s in steppers.items():
+            times[k] += [s.step(batch) for _ in range(max(1, steps // rounds))]
+    for (arm, amp), t in times.items():
         med, best = statistics.median(t), min(t)
-        out[arm] = {"step_s_median": med, "step_s_min": best, "pairs_per_s": 64 / med,
-                    "pairs_per_s_best": 64 / best, "steps_timed": len(t)}
-        print(f"cpu {arm}: {64 / med:.1f} pairs/s median, {64 / best:.1f} best", flush=True)
+        key = arm if amp == "fp32" else f"{arm}_bf16"
+        out[key] = {"step_s_median": med, "step_s_min": best, "pairs_per_s": 64 / med,
+                    "pairs_per_s_best": 64 / best, "steps_timed": len(t), "autocast": amp}
+        print(f"cpu {arm} {amp}: {64 / med:.1f} pairs/s median, {64 / best:.1f} best", flush=True)
     out["loadavg_1min_after"] = os.getloadavg()[0]
     return out
 
@@ -144,9 +152,12 @@ def cuda_section(steps: int, tmp: Path, max_batch: int) -> dict:
 
 
 def end_to_end_section(steps: int, tmp: Path, params: dict) -> dict:
-    """``icdlib.train.train`` of the default CopyNCE arm, timed step by step after warm-up:
-    pairs made on the fly by the loader workers, and read from a pair cache built first
-    (its build time reported apart: it is paid once per seed and shared by every arm)."""
+    """``icdlib.train.train`` of the default CopyNCE arm as the pipeline runs it (kNN look-alike
+    pairs, so 2 pairs per item; the profile's autocast), timed step by step after warm-up: pairs
+    made on the fly by the loader workers, and read from a pair cache built first (its build
+    time reported apart: it is paid once per seed and shared by every arm of that seed)."""
+    import numpy as np
+
     torch.set_num_threads(2)
     n_sources = 512
     folder = tmp / "sources"
@@ -156,25 +167,31 @@ def end_to_end_section(steps: int, tmp: Path, params: dict) -> dict:
         p = folder / f"T{i:06d}.jpg"
         render(PROCEDURAL_KINDS[i % len(PROCEDURAL_KINDS)], 5000 + i, 128).save(p, quality=90)
         paths.append(p)
+    # a kNN table of the right shape (which look-alikes does not change the cost)
+    rng = np.random.default_rng(0)
+    neighbours = np.stack([rng.permutation(n_sources)[:17] for _ in range(n_sources)])
     out = {"sources": n_sources, "steps_timed": steps, "loadavg_1min_before": os.getloadavg()[0]}
     warm = 3
-    base = {"train.steps": steps + warm, "train.checkpoint_every": 10**6, "train.warmup_steps": 1}
+    base = {"train.steps": steps + warm, "train.checkpoint_every": 10**6, "train.warmup_steps": 1, "train.snapshots": []}
     for name, extra in (("live_loader", {}), ("pair_cache", {"train.pair_cache": str(tmp / "pairs")})):
         run = T.resolve_run(params, "copynce", {**base, **extra})
         if extra:
             from icdlib.data.cache import build_pair_cache
 
-            ds = T._dataset(run, paths, None)
+            ds = T._dataset(run, paths, neighbours)
             tic = time.perf_counter()
             build_pair_cache(ds, T.schedule_keys(run.train, len(ds)), extra["train.pair_cache"], progress=False)
             built = time.perf_counter() - tic
-            out["pair_cache_build_pairs_per_s"] = (steps + warm) * run.train.batch_size / built
+            out["pair_cache_build_items_per_s"] = (steps + warm) * run.train.batch_size / built
         stamps: list[float] = []
-        T.train(run, tmp / f"run_{name}", image_paths=paths, progress=False, resume=False,
-                callback=lambda done, m: stamps.append(time.perf_counter()))
-        rate = steps * run.train.batch_size / (stamps[-1] - stamps[warm - 1])
-        out[name] = {"pairs_per_s": rate, "workers": run.train.workers, "batch_size": run.train.batch_size,
-                     "img_size": run.pairs.size}
+        seen: list[int] = []
+        T.train(run, tmp / f"run_{name}", image_paths=paths, progress=False, resume=False, neighbours=neighbours,
+                callback=lambda done, m: (stamps.append(time.perf_counter()), seen.append(m["pairs_per_s"])))
+        per_step = 2 * run.train.batch_size  # each item brings its look-alike's pair
+        rate = steps * per_step / (stamps[-1] - stamps[warm - 1])
+        out[name] = {"pairs_per_s": rate, "workers": run.train.workers, "items_per_step": run.train.batch_size,
+                     "pairs_per_step": per_step, "img_size": run.pairs.size,
+                     "cpu_bf16": bool(run.train.amp_cpu and T.cpu_has_bf16())}
         print(f"end to end, {name}: {rate:.1f} pairs/s", flush=True)
     out["loadavg_1min_after"] = os.getloadavg()[0]
     return out
@@ -194,15 +211,17 @@ def main(argv=None) -> int:
     params = load_params(ROOT / "params.yaml")
 
     result = {"benchmark": "train", "torch": torch.__version__, "python": platform.python_version(),
-              "what": "complete optimiser steps on a fixed batch of real traced pairs; no data loading"}
+              "what": "cpu/cuda: optimiser steps on a fixed batch of real traced pairs (no loading); cpu_end_to_end: train() with its loader"}
     with tempfile.TemporaryDirectory() as tmp:
         if not args.skip_cpu:
             result["cpu"] = cpu_section(args.steps, Path(tmp), params)
             result["cpu_end_to_end"] = end_to_end_section(args.e2e_steps, Path(tmp), params)
-            chosen = "pair_cache" if T.resolve_run(params, "copynce").train.pair_cache else "live_loader"
+            # the pipeline's arms read the shared pair cache unless paths.pair_cache is null
+            chosen = "pair_cache" if (params.get("paths") or {}).get("pair_cache") else "live_loader"
+            amp = "copynce_bf16" if T.resolve_run(params, "copynce").train.amp_cpu and T.cpu_has_bf16() else "copynce"
             result = {"cpu_end_to_end_pairs_per_s": result["cpu_end_to_end"][chosen]["pairs_per_s"],
                       "cpu_end_to_end_loader": chosen,
-                      "cpu_compute_only_pairs_per_s": result["cpu"]["copynce"]["pairs_per_s"], **result}
+                      "cpu_compute_only_pairs_per_s": result["cpu"][amp]["pairs_per_s"], **result}
         if torch.cuda.is_available():
             result["cuda"] = cuda_section(args.steps, Path(tmp), args.max_batch)
     out = Path(args.out)

@@ -254,7 +254,7 @@ def train(
         folder = Path(t.knn_cache) if t.knn_cache else out
         if dist.is_main:  # mines, or loads the table an earlier run left
             neighbours = cached_neighbours(t.knn_checkpoint, paths, t.knn_k, folder,
-                                           batch_size=t.knn_batch_size, device=dist.device)
+                                           batch_size=t.knn_batch_size, device=dist.device, workers=t.workers)
         D.barrier()
         if neighbours is None:  # the other ranks read what rank 0 wrote
             neighbours = load_table(neighbours_file(t.knn_checkpoint, paths, t.knn_k, folder), len(paths), t.knn_k)
