@@ -160,6 +160,32 @@ def consistency(run: Path, n: int) -> dict:
     return out
 
 
+# ------------------------------------------------------------------ 2b. shortcut
+def shortcut(run: Path) -> dict:
+    """Held-out training pairs split by whether the negative's query is edited: positives
+    are always edited copies, but ``pairs.neg_edit_p`` = 0.5 leaves half the negatives a
+    plain resize of another image, so "is the query edited?" separates half the pairs."""
+    keys = heldout_keys(run, 256)
+    held = cached(run, keys)
+    paths = [p for _, p in Disc21(run / "data/mini_disc").images("training")]
+    y = held["label"].numpy().astype(bool)
+    plain = np.zeros(len(y), bool)
+    for i in np.flatnonzero(~y):
+        img = load_image(paths[int(held["query_index"][i])])
+        x = to_tensor(resize_traced(img, Trace(img.size), 112)[0])
+        plain[i] = bool(torch.equal(x, held["query"][i]))
+    out = {"positives": int(y.sum()), "negatives_edited": int((~y & ~plain).sum()), "negatives_plain": int(plain.sum())}
+    desc, _ = load_model(run / "models/descriptor_copynce.pt")
+    scores = {"descriptor_copynce_cosine": cosine(desc, held["query"], held["reference"])}
+    for name in ("matcher", "matcher_bce"):
+        model, _ = load_model(run / f"models/{name}.pt")
+        scores[name] = logits_of(model, held["query"], held["reference"])
+    for name, s in scores.items():
+        out[name] = {"auc_vs_edited_negatives": auc(y[y | ~plain], s[y | ~plain]),
+                     "auc_vs_plain_negatives": auc(y[y | plain], s[y | plain])}
+    return out
+
+
 # ------------------------------------------------------------------ training
 def start_matcher(run: Path, trunk: str | None, token: str = "random", fusion: str = "trunk", seed: int = 0):
     """The matcher as the pipeline starts it (``trunk``: a descriptor checkpoint name or None
@@ -215,7 +241,7 @@ def fit_stats(model, batch: dict) -> dict:
 
 # ------------------------------------------------------------------ 1. overfit
 def overfit(run: Path, n_pairs: int, steps: int, trunks: list) -> dict:
-    keys = cache_keys(range(0, 20))[:n_pairs * 2]
+    keys = cache_keys(range(20))[:n_pairs * 2]
     data = cached(run, keys)
     pos = torch.nonzero(data["label"] == 1).flatten()[: n_pairs // 2]
     neg = torch.nonzero(data["label"] == 0).flatten()[: n_pairs - len(pos)]
@@ -227,7 +253,7 @@ def overfit(run: Path, n_pairs: int, steps: int, trunks: list) -> dict:
         gen = torch.Generator().manual_seed(0)
         t0 = time.process_time()
 
-        def batches(step):
+        def batches(step, gen=gen):
             i = torch.randperm(len(sel), generator=gen)[:32]
             return {k: v[i] for k, v in fixed.items()}
 
@@ -244,11 +270,13 @@ def curves(run: Path, steps: int, every: int, variants: dict, dev: dict) -> dict
     train_keys = cache_keys(range(steps))
     out = {"steps": steps, "batch_size": 32, "heldout_pairs": len(held["label"])}
     for name, kw in variants.items():
+        kw = dict(kw)
+        lr = kw.pop("lr", 5e-4)
         model = start_matcher(run, **kw)
         curve = []
         t0 = time.process_time()
 
-        def point(step):
+        def point(step, model=model, curve=curve, name=name):
             if step % every == 0 or step == 0:
                 row = {"step": step, "pairs_seen": step * 32, "heldout_auc": fit_stats(model, held)["auc"]}
                 if dev:
@@ -257,17 +285,18 @@ def curves(run: Path, steps: int, every: int, variants: dict, dev: dict) -> dict
                 print(name, row, flush=True)
 
         point(0)
-        train_steps(model, lambda s: cached(run, train_keys[s * 32:(s + 1) * 32]), steps, on_step=point)
-        out[name] = {"config": kw, "curve": curve, "cpu_s": round(time.process_time() - t0, 1)}
+        train_steps(model, lambda s: cached(run, train_keys[s * 32:(s + 1) * 32]), steps, lr=lr, on_step=point)
+        out[name] = {"config": {**kw, "lr": lr}, "curve": curve, "cpu_s": round(time.process_time() - t0, 1)}
     return out
 
 
 VARIANTS = {
-    "copynce_trunk": dict(trunk="descriptor_copynce"),  # the pipeline's start
-    "infonce_trunk": dict(trunk="descriptor_infonce"),
-    "random_init": dict(trunk=None),
-    "copynce_trunk_token_from_cls": dict(trunk="descriptor_copynce", token="trunk_cls"),
-    "copynce_trunk_fresh_fusion": dict(trunk="descriptor_copynce", fusion="fresh"),
+    "copynce_trunk": {"trunk": "descriptor_copynce"},  # the pipeline's start
+    "infonce_trunk": {"trunk": "descriptor_infonce"},
+    "random_init": {"trunk": None},
+    "copynce_trunk_token_from_cls": {"trunk": "descriptor_copynce", "token": "trunk_cls"},
+    "copynce_trunk_fresh_fusion": {"trunk": "descriptor_copynce", "fusion": "fresh"},
+    "copynce_trunk_lr1e-4": {"trunk": "descriptor_copynce", "lr": 1e-4},  # not an init: the fine-tuning step size
 }
 
 
@@ -277,7 +306,8 @@ def main() -> None:
     ap.add_argument("--parts", default="consistency,overfit,curves")
     ap.add_argument("--n", type=int, default=100, help="dev pairs per kind (positive, random, hard)")
     ap.add_argument("--overfit-steps", type=int, default=200)
-    ap.add_argument("--curve-steps", type=int, default=150)
+    ap.add_argument("--curve-steps", type=int, default=120)
+    ap.add_argument("--every", type=int, default=30, help="curve points every this many steps")
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--out", type=Path, default=OUT)
     a = ap.parse_args()
@@ -286,6 +316,8 @@ def main() -> None:
     parts = a.parts.split(",")
     if "consistency" in parts:
         result["consistency"] = consistency(a.run, a.n)
+    if "shortcut" in parts:
+        result["shortcut"] = shortcut(a.run)
     if "overfit" in parts:
         result["overfit"] = overfit(a.run, 256, a.overfit_steps, ["descriptor_copynce", None])
     if "curves" in parts:
@@ -297,7 +329,7 @@ def main() -> None:
         dev = {"q": b["query"], "r": b["reference"], "y": pairs.label.to_numpy()}
         chosen = {k: VARIANTS[k] for k in a.variants.split(",")}
         prev = result.get("curves", {})
-        result["curves"] = {**prev, **curves(a.run, a.curve_steps, 25, chosen, dev)}
+        result["curves"] = {**prev, **curves(a.run, a.curve_steps, a.every, chosen, dev)}
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1))

@@ -33,10 +33,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from icdlib.params import load_params  # noqa: E402
-from icdlib.train import loop as T  # noqa: E402
-from icdlib.data import TracedPairs, collate  # noqa: E402
-from icdlib.data import PROCEDURAL_KINDS, render  # noqa: E402
+from icdlib.data import PROCEDURAL_KINDS, TracedPairs, collate, render
+from icdlib.params import load_params
+from icdlib.train import loop as T
 
 ARMS = ("infonce", "copynce")
 ARM_DEFS = {"arms": load_params(ROOT / "params.yaml")["arms"]}  # the arms' only definition
@@ -171,7 +170,7 @@ def end_to_end_section(steps: int, tmp: Path, params: dict) -> dict:
             out["pair_cache_build_pairs_per_s"] = (steps + warm) * run.train.batch_size / built
         stamps: list[float] = []
         T.train(run, tmp / f"run_{name}", image_paths=paths, progress=False, resume=False,
-                callback=lambda done, m: stamps.append(time.perf_counter()))
+                callback=lambda done, m, stamps=stamps: stamps.append(time.perf_counter()))
         rate = steps * run.train.batch_size / (stamps[-1] - stamps[warm - 1])
         out[name] = {"pairs_per_s": rate, "workers": run.train.workers, "batch_size": run.train.batch_size,
                      "img_size": run.pairs.size}
