@@ -1,6 +1,6 @@
 """Why does the matcher re-rank worse than the descriptor it starts from? -> reports/matcher/diagnosis.json
 
-    python benchmarks/matcher_diagnosis.py --run /tmp/ci [--parts consistency,overfit,curves]
+    python benchmarks/matcher_diagnosis.py --run /tmp/ci [--parts consistency,shortcut,overfit,curves]
 
 Everything runs on one CPU thread. ``--run`` is a finished pipeline run (read only): its
 ``data/mini_disc``, ``models/*.pt``, ``features/predictions/copynce_sn.csv`` (the
@@ -17,7 +17,8 @@ descriptor's top-10 candidates) and ``runs/pairs`` (the matcher arm's pair cache
    optimiser and lr schedule on 256 fixed pairs: train accuracy, AUC, BCE.
 3. ``curves``: short learning curves (held-out AUC vs pairs seen) for the trunk start
    (CopyNCE / InfoNCE descriptor / random), the fusion class token init (random / the
-   trunk's class token) and the fusion blocks (trunk's last blocks / fresh).
+   trunk's class token) and the fusion blocks (trunk's last blocks / fresh); also lr 1e-4.
+   ``shortcut``: held-out pairs split by whether the negative's query was edited.
 """
 
 from __future__ import annotations
@@ -268,7 +269,7 @@ def overfit(run: Path, n_pairs: int, steps: int, trunks: list) -> dict:
 def curves(run: Path, steps: int, every: int, variants: dict, dev: dict) -> dict:
     held = cached(run, heldout_keys(run, 256))
     train_keys = cache_keys(range(steps))
-    out = {"steps": steps, "batch_size": 32, "heldout_pairs": len(held["label"])}
+    out = {"batch_size": 32, "heldout_pairs": len(held["label"])}
     for name, kw in variants.items():
         kw = dict(kw)
         lr = kw.pop("lr", 5e-4)
@@ -286,7 +287,7 @@ def curves(run: Path, steps: int, every: int, variants: dict, dev: dict) -> dict
 
         point(0)
         train_steps(model, lambda s: cached(run, train_keys[s * 32:(s + 1) * 32]), steps, lr=lr, on_step=point)
-        out[name] = {"config": {**kw, "lr": lr}, "curve": curve, "cpu_s": round(time.process_time() - t0, 1)}
+        out[name] = {"config": {**kw, "lr": lr}, "steps": steps, "curve": curve, "cpu_s": round(time.process_time() - t0, 1)}
     return out
 
 
@@ -303,7 +304,7 @@ VARIANTS = {
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", type=Path, default=Path("/tmp/ci"))
-    ap.add_argument("--parts", default="consistency,overfit,curves")
+    ap.add_argument("--parts", default="consistency,shortcut,overfit,curves")
     ap.add_argument("--n", type=int, default=100, help="dev pairs per kind (positive, random, hard)")
     ap.add_argument("--overfit-steps", type=int, default=200)
     ap.add_argument("--curve-steps", type=int, default=120)
