@@ -24,9 +24,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from icdlib.data import PairsConfig, TracedPairs
+from icdlib.data import PROCEDURAL_KINDS, PairsConfig, TracedPairs, render
 from icdlib.params import to_dict
-from icdlib.data import PROCEDURAL_KINDS, render
 
 OUT = Path(__file__).resolve().parents[1] / "reports" / "benchmarks" / "loader.json"
 SETTINGS = {"default_112": (128, 112), "paper_224": (256, 224)}  # name -> (source px, input px)

@@ -43,11 +43,16 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from icdlib.edits import apply, sample_chain  # noqa: E402
-from icdlib.pixtrace.patch_overlap import _overlap_torch  # noqa: E402
-from icdlib.pixtrace import overlap_from_mappings
-from icdlib.pixtrace import Trace, overlap, overlap_batch, transfer  # noqa: E402
-from icdlib.data import render  # noqa: E402
+from icdlib.data import render
+from icdlib.edits import apply, sample_chain
+from icdlib.pixtrace import (
+    Trace,
+    overlap,
+    overlap_batch,
+    overlap_from_mappings,
+    transfer,
+)
+from icdlib.pixtrace.patch_overlap import _overlap_torch
 
 OFFICIAL_DENSE_MS_PER_PAIR = 12.6  # official dense-table PixTrace, same work, this CPU class
 SIZE, SOURCE, PATCH = 224, 256, 16
