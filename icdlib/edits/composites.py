@@ -23,12 +23,48 @@ from icdlib.edits.text import draw_text_centered
 FRAC = dict(low=0.0, high=1.0)
 
 
-def blend(bottom: Image.Image, top: Image.Image, alpha: np.ndarray) -> Image.Image:
-    """``alpha * top + (1 - alpha) * bottom``; ``alpha`` ``[H, W]`` float in [0, 1]."""
-    b = np.asarray(bottom, np.float32)
-    t = np.asarray(top, np.float32)
-    a = alpha[..., None].astype(np.float32)
-    return Image.fromarray(np.clip(np.rint(a * t + (1 - a) * b), 0, 255).astype(np.uint8), "RGB")
+def nonzero_box(alpha: np.ndarray) -> tuple[int, int, int, int] | None:
+    """``(left, top, right, bottom)`` of the pixels where ``alpha`` ``[H, W]`` is non-zero
+    (None: nowhere)."""
+    cols = np.flatnonzero(alpha.any(0))
+    if len(cols) == 0:
+        return None
+    rows = np.flatnonzero(alpha.any(1))
+    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+
+
+def blend(bottom: Image.Image, top, alpha: np.ndarray, box=None) -> Image.Image:
+    """``alpha * top + (1 - alpha) * bottom``; ``alpha`` ``[H, W]`` float in [0, 1].
+
+    ``top`` is an RGB image of the same size, an ``[h, w, 3]`` array of the box only,
+    or an RGB colour. Only the box where
+    ``alpha`` is non-zero (``box``, default :func:`nonzero_box`) is computed: elsewhere
+    ``rint(0 * top + 1 * bottom)`` is ``bottom`` exactly, so the pixels are those of
+    the whole-image formula.
+    """
+    box = nonzero_box(alpha) if box is None else box
+    if box is None:
+        return bottom.copy()
+    left, t0, right, b0 = box
+    out = np.array(bottom, np.uint8)
+    b = out[t0:b0, left:right].astype(np.float32)
+    if isinstance(top, Image.Image):
+        t = np.asarray(top.crop(box), np.float32)
+    elif np.ndim(top) == 3:  # already the box
+        t = np.asarray(top, np.float32)
+    else:
+        t = np.empty_like(b)
+        t[...] = np.asarray(top, np.float32)
+    # alpha repeated over the channels: contiguous operands run numpy's vector loops
+    # (broadcasting a [h, w, 1] array against [h, w, 3] runs 3-element inner loops)
+    a = np.repeat(alpha[t0:b0, left:right, None].astype(np.float32), 3, axis=2)
+    rest = np.subtract(1, a)  # the same float32 operations as a * t + (1 - a) * b, in place
+    rest *= b
+    a *= t
+    a += rest
+    np.rint(a, out=a)
+    out[t0:b0, left:right] = np.clip(a, 0, 255, out=a).astype(np.uint8)
+    return Image.fromarray(out, "RGB")
 
 
 def occlusion_step(img: Image.Image, alpha: np.ndarray, ctx, name: str) -> list[Step]:

@@ -338,7 +338,15 @@ class Trace:
         self.steps = tuple(steps)
         self.forward = Mapping.from_steps(self.source_size, self.steps)  # source -> edited
         self.size = self.forward.target_size
-        self.backward = self.forward.inverse()  # edited -> source
+        self._backward: Mapping | None = None
+
+    @property
+    def backward(self) -> Mapping:
+        """The mapping edited -> source (:meth:`Mapping.inverse` of ``forward``, built on
+        first use: a trace that is only extended never pays for it)."""
+        if self._backward is None:
+            self._backward = self.forward.inverse()
+        return self._backward
 
     def then(self, step: Step) -> "Trace":
         """A new trace with one more step appended."""
