@@ -117,10 +117,24 @@ def resize_image(img: Image.Image, size: int) -> Image.Image:
     return img if img.size == (size, size) else img.resize((size, size), Image.Resampling.BICUBIC)
 
 
+_RESIZED_IDENTITY: dict[tuple, Trace] = {}  # (source size, S) -> the clean reference's trace
+
+
 def resize_trace(trace: Trace, size: int) -> Trace:
-    """The trace half of :func:`resize_traced`: ``trace`` plus the scale step to ``size x size``."""
+    """The trace half of :func:`resize_traced`: ``trace`` plus the scale step to ``size x size``.
+
+    A trace without steps (a clean reference) only depends on its size, so its resized
+    trace is built once per (source size, S) and shared: traces are never mutated.
+    """
     w, h = trace.size
-    return trace.then(Step(np.diag([size / w, size / h, 1.0]), (w, h), (size, size), name="resize"))
+    key = (trace.source_size, size) if not trace.steps else None
+    if key is not None and key in _RESIZED_IDENTITY:
+        return _RESIZED_IDENTITY[key]
+    out = trace.then(Step(np.diag([size / w, size / h, 1.0]), (w, h), (size, size), name="resize"))
+    if key is not None and len(_RESIZED_IDENTITY) < 256:
+        out.backward  # noqa: B018  (build the inverse once, for every pair that shares it)
+        _RESIZED_IDENTITY[key] = out
+    return out
 
 
 def invalid_overlap(n: int) -> torch.Tensor:
