@@ -201,8 +201,12 @@ class _PairBase(Dataset):
         self._tick("decode", t0)
         return img
 
-    def _donor(self, seed: int) -> Image.Image:
-        return load_image(self.paths[int(seed) % len(self.paths)])
+    def _donor(self, seed: int, size: tuple[int, int] | None = None) -> Image.Image:
+        """Training image ``seed % n`` as a donor; JPEGs decode reduced when ``size`` (the
+        size the donor is resized to) allows it."""
+        return load_image(self.paths[int(seed) % len(self.paths)], draft=size)
+
+    _donor.sized = True  # icdlib.edits.Context.donor passes the target size
 
     def _edit(self, img: Image.Image, rng: np.random.Generator, families) -> tuple[Image.Image, Trace]:
         t0 = time.process_time()

@@ -69,7 +69,8 @@ class Context:
         if self.donors is None:
             return procedural_donor(seed, size)
         if callable(self.donors):
-            img = self.donors(seed)
+            # a callable marked ``sized`` is told the size it will be resized to (it may decode less)
+            img = self.donors(seed, size) if getattr(self.donors, "sized", False) else self.donors(seed)
         elif isinstance(self.donors, Sequence) and len(self.donors) > 0:
             img = self.donors[seed % len(self.donors)]
         else:
