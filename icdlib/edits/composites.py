@@ -52,9 +52,9 @@ def blend(bottom: Image.Image, top, alpha: np.ndarray, box=None) -> Image.Image:
         t = np.asarray(top.crop(box), np.float32)
     elif np.ndim(top) == 3:  # already the box
         t = np.asarray(top, np.float32)
-    else:
-        t = np.empty_like(b)
-        t[...] = np.asarray(top, np.float32)
+    else:  # a plain colour, drawn by Pillow (a numpy fill of 3-element rows is slow)
+        size = (right - left, b0 - t0)
+        t = np.asarray(Image.new("RGB", size, tuple(int(v) for v in top)), np.float32)
     # alpha repeated over the channels: contiguous operands run numpy's vector loops
     # (broadcasting a [h, w, 1] array against [h, w, 3] runs 3-element inner loops)
     a = np.repeat(alpha[t0:b0, left:right, None].astype(np.float32), 3, axis=2)
