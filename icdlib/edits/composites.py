@@ -46,25 +46,25 @@ def blend(bottom: Image.Image, top, alpha: np.ndarray, box=None) -> Image.Image:
     if box is None:
         return bottom.copy()
     left, t0, right, b0 = box
-    out = np.array(bottom, np.uint8)
-    b = out[t0:b0, left:right].astype(np.float32)
+    a = np.ascontiguousarray(alpha[t0:b0, left:right], dtype=np.float32)
+    rest = np.subtract(1, a)
     if isinstance(top, Image.Image):
-        t = np.asarray(top.crop(box), np.float32)
+        tops = [np.asarray(band, np.float32) for band in top.crop(box).split()]
     elif np.ndim(top) == 3:  # already the box
-        t = np.asarray(top, np.float32)
-    else:  # a plain colour, drawn by Pillow (a numpy fill of 3-element rows is slow)
-        size = (right - left, b0 - t0)
-        t = np.asarray(Image.new("RGB", size, tuple(int(v) for v in top)), np.float32)
-    # alpha repeated over the channels: contiguous operands run numpy's vector loops
-    # (broadcasting a [h, w, 1] array against [h, w, 3] runs 3-element inner loops)
-    a = np.repeat(alpha[t0:b0, left:right, None].astype(np.float32), 3, axis=2)
-    rest = np.subtract(1, a)  # the same float32 operations as a * t + (1 - a) * b, in place
-    rest *= b
-    a *= t
-    a += rest
-    np.rint(a, out=a)
-    out[t0:b0, left:right] = np.clip(a, 0, 255, out=a).astype(np.uint8)
-    return Image.fromarray(out, "RGB")
+        tops = [np.asarray(top[..., c], np.float32) for c in range(3)]
+    else:  # a plain colour
+        tops = [np.float32(v) for v in top]
+    # one channel plane at a time (contiguous float32 planes run numpy's vector loops),
+    # each the same float32 operations as a * t + (1 - a) * b, then merged by Pillow
+    planes = []
+    for band, t in zip(bottom.crop(box).split(), tops):
+        v = a * t
+        v += rest * np.asarray(band, np.float32)
+        np.rint(v, out=v)
+        planes.append(Image.fromarray(np.clip(v, 0, 255, out=v).astype(np.uint8), "L"))
+    out = bottom.copy()
+    out.paste(Image.merge("RGB", planes), (left, t0))
+    return out
 
 
 def occlusion_step(img: Image.Image, alpha: np.ndarray, ctx, name: str) -> list[Step]:
