@@ -98,8 +98,8 @@ def to_tensor(img: Image.Image) -> torch.Tensor:
     The channels are moved first while still uint8, and the float ops run in place
     (the same float32 operations, in the same order, as the out-of-place form).
     """
-    u = np.asarray(img if img.mode == "RGB" else img.convert("RGB"))
-    x = torch.from_numpy(np.ascontiguousarray(u.transpose(2, 0, 1))).to(torch.float32)
+    bands = (img if img.mode == "RGB" else img.convert("RGB")).split()  # Pillow splits channels fast
+    x = torch.from_numpy(np.stack([np.asarray(b) for b in bands])).to(torch.float32)
     return x.div_(255.0).sub_(_MEAN).div_(_STD)
 
 
