@@ -80,8 +80,12 @@ def to_rgb8(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def load_image(path: str | Path) -> Image.Image:
+def load_image(path: str | Path, draft: tuple[int, int] | None = None) -> Image.Image:
     """Decode an image file fully into a ``PIL.Image`` in RGB.
+
+    ``draft`` ``(w, h)``: the caller only needs that many pixels; a JPEG then decodes at
+    the smallest 1/2, 1/4 or 1/8 scale that still has at least ``w x h`` pixels
+    (Pillow's ``draft``, a cheaper decode); other formats decode in full.
 
     16-bit and float images are scaled to 8 bits (:func:`to_rgb8`). Raises
     ``FileNotFoundError`` if the file is missing and ``ValueError`` naming the file if it
@@ -92,6 +96,8 @@ def load_image(path: str | Path) -> Image.Image:
         raise FileNotFoundError(f"image not found: {path}")
     try:
         with Image.open(path) as img:
+            if draft is not None and img.format == "JPEG":
+                img.draft("RGB", (max(1, int(draft[0])), max(1, int(draft[1]))))
             img.load()
             return to_rgb8(img)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:

@@ -88,12 +88,19 @@ def pairs_config(params: dict, source: str = "params.yaml") -> PairsConfig:
 
 
 # ---------------------------------------------------------------------- pure helpers
+_MEAN = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+_STD = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+
+
 def to_tensor(img: Image.Image) -> torch.Tensor:
-    """PIL RGB -> ``[3, H, W]`` float32, ImageNet-normalised."""
-    x = torch.from_numpy(np.asarray(img.convert("RGB"), dtype=np.float32)).permute(2, 0, 1) / 255.0
-    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
-    return (x - mean) / std
+    """PIL RGB -> ``[3, H, W]`` float32, ImageNet-normalised: ``(x / 255 - mean) / std``.
+
+    The channels are moved first while still uint8, and the float ops run in place
+    (the same float32 operations, in the same order, as the out-of-place form).
+    """
+    bands = (img if img.mode == "RGB" else img.convert("RGB")).split()  # Pillow splits channels fast
+    x = torch.from_numpy(np.stack([np.asarray(b) for b in bands])).to(torch.float32)
+    return x.div_(255.0).sub_(_MEAN).div_(_STD)
 
 
 def resize_traced(img: Image.Image, trace: Trace, size: int) -> tuple[Image.Image, Trace]:
@@ -102,10 +109,32 @@ def resize_traced(img: Image.Image, trace: Trace, size: int) -> tuple[Image.Imag
     Pillow's resize maps output pixel centre ``(c + 0.5)`` to input ``(c + 0.5) * w / S``,
     i.e. the continuous scale ``x' = x * S / w``, ``y' = y * S / h``.
     """
-    w, h = img.size
-    m = np.diag([size / w, size / h, 1.0])
-    out = img if (w, h) == (size, size) else img.resize((size, size), Image.Resampling.BICUBIC)
-    return out, trace.then(Step(m, (w, h), (size, size), name="resize"))
+    return resize_image(img, size), resize_trace(trace, size)
+
+
+def resize_image(img: Image.Image, size: int) -> Image.Image:
+    """The image half of :func:`resize_traced`: ``size x size``, bicubic."""
+    return img if img.size == (size, size) else img.resize((size, size), Image.Resampling.BICUBIC)
+
+
+_RESIZED_IDENTITY: dict[tuple, Trace] = {}  # (source size, S) -> the clean reference's trace
+
+
+def resize_trace(trace: Trace, size: int) -> Trace:
+    """The trace half of :func:`resize_traced`: ``trace`` plus the scale step to ``size x size``.
+
+    A trace without steps (a clean reference) only depends on its size, so its resized
+    trace is built once per (source size, S) and shared: traces are never mutated.
+    """
+    w, h = trace.size
+    key = (trace.source_size, size) if not trace.steps else None
+    if key is not None and key in _RESIZED_IDENTITY:
+        return _RESIZED_IDENTITY[key]
+    out = trace.then(Step(np.diag([size / w, size / h, 1.0]), (w, h), (size, size), name="resize"))
+    if key is not None and len(_RESIZED_IDENTITY) < 256:
+        out.backward  # noqa: B018  (build the inverse once, for every pair that shares it)
+        _RESIZED_IDENTITY[key] = out
+    return out
 
 
 def invalid_overlap(n: int) -> torch.Tensor:
@@ -172,8 +201,12 @@ class _PairBase(Dataset):
         self._tick("decode", t0)
         return img
 
-    def _donor(self, seed: int) -> Image.Image:
-        return load_image(self.paths[int(seed) % len(self.paths)])
+    def _donor(self, seed: int, size: tuple[int, int] | None = None) -> Image.Image:
+        """Training image ``seed % n`` as a donor; JPEGs decode reduced when ``size`` (the
+        size the donor is resized to) allows it."""
+        return load_image(self.paths[int(seed) % len(self.paths)], draft=size)
+
+    _donor.sized = True  # icdlib.edits.Context.donor passes the target size
 
     def _edit(self, img: Image.Image, rng: np.random.Generator, families) -> tuple[Image.Image, Trace]:
         t0 = time.process_time()
@@ -191,11 +224,14 @@ class _PairBase(Dataset):
         return row[int(rng.integers(len(row)))] if row else None
 
     def _finish(self, q_img, q_tr, r_img, r_tr, traced_pair: bool) -> dict[str, Any]:
-        """Resize both views, compute overlaps and targets, convert to tensors."""
+        """Resize both views, compute overlaps and targets, convert to tensors.
+
+        Timed stages: ``trace`` (both traces resized, the transfers and both overlap
+        matrices) and ``tensor`` (the model inputs: both images resized to ``S`` and
+        normalised)."""
         cfg = self.config
         t0 = time.process_time()
-        q_img, q_tr = resize_traced(q_img, q_tr, cfg.size)
-        r_img, r_tr = resize_traced(r_img, r_tr, cfg.size)
+        q_tr, r_tr = resize_trace(q_tr, cfg.size), resize_trace(r_tr, cfg.size)
         if traced_pair:
             o_qr, o_rq = overlap_batch([(q_tr, r_tr), (r_tr, q_tr)], cfg.patch)  # both directions, one call
         else:
@@ -203,8 +239,8 @@ class _PairBase(Dataset):
         traced = float(1.0 - o_qr[:, -1].mean())
         t0 = self._tick("trace", t0)
         out = {
-            "query": to_tensor(q_img),
-            "reference": to_tensor(r_img),
+            "query": to_tensor(resize_image(q_img, cfg.size)),
+            "reference": to_tensor(resize_image(r_img, cfg.size)),
             "overlap_qr": o_qr,
             "overlap_rq": o_rq,
             "copynce": torch.tensor(traced >= cfg.min_traced and traced > 0),

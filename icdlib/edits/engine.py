@@ -33,10 +33,21 @@ class Context:
 
     donors: Any = None
     occlusion_threshold: float = 0.5
-    state: dict = field(default_factory=dict)  # per-op scratch: "weight" in, "weight_out" out
+    state: dict = field(default_factory=dict)  # per-op scratch: "weight", "pending" in, "weight_out" out
 
     def weight(self) -> np.ndarray:
-        """``[H, W]`` float32 share of the source in every pixel of the op's input."""
+        """``[H, W]`` float32 share of the source in every pixel of the op's input.
+
+        Built on first use: the weight map is carried through the geometric steps logged
+        since it was last needed (``state["pending"]``) only when an op asks for it.
+        """
+        pending = self.state.get("pending")
+        if pending:
+            w = self.state["weight"]
+            for st in pending:
+                w = warp_weight(w, st.matrix, st.out_size)
+            self.state["weight"] = w
+            pending.clear()
         return self.state["weight"]
 
     def covered(self, weight_out: np.ndarray) -> np.ndarray | None:
@@ -58,7 +69,8 @@ class Context:
         if self.donors is None:
             return procedural_donor(seed, size)
         if callable(self.donors):
-            img = self.donors(seed)
+            # a callable marked ``sized`` is told the size it will be resized to (it may decode less)
+            img = self.donors(seed, size) if getattr(self.donors, "sized", False) else self.donors(seed)
         elif isinstance(self.donors, Sequence) and len(self.donors) > 0:
             img = self.donors[seed % len(self.donors)]
         else:
@@ -100,6 +112,7 @@ def apply(
     # Share of the source in every pixel. Translucent layers compound (two layers at
     # 0.4 leave 0.36 of the source), so occlusion is judged on this running weight.
     weight = np.ones((img.height, img.width), np.float32)
+    pending: list[Step] = []  # steps the weight map has not been carried through yet (Context.weight)
     for i, spec in enumerate(specs):
         op, params = validate(spec)
         before = img.size
@@ -110,13 +123,12 @@ def apply(
                 f"over edits.max_pixels={cfg.max_pixels}; refused before allocating it"
             )
         ctx.state.clear()
-        ctx.state["weight"] = weight
+        ctx.state["weight"], ctx.state["pending"] = weight, pending
         img, new = op.fn(img, params, ctx)
         if "weight_out" in ctx.state:
-            weight = ctx.state["weight_out"]
+            weight, pending = ctx.state["weight_out"], []
         else:
-            for st in new:
-                weight = warp_weight(weight, st.matrix, st.out_size)
+            weight, pending = ctx.state["weight"], ctx.state["pending"] + list(new)
         for st in new:
             if st.in_size != (steps[-1].out_size if steps else image.size):
                 raise AssertionError(f"{op.name}: step sizes do not chain (edit #{i})")

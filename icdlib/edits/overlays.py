@@ -22,10 +22,19 @@ FRAC = dict(low=0.0, high=1.0)
 
 
 def _layer_blend(img: Image.Image, layer: Image.Image, opacity: float, ctx, name: str):
-    """Blend an RGBA ``layer`` (same size as ``img``) over ``img`` and log occlusion."""
-    rgba = np.asarray(layer, np.float32)
-    alpha = rgba[..., 3] / 255.0 * opacity
-    out = C.blend(img, Image.fromarray(rgba[..., :3].astype(np.uint8), "RGB"), alpha)
+    """Blend an RGBA ``layer`` (same size as ``img``) over ``img`` and log occlusion.
+
+    Only the box holding the layer's non-zero alpha is read and blended (alpha is 0
+    elsewhere, which leaves the image as it is)."""
+    w, h = img.size
+    alpha = np.zeros((h, w), np.float32)
+    box = layer.getbbox(alpha_only=True)
+    if box is None:
+        return img.copy(), C.occlusion_step(img, alpha, ctx, name)
+    left, top, right, bottom = box
+    rgba = np.asarray(layer.crop(box), np.float32)
+    alpha[top:bottom, left:right] = rgba[..., 3] / 255.0 * opacity
+    out = C.blend(img, rgba[..., :3], alpha, box=box)  # RGB values as stored: whole numbers
     return out, C.occlusion_step(img, alpha, ctx, name)
 
 
@@ -112,12 +121,12 @@ def stripes(img, p, ctx):
     """Parallel stripes across the image with opacity."""
     w, h = img.size
     period = math.hypot(w, h) / p["count"]
-    ys, xs = np.mgrid[0:h, 0:w].astype(np.float64) + 0.5
+    xs = np.arange(w, dtype=np.float64)[None, :] + 0.5  # pixel centres, broadcast to [H, W]
+    ys = np.arange(h, dtype=np.float64)[:, None] + 0.5
     t = math.radians(p["degrees"])
     u = (xs * math.cos(t) + ys * math.sin(t)) / period + p["phase"]
     alpha = ((u - np.floor(u)) < p["thickness"]).astype(np.float32) * p["opacity"]
-    color = Image.new("RGB", img.size, tuple(p["color"]))
-    return C.blend(img, color, alpha), C.occlusion_step(img, alpha, ctx, "stripes")
+    return C.blend(img, p["color"], alpha), C.occlusion_step(img, alpha, ctx, "stripes")
 
 
 def _donor_over(img, p, ctx, shape: str, name: str):

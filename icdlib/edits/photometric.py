@@ -76,9 +76,9 @@ def edge_enhance(img, p, ctx):
 
 @register("noise", "photometric", Param("sigma", "float", 0.0, 128.0, doc="Gaussian noise std, grey levels 0..255"), SEED)
 def noise(img, p, ctx):
-    """Additive Gaussian noise, independent per channel, drawn from ``seed``."""
+    """Additive Gaussian noise, independent per channel, drawn from ``seed`` (float32 draws)."""
     a = np.asarray(img, np.float32)
-    a = a + np.random.default_rng(p["seed"]).normal(0, p["sigma"], a.shape).astype(np.float32)
+    a = a + np.random.default_rng(p["seed"]).standard_normal(a.shape, dtype=np.float32) * np.float32(p["sigma"])
     return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "RGB"), []
 
 

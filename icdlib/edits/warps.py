@@ -65,12 +65,13 @@ def warp(image: Image.Image, matrix: np.ndarray, out_size: Size, resample: str =
     if resample == "nearest":
         return image.transform(size, Image.Transform.PERSPECTIVE, data,
                                resample=Image.Resampling.NEAREST, fillcolor=tuple(fill))
-    bands = [
-        np.asarray(b.convert("F").transform(size, Image.Transform.PERSPECTIVE, data,
-                                            resample=RESAMPLING[resample], fillcolor=float(f)))
+    bands = [  # rounded per band and merged by Pillow (interleaving float planes in numpy is slow)
+        Image.fromarray(np.clip(np.rint(np.asarray(
+            b.convert("F").transform(size, Image.Transform.PERSPECTIVE, data,
+                                     resample=RESAMPLING[resample], fillcolor=float(f)))), 0, 255).astype(np.uint8), "L")
         for b, f in zip(image.split(), fill)
     ]
-    return Image.fromarray(np.clip(np.rint(np.stack(bands, -1)), 0, 255).astype(np.uint8), "RGB")
+    return Image.merge("RGB", bands)
 
 
 def warp_band(band: Image.Image, matrix: np.ndarray, out_size: Size) -> np.ndarray:

@@ -40,7 +40,8 @@ def _snap(m: np.ndarray, rel: float = 1e-13) -> np.ndarray:
     as cos(90 deg) = 6e-17, which would otherwise tilt an exact grid by 1e-15 px and
     make pixel centres that sit exactly on a patch boundary fall on either side."""
     m = np.array(m, dtype=np.float64)
-    m[np.abs(m) < rel * np.abs(m).max(-1, keepdims=True)] = 0.0
+    a = np.abs(m)
+    m[a < rel * a.max(-1, keepdims=True)] = 0.0
     return m
 
 
@@ -171,10 +172,11 @@ def _prune(rows: np.ndarray, base_size: Size, strict: bool) -> np.ndarray:
         return rows
     # duplicates up to a positive factor: first occurrence of each normalised row
     norm = np.round(rows / np.abs(rows).max(1, keepdims=True), 12).tolist()
-    first = dict.fromkeys(map(tuple, norm), -1)
+    first: dict[tuple, int] = {}
     for i, key in enumerate(map(tuple, norm)):
-        if first[key] < 0:
-            first[key] = i
+        first.setdefault(key, i)
+    if len(first) == len(rows):  # no duplicates: every row, in order
+        return rows
     return rows[sorted(first.values())]
 
 
@@ -338,7 +340,15 @@ class Trace:
         self.steps = tuple(steps)
         self.forward = Mapping.from_steps(self.source_size, self.steps)  # source -> edited
         self.size = self.forward.target_size
-        self.backward = self.forward.inverse()  # edited -> source
+        self._backward: Mapping | None = None
+
+    @property
+    def backward(self) -> Mapping:
+        """The mapping edited -> source (:meth:`Mapping.inverse` of ``forward``, built on
+        first use: a trace that is only extended never pays for it)."""
+        if self._backward is None:
+            self._backward = self.forward.inverse()
+        return self._backward
 
     def then(self, step: Step) -> "Trace":
         """A new trace with one more step appended."""
