@@ -7,7 +7,7 @@ from typing import Any
 
 from icdlib.pipeline.curves import descriptor_curve
 from icdlib.pipeline.evaluation import Evaluator
-from icdlib.pipeline.stage import Stage, write_json
+from icdlib.pipeline.stage import Stage, write_csv, write_json
 from icdlib.pipeline.training import seed_checkpoint, train_arm
 from icdlib.train import resolve_run
 from icdlib.eval.engine import load_checkpoint
@@ -47,10 +47,11 @@ def run_ablations(params_file: str | Path, progress: bool = True) -> dict[str, A
            "steps": st.ablation.steps, "profile": st.profile, "seed": st.seed, "arms": results}
     d = st.path("reports", "ablation")
     d.mkdir(parents=True, exist_ok=True)
-    curve = descriptor_curve(ev, tuple(a for a in ("infonce", "copynce") if a in st.ablation.arms))
-    tmp = d / "curve.csv.tmp"
-    curve.to_csv(tmp, index=False, float_format="%.5f")
-    tmp.replace(d / "curve.csv")
+    first = st.main.seeds[0]  # the curve's final points: this stage's own evaluations of the main runs
+    finals = {arm: rec["runs"][rec["seeds"].index(first)]["uAP"] for arm, rec in results.items()
+              if arm in ("infonce", "copynce") and first in rec["seeds"] and _main_run(st, arm, first)}
+    curve = descriptor_curve(ev, tuple(a for a in ("infonce", "copynce") if a in st.ablation.arms), finals)
+    write_csv(d / "curve.csv", curve)
     out["curve"] = st.relative(d / "curve.csv")
     write_json(d / "results.json", out)
     return out

@@ -11,33 +11,44 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pandas as pd
 
 from icdlib.eval.engine import load_checkpoint
 from icdlib.pipeline.stage import Stage
-from icdlib.pipeline.training import TRUNK, checkpoint_name, seed_checkpoint, snapshots
+from icdlib.pipeline.training import TRUNK, checkpoint_name, seed_checkpoint, snapshots, start_sets
 from icdlib.train import resolve_run
 
 CURVE_COLUMNS = ["arm", "seed", "step", "pairs", "uAP", "checkpoint"]
 
 
 def _pairs_per_step(st: Stage, arm: str) -> int:
-    """Training pairs one optimiser step of ``arm`` reads in the pipeline (kNN look-alikes included)."""
+    """Training pairs one optimiser step of ``arm`` reads in the pipeline: a descriptor item with
+    a kNN table (its own ``train.knn_checkpoint``, or the one :func:`start_sets` gives it) is two."""
     t = resolve_run(st.params, arm, {}, st.params_path.name).train
-    doubled = t.kind == "descriptor" and arm != TRUNK and st.paths.trunk is not None and st.main.knn_negatives
-    return int(t.batch_size) * (2 if doubled else 1)
+    mined = t.knn_checkpoint is not None or "train.knn_checkpoint" in start_sets(st, arm, t.kind)
+    return int(t.batch_size) * (2 if t.kind == "descriptor" and mined else 1)
 
 
-def _points(st: Stage, arm: str, seed: int, final: Path) -> list[tuple[int, Path]]:
-    steps = resolve_run(st.params, arm, {}, st.params_path.name).train.steps
-    return sorted({**snapshots(st, arm, seed), int(steps): final}.items())
+def _points(st: Stage, arm: str, seed: int, final: Path, final_uap: float | None,
+            score: Callable[[int, Path], float]) -> list[dict[str, Any]]:
+    """One curve row per kept snapshot and the final model; ``final_uap``, when the stage has
+    already evaluated the final model, is used instead of scoring it again."""
+    steps = int(resolve_run(st.params, arm, {}, st.params_path.name).train.steps)
+    rows = []
+    for step, ckpt in sorted({**snapshots(st, arm, seed), steps: final}.items()):
+        uap = final_uap if step == steps and final_uap is not None else score(step, ckpt)
+        rows.append({"arm": arm, "seed": seed, "step": step, "pairs": step * _pairs_per_step(st, arm),
+                     "uAP": float(uap), "checkpoint": st.relative(ckpt)})
+    return rows
 
 
-def descriptor_curve(ev: Any, arms: tuple[str, ...] = ("infonce", "copynce")) -> pd.DataFrame:
+def descriptor_curve(ev: Any, arms: tuple[str, ...] = ("infonce", "copynce"),
+                     finals: dict[str, float] | None = None) -> pd.DataFrame:
     """uAP (no SN) of each descriptor arm's first-seed snapshots, its final model and its start
-    (step 0: the trunk, when there is one); ``CURVE_COLUMNS``."""
+    (step 0: the trunk, when there is one); ``CURVE_COLUMNS``. ``finals``: arm -> the final
+    model's uAP where the caller has it already."""
     st = ev.st
     seed = st.main.seeds[0]
     rows: list[dict[str, Any]] = []
@@ -49,29 +60,31 @@ def descriptor_curve(ev: Any, arms: tuple[str, ...] = ("infonce", "copynce")) ->
     for arm in arms:
         if start is not None:
             rows.append({"arm": arm, "seed": seed, "step": 0, "pairs": 0, "uAP": start, "checkpoint": st.relative(trunk)})
-        for step, ckpt in _points(st, arm, seed, seed_checkpoint(st, arm, seed)):
+        def score(step: int, ckpt: Path, arm: str = arm) -> float:
             model, meta = load_checkpoint(ckpt, "descriptor")
-            uap = ev.descriptor_plain(model, int(meta["config"]["img_size"]), f"curve_{arm}_s{seed}_step{step}")
-            rows.append({"arm": arm, "seed": seed, "step": step, "pairs": step * _pairs_per_step(st, arm),
-                         "uAP": uap, "checkpoint": st.relative(ckpt)})
+            return ev.descriptor_plain(model, int(meta["config"]["img_size"]), f"curve_{arm}_s{seed}_step{step}")
+
+        rows += _points(st, arm, seed, seed_checkpoint(st, arm, seed), (finals or {}).get(arm), score)
     return pd.DataFrame(rows, columns=CURVE_COLUMNS)
 
 
 def matcher_curve(ev: Any, candidates: pd.DataFrame, descriptor_uap: float,
+                  finals: dict[str, float] | None = None,
                   arms: tuple[str, ...] = ("matcher_bce", "matcher_copynce")) -> pd.DataFrame:
     """uAP (plain, no LCE) of each matcher arm's snapshots and final model on ``candidates``;
-    ``CURVE_COLUMNS`` plus ``descriptor_uAP``, the uAP of the candidates' own scores."""
+    ``CURVE_COLUMNS`` plus ``descriptor_uAP``, the uAP of the candidates' own scores.
+    ``finals``: arm -> the final model's plain uAP where the caller has it already."""
     st = ev.st
     seed = st.main.seeds[0]
     rows: list[dict[str, Any]] = []
+
+    def score(step: int, ckpt: Path) -> float:
+        model, meta = load_checkpoint(ckpt, "matcher")
+        metrics, _ = ev.bench.score(ev.bench.matcher(model, int(meta["config"]["img_size"]), candidates, 0)["plain"])
+        return float(metrics.uAP)
+
     for arm in arms:
-        final = st.path("models", checkpoint_name(arm))
-        for step, ckpt in _points(st, arm, seed, final):
-            model, meta = load_checkpoint(ckpt, "matcher")
-            preds = ev.bench.matcher(model, int(meta["config"]["img_size"]), candidates, 0)["plain"]
-            metrics, _ = ev.bench.score(preds)
-            rows.append({"arm": arm, "seed": seed, "step": step, "pairs": step * _pairs_per_step(st, arm),
-                         "uAP": float(metrics.uAP), "checkpoint": st.relative(ckpt)})
+        rows += _points(st, arm, seed, st.path("models", checkpoint_name(arm)), (finals or {}).get(arm), score)
     out = pd.DataFrame(rows, columns=CURVE_COLUMNS)
     out["descriptor_uAP"] = float(descriptor_uap)
     return out

@@ -21,7 +21,7 @@ from icdlib.models import DescriptorConfig, build_descriptor
 from icdlib.params import section
 from icdlib.pipeline.curves import matcher_curve, overtaking_budget
 from icdlib.pipeline.results import evaluated
-from icdlib.pipeline.stage import Stage, write_json
+from icdlib.pipeline.stage import Stage, write_csv, write_json
 from icdlib.pipeline.training import checkpoint_name, seed_checkpoint
 
 
@@ -140,7 +140,9 @@ def evaluate_suite(params_file: str | Path) -> dict[str, Any]:
         rows[label] = {"table": "matcher", "seed": seed_of(meta, st.seed),
                        "config": st.tag(tag_keys + ["matcher", "train", "pairs", f"arms.{arm}"], arm=arm),
                        "checkpoint": st.relative(path), **ev.matcher(model, int(meta["config"]["img_size"]), candidates, arm)}
-    curve = write_matcher_curve(ev, candidates, rows["CopyNCE descriptor"]["plain"]["metrics"]["uAP"])
+    finals = {arm: rows[label]["plain"]["metrics"]["uAP"]  # the final points, evaluated just above
+              for arm, label in (("matcher_bce", "matcher (BCE only)"), ("matcher_copynce", "matcher (CopyNCE)"))}
+    curve = write_matcher_curve(ev, candidates, rows["CopyNCE descriptor"]["plain"]["metrics"]["uAP"], finals)
     result = {"split": bench.split, "n_queries": len(bench.queries), "n_references": len(bench.refs),
               "n_positives": bench.n_positives, "n_auxiliary": len(bench.aux),
               "ground_truth": st.relative(bench.ds.gt_file(bench.split)),
@@ -153,16 +155,15 @@ def evaluate_suite(params_file: str | Path) -> dict[str, Any]:
     return result
 
 
-def write_matcher_curve(ev: Evaluator, candidates: pd.DataFrame, descriptor_uap: float) -> dict[str, Any]:
+def write_matcher_curve(ev: Evaluator, candidates: pd.DataFrame, descriptor_uap: float,
+                        finals: dict[str, float]) -> dict[str, Any]:
     """``reports/matcher/curve.csv``: both matcher arms' uAP at each kept budget
     (:func:`icdlib.pipeline.curves.matcher_curve`); returns where it is and, per arm, the
     training pairs at which the trend would reach the descriptor (None: no crossing in sight)."""
-    curve = matcher_curve(ev, candidates, descriptor_uap)
+    curve = matcher_curve(ev, candidates, descriptor_uap, finals)
     d = ev.st.path("reports", "matcher")
     d.mkdir(parents=True, exist_ok=True)
-    tmp = d / "curve.csv.tmp"
-    curve.to_csv(tmp, index=False, float_format="%.5f")
-    tmp.replace(d / "curve.csv")
+    write_csv(d / "curve.csv", curve)
     return {"path": ev.st.relative(d / "curve.csv"), "descriptor_uAP": float(descriptor_uap),
             "overtaking_pairs": {arm: overtaking_budget(curve, arm) for arm in sorted(set(curve["arm"]))}}
 

@@ -169,6 +169,13 @@ def write_json(path: Path, obj: Any) -> None:
     tmp.replace(path)
 
 
+def write_csv(path: Path, frame: Any) -> None:
+    """``frame.to_csv`` (5 decimals), written atomically like :func:`write_json`."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    frame.to_csv(tmp, index=False, float_format="%.5f")
+    tmp.replace(path)
+
+
 def _json_default(o: Any):
     if isinstance(o, (np.integer,)):
         return int(o)

@@ -116,10 +116,6 @@ def train_arm(
     if run.train.kind == "matcher" and run.pairs.neg_knn_p <= 0:  # no kNN negatives: nothing to mine
         start = {k: v for k, v in start.items() if not k.startswith("train.knn_")}
     sets.update({k: v for k, v in start.items() if given[k] is None})
-    if run.train.kind == "matcher" and run.pairs.neg_knn_p > 0 and "train.knn_checkpoint" not in sets \
-            and given["train.knn_checkpoint"] is None:
-        raise ValueError(f"arm {arm}: pairs.neg_knn_p > 0 needs kNN negatives: set paths.trunk or "
-                         "train.knn_checkpoint")
     if st.paths.pair_cache and run.train.pair_cache is None:  # shared by the arms that read the same pairs
         sets["train.pair_cache"] = str(st.path("pair_cache"))
     run = resolve_run(st.params, arm, sets, st.params_path.name)

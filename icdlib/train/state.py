@@ -30,15 +30,8 @@ def set_rng_state(state: dict) -> None:
 def save_state(path: Path, run: RunConfig, objective: nn.Module, optimizer, step: int, final: bool) -> None:
     """Write a run's checkpoint atomically (:func:`icdlib.checkpoints.save_checkpoint`); with
     ``final=False`` it also holds the optimiser and RNG states a resume needs."""
-    meta = {
-        "kind": run.train.kind,
-        "config": to_dict(run.model),
-        "run": run.to_dict(),
-        "arm": run.arm,
-        "seed": run.train.seed,
-        "step": step,  # optimiser steps done == index of the next global batch
-        "loss_state": {k: v for k, v in objective.state_dict().items() if not k.startswith("model.")},
-    }
+    meta = {**_run_meta(run, step),
+            "loss_state": {k: v for k, v in objective.state_dict().items() if not k.startswith("model.")}}
     if not final:
         meta["optimizer"] = optimizer.state_dict()
         meta["rng"] = rng_state()
@@ -55,9 +48,13 @@ def snapshot_path(out: Path, step: int) -> Path:
 
 def save_snapshot(out: Path, run: RunConfig, model: nn.Module, step: int) -> Path:
     """The model's weights after ``step`` steps, loadable as a final checkpoint (no optimiser state)."""
-    meta = {"kind": run.train.kind, "config": to_dict(run.model), "run": run.to_dict(), "arm": run.arm,
-            "seed": run.train.seed, "step": int(step)}
-    return save_checkpoint(snapshot_path(out, step), model, meta)
+    return save_checkpoint(snapshot_path(out, step), model, _run_meta(run, step))
+
+
+def _run_meta(run: RunConfig, step: int) -> dict:
+    """What every checkpoint of a run records: kind, model config, resolved run, arm, seed, step."""
+    return {"kind": run.train.kind, "config": to_dict(run.model), "run": run.to_dict(), "arm": run.arm,
+            "seed": run.train.seed, "step": int(step)}  # step: optimiser steps done == next global batch
 
 
 def load_weights(model: nn.Module, path: str | Path, what: str = "checkpoint") -> dict:
