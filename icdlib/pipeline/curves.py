@@ -21,6 +21,7 @@ from icdlib.pipeline.training import TRUNK, checkpoint_name, seed_checkpoint, sn
 from icdlib.train import resolve_run
 
 CURVE_COLUMNS = ["arm", "seed", "step", "pairs", "uAP", "checkpoint"]
+HORIZON = 1e12  # training pairs past which an extrapolated crossing counts as "not in sight"
 
 
 def _pairs_per_step(st: Stage, arm: str) -> int:
@@ -93,7 +94,7 @@ def matcher_curve(ev: Any, candidates: pd.DataFrame, descriptor_uap: float,
 def overtaking_budget(curve: pd.DataFrame, arm: str) -> float | None:
     """Training pairs at which ``arm``'s uAP would reach the descriptor's, by a straight line
     through its last two budgets in log(pairs); None when it already has, or the trend is flat
-    or falling (no overtaking in sight)."""
+    or falling, or the crossing lies past :data:`HORIZON` pairs (no overtaking in sight)."""
     c = curve[(curve["arm"] == arm) & (curve["pairs"] > 0)].sort_values("pairs")
     if len(c) < 2:
         return None
@@ -103,4 +104,5 @@ def overtaking_budget(curve: pd.DataFrame, arm: str) -> float | None:
     (x0, y0), (x1, y1) = [(math.log(float(p)), float(u)) for p, u in zip(c["pairs"].iloc[-2:], c["uAP"].iloc[-2:])]
     if y1 <= y0:
         return None
-    return float(math.exp(x1 + (target - y1) * (x1 - x0) / (y1 - y0)))
+    log_pairs = x1 + (target - y1) * (x1 - x0) / (y1 - y0)
+    return float(math.exp(log_pairs)) if log_pairs <= math.log(HORIZON) else None
