@@ -36,6 +36,30 @@ def load_params(path: str | Path = DEFAULT_PARAMS) -> dict[str, Any]:
     return data
 
 
+_MISSING = object()
+
+
+def lookup(params: dict[str, Any], dotted: str, default: Any = _MISSING) -> Any:
+    """The value at a dotted key (``"train.steps"``) of nested params dicts.
+
+    Raises ``KeyError`` naming the key when a part is missing, unless ``default`` is given.
+    """
+    node: Any = params
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            if default is not _MISSING:
+                return default
+            raise KeyError(f"params.yaml has no key {dotted!r}")
+        node = node[part]
+    return node
+
+
+def has_key(params: dict[str, Any], dotted: str) -> bool:
+    """Whether :func:`lookup` finds ``dotted`` in ``params``."""
+    absent = object()
+    return lookup(params, dotted, absent) is not absent
+
+
 def build(cls: type[T], values: dict[str, Any] | None, where: str) -> T:
     """Build dataclass ``cls`` from ``values``; unknown keys raise ``ValueError``.
 

@@ -179,3 +179,15 @@ def test_every_params_key_is_read_by_the_code():
     read = _attributes_read()
     unread = [f"{s}.{k}" for s, k in _leaves() if k not in read]
     assert not unread, f"params.yaml keys whose config field icdlib never reads: {unread}"
+
+
+def test_dotted_lookup_names_the_missing_key():
+    from icdlib.params import has_key, lookup
+
+    params = {"train": {"steps": 3, "snapshots": None}}
+    assert lookup(params, "train.steps") == 3
+    assert lookup(params, "train.snapshots") is None and has_key(params, "train.snapshots")
+    assert not has_key(params, "train.steps.x") and not has_key(params, "eval")
+    assert lookup(params, "eval.k", default=10) == 10
+    with pytest.raises(KeyError, match="'train.lr'"):
+        lookup(params, "train.lr")

@@ -11,22 +11,13 @@ import pytest
 import yaml
 
 from _imports import closure, imported_modules, source_file
-from icdlib.params import load_params
+from icdlib.params import has_key, load_params
 from icdlib.pipeline.profile import apply_profile
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = load_params(ROOT / "params.yaml")
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-
-
-def _has(params: dict, dotted: str) -> bool:
-    node = params
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return False
-        node = node[part]
-    return True
 
 
 def _stage_params(stage: dict) -> list[str]:
@@ -70,7 +61,7 @@ def _notebooks_run(cmd: str) -> list[str]:
 
 
 def test_every_param_a_stage_names_exists_in_params_yaml():
-    missing = [(n, k) for n, s in _stages() for k in _stage_params(s) if not _has(PARAMS, k)]
+    missing = [(n, k) for n, s in _stages() for k in _stage_params(s) if not has_key(PARAMS, k)]
     assert not missing, f"stages name params that params.yaml lacks: {missing}"
 
 
@@ -78,7 +69,7 @@ def test_every_templated_variable_in_dvc_yaml_exists_in_params_yaml():
     text = (ROOT / "dvc.yaml").read_text()
     names = set(re.findall(r"\$\{([^}]+)\}", text))
     names = {n.strip() for n in names if not n.strip().startswith(("item", "key"))}
-    missing = sorted(n for n in names if not _has(PARAMS, n))
+    missing = sorted(n for n in names if not has_key(PARAMS, n))
     assert not missing, f"dvc.yaml uses ${{...}} variables missing from params.yaml: {missing}"
 
 

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from icdlib.params import load_params, resolve, section
+from icdlib.params import load_params, lookup, resolve, section
 
 
 @dataclass(frozen=True)
@@ -148,19 +148,10 @@ def config_tag(params: dict[str, Any], keys: Sequence[str], **extra: Any) -> str
     ``keys`` are params.yaml sections (dotted paths allowed) hashed together; ``extra``
     items are written out literally, e.g. ``arm=copynce;seed=0;params=1a2b3c4d``.
     """
-    picked = {k: _get(params, k) for k in keys}
+    picked = {k: lookup(params, k) for k in keys}
     digest = hashlib.sha1(json.dumps(picked, sort_keys=True, default=str).encode()).hexdigest()[:8]
     parts = [f"{k}={v}" for k, v in extra.items()] + [f"params={digest}"]
     return ";".join(parts)
-
-
-def _get(params: dict[str, Any], dotted: str) -> Any:
-    node: Any = params
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            raise KeyError(f"params.yaml has no key {dotted!r}")
-        node = node[part]
-    return node
 
 
 def write_json(path: Path, obj: Any) -> None:

@@ -28,7 +28,7 @@ import yaml
 from icdlib.data import pairs_config
 from icdlib.edits import EditConfig
 from icdlib.models import CONFIGS
-from icdlib.params import section, to_dict
+from icdlib.params import has_key, lookup, section, to_dict
 
 
 @dataclass(frozen=True)
@@ -187,7 +187,7 @@ def resolve_run(params: dict, arm: str | None = None, sets: Sequence[str] | dict
         if not isinstance(spec, dict):
             raise ValueError(f"{source}:arms.{arm}: expected a mapping of (dotted) keys, got {spec!r}")
         arm_keys = flatten_overrides(spec, f"{source}:arms.{arm}")
-        shadowed = tuple((k, _get(params, k), v) for k, v in arm_keys if _has(params, k) and _get(params, k) != v)
+        shadowed = tuple((k, lookup(params, k), v) for k, v in arm_keys if has_key(params, k) and lookup(params, k) != v)
         overrides += arm_keys
     else:
         shadowed = ()
@@ -218,22 +218,6 @@ def flatten_overrides(spec: dict, where: str, prefix: str = "") -> list[tuple[st
         else:
             out.append((dotted, value))
     return out
-
-
-def _has(params: dict, dotted: str) -> bool:
-    node = params
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return False
-        node = node[part]
-    return True
-
-
-def _get(params: dict, dotted: str) -> Any:
-    node = params
-    for part in dotted.split("."):
-        node = node[part]
-    return node
 
 
 def arm_names(params: dict, source: str = "params.yaml") -> list[str]:
