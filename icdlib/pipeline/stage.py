@@ -163,10 +163,16 @@ def _get(params: dict[str, Any], dotted: str) -> Any:
     return node
 
 
-def write_json(path: Path, obj: Any) -> None:
+def write_text(path: Path, text: str) -> None:
+    """``text`` into ``path`` through a temporary file beside it: a reader never sees half a file."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
+    tmp.write_text(text)
     tmp.replace(path)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """``obj`` as indented JSON (numpy scalars and paths allowed), written atomically (:func:`write_text`)."""
+    write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
 
 
 def write_csv(path: Path, frame: Any) -> None:
