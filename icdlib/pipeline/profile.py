@@ -119,7 +119,7 @@ def apply_profile(params_path: Path, profile: str | None, sets: list[str], profi
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m icdlib.profile", description=__doc__.splitlines()[0])
-    ap.add_argument("profile", nargs="?", help="profile name under profiles/ (quick, disc21, tiny)")
+    ap.add_argument("profile", nargs="?", help="profile name under profiles/ (quick, tiny, gpu_smoke, disc21)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one key")
     ap.add_argument("--params", default="params.yaml", type=Path)
     ap.add_argument("--profiles-dir", default=PROFILES_DIR, type=Path)

@@ -154,10 +154,16 @@ def config_tag(params: dict[str, Any], keys: Sequence[str], **extra: Any) -> str
     return ";".join(parts)
 
 
-def write_json(path: Path, obj: Any) -> None:
+def write_text(path: Path, text: str) -> None:
+    """``text`` into ``path`` through a temporary file beside it: a reader never sees half a file."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
+    tmp.write_text(text)
     tmp.replace(path)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """``obj`` as indented JSON (numpy scalars and paths allowed), written atomically (:func:`write_text`)."""
+    write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
 
 
 def write_csv(path: Path, frame: Any) -> None:

@@ -34,7 +34,11 @@ Outputs (``OUT`` = the run folder)
 - ``checkpoint.pt``: the resumable state; ``model.pt``: the final model
   (:func:`icdlib.checkpoints.load_model`), with the resolved run config, arm, seed and step.
 - ``dvclive/``: per-step ``train/<metric>`` (losses, lr, grad_norm, pairs_per_s, ...) as
-  ``plots/metrics/train/*.tsv`` and the last values in ``metrics.json``. DVCLive writes no
+  ``plots/metrics/train/*.tsv`` and the last values in ``metrics.json``. Beside them, how
+  well the loader feeds the model: ``data_wait_s`` (seconds blocked in the loader) and
+  ``loader_share`` (that wait over the step's wall time) and, on CUDA, ``gpu_util`` (percent,
+  :mod:`icdlib.train.telemetry`; where it cannot be read, the param ``gpu_util_unavailable``
+  says why); ``python benchmarks/gpu_smoke.py`` summarises them. DVCLive writes no
   ``dvc.yaml`` of its own (``dvcyaml=None``): the pipeline stage declares those two paths
   as its metrics and plots, so ``dvc exp show`` and ``dvc plots`` find them.
 
@@ -68,6 +72,7 @@ from icdlib.params import to_dict
 from icdlib.train.runs import RunConfig, TrainConfig, model_section, resolve_run  # noqa: F401
 from icdlib.train.state import check_same_run, load_weights, same_run, save_snapshot, save_state, set_rng_state, trim_live
 from icdlib.train.schedule import global_batch, lr_schedule, shard
+from icdlib.train.telemetry import UNAVAILABLE_PARAM, GpuUtilisation, device_name
 
 CHECKPOINT = "checkpoint.pt"  # latest resumable state, rewritten atomically
 FINAL = "model.pt"  # final weights, loadable with icdlib.checkpoints.load_model
@@ -284,7 +289,7 @@ def train(
         pin_memory=cuda,
         worker_init_fn=_worker_init if t.workers > 0 else None,
     )
-    live = None
+    live, gpu = None, GpuUtilisation(dist.device)
     if dist.is_main:
         from dvclive import Live
 
@@ -293,6 +298,7 @@ def train(
             trim_live(live_dir, start)
         live = Live(dir=str(live_dir), resume=start > 0, save_dvc_exp=False, dvcyaml=None)
         live.log_params({"arm": run.arm, "seed": t.seed, "world_size": dist.world_size,
+                         "device": dist.device, "device_name": device_name(dist.device),
                          **{f"train.{k}": v for k, v in to_dict(t).items() if v is not None}})
     bar = tqdm(total=t.steps, initial=start, desc=f"train {run.arm or t.kind}", unit="step",
                disable=not (progress and dist.is_main))
@@ -308,10 +314,13 @@ def train(
                 g["lr"] = float(lrs[step])
             tic = time.perf_counter()
             logged: dict[str, float] = {}
-            n_pairs = 0
+            n_pairs, wait = 0, 0.0
             for micro in range(t.grad_accum):
                 with worker_errors():  # an unreadable image names its file, not a worker traceback
-                    batch = _to_device(next(batches), dist.device)
+                    t_wait = time.perf_counter()
+                    raw = next(batches)  # blocks only while no batch is ready: the loader's share of the step
+                    wait += time.perf_counter() - t_wait
+                    batch = _to_device(raw, dist.device)
                 last = micro == t.grad_accum - 1
                 sync = net.no_sync() if (net is not objective and not last) else contextlib.nullcontext()
                 with sync:
@@ -332,8 +341,14 @@ def train(
             done = step + 1
             elapsed = time.perf_counter() - tic
             metrics = {**logged, "lr": float(lrs[step]), "grad_norm": grad_norm,
-                       "pairs_per_s": n_pairs / max(elapsed, 1e-9)}
+                       "pairs_per_s": n_pairs / max(elapsed, 1e-9),
+                       "data_wait_s": wait, "loader_share": min(1.0, wait / max(elapsed, 1e-9))}
             if live is not None and (done % t.log_every == 0 or done == t.steps):
+                util = gpu.read()  # a driver query at the logging cadence: no stream synchronisation
+                if util is not None:
+                    metrics["gpu_util"] = util
+                if (why := gpu.take_reason()) is not None:
+                    live.log_param(UNAVAILABLE_PARAM, why)
                 live.step = done
                 for k, v in metrics.items():
                     live.log_metric(f"train/{k}", v)
