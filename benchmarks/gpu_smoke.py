@@ -38,7 +38,7 @@ from icdlib.pipeline.stage import Stage, write_json, write_text  # noqa: E402
 from icdlib.pipeline.training import MAIN_CHECKPOINTS, arm_seeds, run_names  # noqa: E402
 from icdlib.train import resolve_run  # noqa: E402
 from icdlib.train.loop import LIVE_DIR  # noqa: E402
-from icdlib.train.telemetry import UNAVAILABLE_PARAM  # noqa: E402
+from icdlib.train.telemetry import UNAVAILABLE_PARAM, live_series  # noqa: E402
 
 SKIP = 10  # warm-up steps left out: a few percent of a few-hundred-step arm
 
@@ -65,17 +65,6 @@ def pipeline_runs(params_file: str | Path) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _series(live: Path, metric: str) -> pd.Series | None:
-    """DVCLive's ``train/<metric>`` rows of a run, indexed by step (None when it logged none)."""
-    f = live / "plots" / "metrics" / "train" / f"{metric}.tsv"
-    if not f.is_file():
-        return None
-    df = pd.read_csv(f, sep="\t")
-    if "step" not in df.columns or metric not in df.columns:
-        raise ValueError(f"{f}: expected DVCLive columns 'step' and {metric!r}, got {list(df.columns)}")
-    return df.set_index("step")[metric].astype(float).sort_index()
-
-
 def _stats(values: pd.Series) -> dict[str, float]:
     v = values.to_numpy()
     return {"mean": float(v.mean()), "median": float(np.median(v)),
@@ -91,7 +80,7 @@ def summarise_run(run_dir: Path, expected: dict[str, Any], skip: int, params_fil
         if got is not None and int(got) != int(expected[key]):
             raise ValueError(f"{run_dir}: trained with train.{key}={got}, but {params_file} gives "
                              f"{expected[key]} for it: another profile's run; `dvc repro` these params first")
-    pps = _series(live, "pairs_per_s")
+    pps = live_series(live, "pairs_per_s")
     if pps is None or pps.empty:
         raise FileNotFoundError(f"{live}: no train/pairs_per_s rows: has the run trained a step?")
     skipped = min(int(skip), int(pps.index.max()) - 1)  # the last step always counts
@@ -105,16 +94,16 @@ def summarise_run(run_dir: Path, expected: dict[str, Any], skip: int, params_fil
         "steps": int(pps.index.max()), "batch_size": expected["batch_size"], "steps_skipped": skipped,
         "pairs_per_s": {k: v for k, v in _stats(kept(pps)).items() if k != "mean"},
     }
-    share = _series(live, "loader_share")
+    share = live_series(live, "loader_share")
     if share is None:
         out["loader_share"] = None
         out["loader_share_reason"] = "not logged: the run predates icdlib's train/loader_share"
     else:
         s = _stats(kept(share))
         out["loader_share"] = {"mean": s["mean"], "p90": s["p90"]}
-        wait = _series(live, "data_wait_s")
+        wait = live_series(live, "data_wait_s")
         out["data_wait_s_mean"] = float(kept(wait).mean()) if wait is not None else None
-    util = _series(live, "gpu_util")
+    util = live_series(live, "gpu_util")
     if util is not None and not kept(util).empty:
         out["gpu_util_mean"] = float(kept(util).mean())
     else:

@@ -15,7 +15,7 @@ import torch
 import yaml
 
 import test_pipeline as tp
-from icdlib.params import load_params
+from icdlib.params import has_key, load_params
 from icdlib.pipeline.config import load_all
 from icdlib.pipeline.profile import apply_profile
 from icdlib.pipeline.stage import Stage
@@ -73,7 +73,7 @@ def test_gpu_smoke_profile_is_vit_s16_at_224_px_bf16_on_one_gpu_and_every_stage_
     # the descriptor arms read each training image at least once
     assert cfg["data"].counts["training"] <= cfg["arms.copynce"].train.steps * cfg["arms.copynce"].train.batch_size
     for name, stage in tp._stages():  # what each dvc.yaml stage reads is in the file
-        missing = [k for k in tp._stage_params(stage) if not tp._has(params, k)]
+        missing = [k for k in tp._stage_params(stage) if not has_key(params, k)]
         assert not missing, f"{name}: {missing}"
 
 

@@ -13,15 +13,18 @@ and seeds) and git (the commit).
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import statistics
 import subprocess
 import sys
 from datetime import datetime
 from pathlib import Path
 
 import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from icdlib.pipeline.stage import write_text  # noqa: E402
+from icdlib.train.telemetry import live_series  # noqa: E402
 
 
 def _notebooks(folder: Path) -> list[dict]:
@@ -37,23 +40,16 @@ def _notebooks(folder: Path) -> list[dict]:
     return sorted(rows, key=lambda r: r["start"])
 
 
-def _tsv_values(path: Path) -> list[float]:
-    if not path.is_file():
-        return []
-    with path.open() as f:
-        return [float(row[-1]) for row in csv.reader(f, delimiter="\t") if row and row[-1] != path.stem]
-
-
 def _throughput(runs: Path) -> list[dict]:
     out = []
     for live in sorted(runs.glob("**/dvclive")):
-        train = live / "plots" / "metrics" / "train"
-        pps = _tsv_values(train / "pairs_per_s.tsv")[1:]  # the first logged step includes start-up
-        if not pps:
+        pps = live_series(live, "pairs_per_s")
+        if pps is None or len(pps) < 2:
             continue
-        share = _tsv_values(train / "loader_share.tsv")
-        out.append({"run": str(live.parent.relative_to(runs)), "pairs_per_s": statistics.median(pps),
-                    "loader_share": statistics.mean(share) if share else None})
+        share = live_series(live, "loader_share")
+        out.append({"run": str(live.parent.relative_to(runs)),
+                    "pairs_per_s": float(pps.iloc[1:].median()),  # the first logged step includes start-up
+                    "loader_share": None if share is None else float(share.mean())})
     return out
 
 
@@ -99,9 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(a.root)
     text = render(root, a.command, a.machine)
     out = Path(a.out) if a.out else root / "reports" / "RUN.md"
-    tmp = out.with_suffix(".md.tmp")
-    tmp.write_text(text)
-    tmp.replace(out)
+    write_text(out, text)
     print(text)
     return 0
 

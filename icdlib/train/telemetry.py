@@ -12,6 +12,7 @@ says why once, as the DVCLive param ``gpu_util_unavailable``.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import torch
 
@@ -55,3 +56,17 @@ class GpuUtilisation:
             return None
         self._told = True
         return self.reason
+
+
+def live_series(live: Path, metric: str):
+    """DVCLive's ``train/<metric>`` rows of a run's ``dvclive/`` folder as a pandas Series indexed
+    by step, or None when the run logged none (a metric it predates, ``gpu_util`` on a CPU)."""
+    import pandas as pd  # the pipeline extra; the training loop itself never reads logs back
+
+    f = Path(live) / "plots" / "metrics" / "train" / f"{metric}.tsv"
+    if not f.is_file():
+        return None
+    df = pd.read_csv(f, sep="\t")
+    if "step" not in df.columns or metric not in df.columns:
+        raise ValueError(f"{f}: expected DVCLive columns 'step' and {metric!r}, got {list(df.columns)}")
+    return df.set_index("step")[metric].astype(float).sort_index()
