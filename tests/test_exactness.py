@@ -120,6 +120,7 @@ OP_CASES = {
     "stripes": {"op": "stripes", "count": 6, "thickness": 0.3, "degrees": 30.0, "color": [0, 255, 0],
                 "opacity": 0.8},
     "overlay_image": {"op": "overlay_image", "area": 0.3, "x": 0.7, "y": 0.2, "opacity": 0.6, "seed": 4},
+    "erase": {"op": "erase", "area": 0.2, "ratio": 2.2, "x": 0.35, "y": 0.9, "color": [200, 10, 90]},
 }
 
 
