@@ -101,6 +101,8 @@ OP_CASES = {
     "paste_onto_faint": {"op": "paste_onto", "canvas_w": 1.5, "canvas_h": 1.5, "area": 0.4, "x": 0.5,
                          "y": 0.5, "opacity": 0.3, "seed": 5},
     "paste_over": {"op": "paste_over", "area": 0.3, "ratio": 1.5, "x": 0.2, "y": 0.6, "opacity": 0.7, "seed": 2},
+    "paste_over_opaque": {"op": "paste_over", "area": 0.3, "ratio": 1.5, "x": 0.2, "y": 0.6, "opacity": 1.0,
+                          "seed": 2},
     "paste_object": {"op": "paste_object", "shape": "ellipse", "box_x": 0.1, "box_y": 0.1, "box_w": 0.7,
                      "box_h": 0.8, "degrees": 20.0, "scale": 0.8, "x": 0.5, "y": 0.45,
                      "canvas_w": 1.4, "canvas_h": 1.2, "opacity": 0.9, "seed": 3},
@@ -118,6 +120,7 @@ OP_CASES = {
     "stripes": {"op": "stripes", "count": 6, "thickness": 0.3, "degrees": 30.0, "color": [0, 255, 0],
                 "opacity": 0.8},
     "overlay_image": {"op": "overlay_image", "area": 0.3, "x": 0.7, "y": 0.2, "opacity": 0.6, "seed": 4},
+    "erase": {"op": "erase", "area": 0.2, "ratio": 2.2, "x": 0.35, "y": 0.9, "color": [200, 10, 90]},
 }
 
 

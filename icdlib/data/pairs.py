@@ -146,6 +146,8 @@ def invalid_overlap(n: int) -> torch.Tensor:
 
 # ---------------------------------------------------------------------- datasets
 class _PairBase(Dataset):
+    role: str  # whose numbers ``edits.recipe: released`` follows (icdlib.edits.recipe.ROLES)
+
     def __init__(self, image_paths: Sequence[str | Path], config: PairsConfig, seed: int,
                  neighbours: np.ndarray | None = None, edit_config: Any = None, timing: bool = False):
         self.paths = [Path(p) for p in image_paths]
@@ -210,7 +212,8 @@ class _PairBase(Dataset):
 
     def _edit(self, img: Image.Image, rng: np.random.Generator, families) -> tuple[Image.Image, Trace]:
         t0 = time.process_time()
-        specs = edits.sample_chain(int(rng.integers(2**63 - 1)), families=families, config=self.edit_config)
+        specs = edits.sample_chain(int(rng.integers(2**63 - 1)), families=families, config=self.edit_config,
+                                   role=self.role)
         donors = self._donor if self.config.donors == "training" else None
         out = edits.apply(img, specs, donors=donors, config=self.edit_config)
         self._tick("edit", t0)
@@ -269,6 +272,8 @@ class TracedPairs(_PairBase):
     ``config.copy_vs_copy`` share of pairs where it is edited too (milder families).
     """
 
+    role = "descriptor"  # under edits.recipe: released, every edit follows the descriptor's numbers
+
     def __init__(self, image_paths, config: PairsConfig = PairsConfig(), seed: int = 0,
                  neighbours=None, edit_config=None, timing: bool = False):
         super().__init__(image_paths, config, seed, neighbours, edit_config, timing)
@@ -308,6 +313,8 @@ class MatcherPairs(_PairBase):
     Negatives have every query pixel untraceable: all overlap mass in the last column.
     Arguments as in :class:`TracedPairs`.
     """
+
+    role = "matcher"  # every edit (query, copy-vs-copy reference, negative query): the matcher's numbers
 
     def __init__(self, image_paths, config: PairsConfig = PairsConfig(), seed: int = 0,
                  neighbours=None, edit_config=None, timing: bool = False):

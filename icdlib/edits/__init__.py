@@ -35,7 +35,8 @@ from icdlib.edits.registry import (
     FAMILIES, OPS, Op, Param, color_param, complete, list_ops, opacity_param, register, validate,
 )
 from icdlib.edits.engine import Context, apply
-from icdlib.edits.chains import SAMPLERS, EditConfig, sample_chain
+from icdlib.edits.chains import EditConfig, sample_chain
+from icdlib.edits.samplers import SAMPLERS
 # Importing the op families fills OPS.
 from icdlib.edits import composites, overlays, photometric, warps  # noqa: F401,E402
 

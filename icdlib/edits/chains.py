@@ -2,36 +2,43 @@
 
 :func:`sample_chain` draws a short chain of complete specs: every parameter, seeds
 included, is written out, so ``icdlib.edits.apply(image, chain)`` replays it exactly
-and the chain survives a JSON round trip. Severity is bounded by a *keep budget*:
-each sampled edit carries a rough estimate of the share of the source it leaves
-visible (crop area, uncovered share, rotation corners...), and edits that would push
-the running product below ``min_keep`` are redrawn, so a query keeps roughly a third
-or more of its source, as in DISC21.
+and the chain survives a JSON round trip. ``edits.recipe`` picks the sampler:
+
+* ``chains`` (default): each family fires with its ``p_*`` and adds one or two edits.
+  Severity is bounded by a *keep budget*: each sampled edit carries a rough estimate
+  of the share of the source it leaves visible (crop area, uncovered share, rotation
+  corners...), and edits that would push the running product below ``min_keep`` are
+  redrawn, so a query keeps roughly a third or more of its source, as in DISC21.
+* ``released``: the paper's released augmentations, per role
+  (:func:`icdlib.edits.recipe.released_chain`, ``docs/edits.md``).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
+from icdlib.edits.recipe import ROLES, released_chain
 from icdlib.edits.registry import OPS, complete
+from icdlib.edits.samplers import SAMPLERS
 
 _FAMILIES = ("geometric", "composite", "overlay", "photometric")
-
-WORDS = (
-    "lol", "wow", "omg", "so true", "me irl", "sale", "new", "free", "when you", "nope",
-    "hello", "2021", "best day", "look", "mood", "epic", "#tbt", "classic", "yes", "why",
-)
+RECIPES = ("chains", "released")
+# Ops added with the released recipe. The chains sampler leaves them out, so that its
+# chains stay, seed for seed, what they were before these ops existed.
+_NOT_IN_CHAINS = frozenset({"erase", "sepia"})
 
 
 @dataclass(frozen=True)
 class EditConfig:
     """Chain sampling and occlusion labelling (``params.yaml`` section ``edits``).
 
-    Ranges are ``(low, high)`` tuples; areas are fractions of an image area.
+    Ranges are ``(low, high)`` tuples; areas are fractions of an image area. The
+    sampling knobs from ``max_edits`` to ``perspective_max`` belong to the ``chains``
+    recipe; ``recipe: released`` follows the released numbers instead. Both recipes
+    use ``occlusion_threshold`` and ``max_pixels``.
     """
 
     max_edits: int = 5  # DISC21 queries stack a handful of edits; longer chains add little
@@ -49,8 +56,11 @@ class EditConfig:
     perspective_max: float = 0.15  # corner moves, fraction of the side
     occlusion_threshold: float = 0.5  # covered with opacity >= this: untraceable (half hidden)
     max_pixels: int = 64_000_000  # refuse a chain whose image would pass this (~190 MB of RGB)
+    recipe: str = "chains"  # "released": the paper's released augmentations per role (docs/edits.md)
 
     def __post_init__(self):
+        if self.recipe not in RECIPES:
+            raise ValueError(f"EditConfig: recipe={self.recipe!r} must be one of {RECIPES}")
         for name in ("p_geometric", "p_composite", "p_overlay", "p_photometric", "min_keep",
                      "occlusion_threshold"):
             v = getattr(self, name)
@@ -70,211 +80,35 @@ class EditConfig:
             raise ValueError(f"EditConfig: shear_max={self.shear_max} must be in [0, 60]")
 
 
-# --------------------------------------------------------------- per-op samplers
-# Each takes (rng, cfg) and returns (complete spec, estimated kept share of the source).
-def _u(rng, lo, hi) -> float:
-    return float(rng.uniform(lo, hi))
-
-
-def _seed(rng) -> int:
-    return int(rng.integers(0, 2**31 - 1))
-
-
-def _color(rng) -> list[int]:
-    return [int(v) for v in rng.integers(0, 256, 3)]
-
-
-def _rot_keep(deg: float) -> float:
-    return 1.0 - 0.35 * abs(math.sin(math.radians(deg)))
-
-
-def _crop(rng, cfg):
-    a, r = _u(rng, *cfg.crop_area), math.exp(_u(rng, -0.7, 0.7))
-    bw, bh = min(1.0, math.sqrt(a * r)), min(1.0, math.sqrt(a / r))
-    spec = {"op": "crop", "left": _u(rng, 0, 1 - bw), "top": _u(rng, 0, 1 - bh), "width": bw, "height": bh}
-    return spec, bw * bh
-
-
-def _rrc(rng, cfg):
-    a = _u(rng, *cfg.crop_area)
-    spec = {"op": "random_resized_crop", "area": a, "ratio": math.exp(_u(rng, -0.4, 0.4)),
-            "x": _u(rng, 0, 1), "y": _u(rng, 0, 1), "resample": "bilinear"}
-    return spec, a
-
-
-def _rotate(rng, cfg):
-    deg, expand = _u(rng, -cfg.rotate_max, cfg.rotate_max), bool(rng.random() < 0.5)
-    spec = {"op": "rotate", "degrees": deg, "expand": expand, "fill": [0, 0, 0], "resample": "bilinear"}
-    return spec, 1.0 if expand else _rot_keep(deg)
-
-
-def _affine(rng, cfg):
-    s, deg = _u(rng, 0.8, 1.25), _u(rng, -cfg.rotate_max / 4, cfg.rotate_max / 4)
-    sh = _u(rng, -cfg.shear_max, cfg.shear_max)
-    tx, ty = _u(rng, -0.1, 0.1), _u(rng, -0.1, 0.1)
-    horizontal = bool(rng.random() < 0.5)
-    spec = {"op": "affine", "degrees": deg, "scale": s, "shear_x": sh if horizontal else 0.0,
-            "shear_y": 0.0 if horizontal else sh, "translate_x": tx, "translate_y": ty,
-            "fill": [0, 0, 0], "resample": "bilinear"}
-    keep = min(1.0, 1 / s**2) * _rot_keep(deg) * (1 - abs(tx)) * (1 - abs(ty)) * (1 - abs(sh) / 180)
-    return spec, keep
-
-
-def _perspective(rng, cfg):
-    d = cfg.perspective_max
-    offs = [_u(rng, -d, d) for _ in range(8)]
-    return {"op": "perspective", "offsets": offs, "fill": [0, 0, 0], "resample": "bilinear"}, 1 - 1.5 * d
-
-
-def _pad(rng, cfg):
-    sides = [_u(rng, 0, 0.3) if rng.random() < 0.6 else 0.0 for _ in range(4)]
-    spec = {"op": "pad", "left": sides[0], "top": sides[1], "right": sides[2], "bottom": sides[3],
-            "color": _color(rng) if rng.random() < 0.5 else [0, 0, 0]}
-    return spec, 1.0
-
-
-def _paste_onto(rng, cfg):
-    lo = min(1.0, 1.0 - cfg.occlusion_threshold + 0.1)
-    spec = {"op": "paste_onto", "canvas_w": _u(rng, 1.2, 2.0), "canvas_h": _u(rng, 1.2, 2.0),
-            "area": _u(rng, *cfg.paste_area), "x": _u(rng, 0, 1), "y": _u(rng, 0, 1),
-            "opacity": _u(rng, lo, 1.0), "background": "donor" if rng.random() < 0.85 else "color",
-            "color": _color(rng), "seed": _seed(rng), "resample": "bilinear"}
-    return spec, 1.0
-
-
-def _covering(rng, cfg, op, area_keep=1.0, **extra):
-    area, opacity = _u(rng, *cfg.cover_area), _u(rng, 0.3, 1.0)
-    spec = {"op": op, "area": area, "ratio": math.exp(_u(rng, -0.7, 0.7)), "x": _u(rng, 0, 1),
-            "y": _u(rng, 0, 1), "opacity": opacity, **extra, "seed": _seed(rng)}
-    # translucent layers still count: they compound with later ones (see Context.weight)
-    return spec, 1.0 - area * area_keep * min(1.0, opacity / cfg.occlusion_threshold)
-
-
-def _paste_object(rng, cfg):
-    shape = "ellipse" if rng.random() < 0.6 else "polygon"
-    bw, bh = _u(rng, 0.6, 0.95), _u(rng, 0.6, 0.95)
-    spec = {"op": "paste_object", "shape": shape, "box_x": _u(rng, 0, 1 - bw), "box_y": _u(rng, 0, 1 - bh),
-            "box_w": bw, "box_h": bh, "degrees": _u(rng, -30, 30), "scale": _u(rng, 0.5, 1.0),
-            "x": _u(rng, 0.4, 0.6), "y": _u(rng, 0.4, 0.6), "canvas_w": _u(rng, 1.0, 1.6),
-            "canvas_h": _u(rng, 1.0, 1.6), "opacity": _u(rng, 0.8, 1.0), "seed": _seed(rng),
-            "resample": "bilinear"}
-    return spec, bw * bh * (math.pi / 4 if shape == "ellipse" else 0.6)
-
-
-def _collage(rng, cfg):
-    while True:
-        rows, cols = int(rng.integers(1, 4)), int(rng.integers(1, 4))
-        if rows * cols >= 2:
-            break
-    spec = {"op": "collage", "rows": rows, "cols": cols, "index": int(rng.integers(rows * cols)),
-            "tile_scale": _u(rng, 0.3, 0.6), "gap": _u(rng, 0.0, 0.05), "color": _color(rng),
-            "seed": _seed(rng), "resample": "bilinear"}
-    return spec, 1.0
-
-
-def _words(rng, n_max=3) -> str:
-    return " ".join(str(w) for w in rng.choice(WORDS, int(rng.integers(1, n_max + 1))))
-
-
-def _frame(rng, cfg):
-    dark = bool(rng.random() < 0.5)
-    spec = {"op": "frame", "style": "meme" if rng.random() < 0.6 else "screenshot",
-            "top": _u(rng, 0.08, 0.25), "bottom": _u(rng, 0.0, 0.2), "border": _u(rng, 0.0, 0.08),
-            "text_top": _words(rng), "text_bottom": _words(rng),
-            "bar_color": [0, 0, 0] if dark else [255, 255, 255],
-            "text_color": [255, 255, 255] if dark else [0, 0, 0], "resample": "bilinear"}
-    return spec, 1.0
-
-
-def _text(rng, cfg):
-    size, txt = _u(rng, 0.06, 0.2), _words(rng)
-    spec = {"op": "text", "text": txt, "x": _u(rng, 0, 0.6), "y": _u(rng, 0, 0.85), "size": size,
-            "color": _color(rng), "opacity": _u(rng, 0.4, 1.0)}
-    return spec, 1.0 - min(0.4, 0.4 * size * size * len(txt))
-
-
-def _sticker(rng, cfg):
-    size = _u(rng, 0.1, 0.35)
-    spec = {"op": "sticker", "kind": str(rng.choice(["circle", "face", "star", "heart"])),
-            "x": _u(rng, 0.05, 0.95), "y": _u(rng, 0.05, 0.95), "size": size, "degrees": _u(rng, -45, 45),
-            "color": _color(rng), "opacity": _u(rng, 0.5, 1.0)}
-    return spec, 1.0 - 0.8 * size * size
-
-
-def _stripes(rng, cfg):
-    thick, opacity = _u(rng, 0.05, 0.3), _u(rng, 0.2, 0.9)
-    spec = {"op": "stripes", "count": int(rng.integers(4, 21)), "thickness": thick,
-            "degrees": _u(rng, -90, 90), "phase": _u(rng, 0, 1), "color": _color(rng), "opacity": opacity}
-    return spec, 1.0 - thick * min(1.0, opacity / cfg.occlusion_threshold)
-
-
-_SHUFFLES = ("rbg", "grb", "gbr", "brg", "bgr")
-SAMPLERS = {
-    # geometric
-    "crop": _crop,
-    "random_resized_crop": _rrc,
-    "scale": lambda rng, cfg: ({"op": "scale", "factor": _u(rng, *cfg.scale_range), "resample": "bilinear"}, 1.0),
-    "aspect": lambda rng, cfg: ({"op": "aspect", "ratio": math.exp(_u(rng, -0.7, 0.7)), "resample": "bilinear"}, 1.0),
-    "hflip": lambda rng, cfg: ({"op": "hflip"}, 1.0),
-    "vflip": lambda rng, cfg: ({"op": "vflip"}, 1.0),
-    "rotate": _rotate,
-    "affine": _affine,
-    "perspective": _perspective,
-    "pad": _pad,
-    "pad_square": lambda rng, cfg: ({"op": "pad_square", "position": _u(rng, 0, 1), "color": _color(rng)}, 1.0),
-    # composite
-    "paste_onto": _paste_onto,
-    "paste_over": lambda rng, cfg: _covering(rng, cfg, "paste_over"),
-    "paste_object": _paste_object,
-    "collage": _collage,
-    "frame": _frame,
-    # overlay
-    "text": _text,
-    "sticker": _sticker,
-    "stripes": _stripes,
-    "overlay_image": lambda rng, cfg: _covering(
-        rng, cfg, "overlay_image", math.pi / 4, shape=str(rng.choice(["rect", "ellipse"]))),
-    # photometric (keep everything)
-    "color_jitter": lambda rng, cfg: ({"op": "color_jitter", "brightness": _u(rng, 0.6, 1.4),
-                                       "contrast": _u(rng, 0.6, 1.4), "saturation": _u(rng, 0.5, 1.5),
-                                       "hue": _u(rng, -0.1, 0.1)}, 1.0),
-    "brightness_contrast": lambda rng, cfg: ({"op": "brightness_contrast", "brightness": _u(rng, 0.6, 1.4),
-                                              "contrast": _u(rng, 0.6, 1.4)}, 1.0),
-    "grayscale": lambda rng, cfg: ({"op": "grayscale"}, 1.0),
-    "invert": lambda rng, cfg: ({"op": "invert"}, 1.0),
-    "blur": lambda rng, cfg: ({"op": "blur", "radius": _u(rng, 0.003, 0.02)}, 1.0),
-    "sharpen": lambda rng, cfg: ({"op": "sharpen", "amount": _u(rng, 1.5, 4.0)}, 1.0),
-    "edge_enhance": lambda rng, cfg: ({"op": "edge_enhance"}, 1.0),
-    "noise": lambda rng, cfg: ({"op": "noise", "sigma": _u(rng, 3, 25), "seed": _seed(rng)}, 1.0),
-    "jpeg": lambda rng, cfg: ({"op": "jpeg", "quality": int(rng.choice([10, 20, 30, 50, 75]))}, 1.0),
-    "posterize": lambda rng, cfg: ({"op": "posterize", "bits": int(rng.integers(3, 7))}, 1.0),
-    "solarize": lambda rng, cfg: ({"op": "solarize", "threshold": int(rng.integers(96, 225))}, 1.0),
-    "pixelize": lambda rng, cfg: ({"op": "pixelize", "block": _u(rng, 0.01, 0.04)}, 1.0),
-    "channel_shuffle": lambda rng, cfg: ({"op": "channel_shuffle", "order": str(rng.choice(_SHUFFLES))}, 1.0),
-}
-
-
 def sample_chain(seed: int, families: Sequence[str] | None = None,
-                 config: EditConfig | None = None) -> list[dict]:
-    """A seeded random chain of 1..``max_edits`` complete edit specs.
+                 config: EditConfig | None = None, *, role: str = "descriptor") -> list[dict]:
+    """A seeded random chain of complete edit specs, drawn by ``config.recipe``.
 
     Args:
-        seed: integer seed; the same seed, families and config give the same chain.
+        seed: integer seed; the same seed, families, config and role give the same chain.
         families: subset of ``("geometric", "composite", "overlay", "photometric")``
             to draw from (default: all).
         config: :class:`EditConfig` (default: the defaults).
+        role: ``"descriptor"`` or ``"matcher"``: whose released numbers
+            ``recipe: released`` follows (the ``chains`` recipe has one set for both).
     Returns:
         list of JSON-serialisable spec dicts with every parameter explicit.
 
-    Each allowed family is drawn with its probability and contributes one or two edits;
-    the slots are shuffled and cut to ``max_edits``. If no family fires, one allowed
-    family is picked uniformly, so the chain is never empty.
+    ``chains``: each allowed family is drawn with its probability and contributes one
+    or two edits; the slots are shuffled and cut to ``max_edits``. If no family fires,
+    one allowed family is picked uniformly, so the chain is never empty.
+    ``released``: :func:`icdlib.edits.recipe.released_chain`, whose ops of other
+    families are dropped (the chain may then be empty).
     """
     cfg = config if config is not None else EditConfig()
     fams = tuple(_FAMILIES if families is None else families)
     bad = [f for f in fams if f not in _FAMILIES]
     if bad or not fams:
         raise ValueError(f"sample_chain: families {list(fams)} must be a non-empty subset of {_FAMILIES}")
+    if role not in ROLES:
+        raise ValueError(f"sample_chain: role={role!r} must be one of {ROLES}")
+    if cfg.recipe == "released":
+        return released_chain(seed, role, fams, cfg)
     rng = np.random.default_rng(seed)
     probs = {"geometric": cfg.p_geometric, "composite": cfg.p_composite,
              "overlay": cfg.p_overlay, "photometric": cfg.p_photometric}
@@ -286,7 +120,8 @@ def sample_chain(seed: int, families: Sequence[str] | None = None,
         slots = [fams[int(rng.integers(len(fams)))]]
     rng.shuffle(slots)
     slots = slots[: cfg.max_edits]
-    by_family = {f: sorted(n for n in SAMPLERS if OPS[n].family == f) for f in _FAMILIES}
+    by_family = {f: sorted(n for n in SAMPLERS if OPS[n].family == f and n not in _NOT_IN_CHAINS)
+                 for f in _FAMILIES}
     chain, keep = [], 1.0
     for f in slots:
         for _ in range(8):

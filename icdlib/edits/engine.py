@@ -50,15 +50,21 @@ class Context:
             pending.clear()
         return self.state["weight"]
 
-    def covered(self, weight_out: np.ndarray) -> np.ndarray | None:
+    def covered(self, weight_out: np.ndarray, before: np.ndarray | None = None) -> np.ndarray | None:
         """Record the op's output source weight; return the step mask it implies.
 
         The mask (True = traceable) is ``weight_out > 1 - threshold``, or ``None`` when
         it hides nothing beyond what was already untraceable or off the source.
+        ``before``, the same pixels' weight before the op covered them, tells a fully
+        covered pixel (weight 0 now, traceable before) from one that never held the
+        source; without it, only pixels left with some source weight count.
         """
         self.state["weight_out"] = weight_out
         visible = weight_out > 1.0 - self.occlusion_threshold
-        return None if not ((weight_out > 0) & ~visible).any() else visible
+        candidates = weight_out > 0
+        if before is not None:
+            candidates |= before > 1.0 - self.occlusion_threshold
+        return None if not (candidates & ~visible).any() else visible
 
     def donor(self, seed: int, size: tuple[int, int]) -> Image.Image:
         """An RGB donor image of exactly ``size`` (w, h), chosen by ``seed``.

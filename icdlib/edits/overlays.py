@@ -1,4 +1,5 @@
-"""Occluding overlays: text, emoji-like stickers, stripes and foreign images on top.
+"""Occluding overlays: text, emoji-like stickers, stripes, foreign images on top and
+erased boxes.
 
 Each overlay is drawn as an RGBA layer; its alpha times ``opacity`` is the covering
 alpha ``a`` of every pixel, the result is ``a * layer + (1 - a) * image``, and pixels
@@ -163,3 +164,12 @@ def paste_over(img, p, ctx):
 def overlay_image(img, p, ctx):
     """Put another image (a rectangle or an ellipse cut of a donor) on top, with opacity."""
     return _donor_over(img, p, ctx, p["shape"], "overlay_image")
+
+
+@register("erase", "overlay", *_DONOR_PARAMS, color_param("color", doc="RGB 0..255 of the erased box"))
+def erase(img, p, ctx):
+    """Fill a box with a plain colour (random erasing): its pixels become untraceable."""
+    left, top, bw, bh = C.rect_box(img.size, p["area"], p["ratio"], p["x"], p["y"])
+    alpha = np.zeros((img.height, img.width), np.float32)
+    alpha[top : top + bh, left : left + bw] = 1.0
+    return C.blend(img, p["color"], alpha), C.occlusion_step(img, alpha, ctx, "erase")

@@ -120,3 +120,14 @@ def channel_shuffle(img, p, ctx):
     """Permute the colour channels."""
     bands = dict(zip("rgb", img.split()))
     return Image.merge("RGB", [bands[c] for c in p["order"]]), []
+
+
+# The classic sepia tone matrix: row k mixes R, G, B into output channel k.
+_SEPIA = np.array([[0.393, 0.769, 0.189], [0.349, 0.686, 0.168], [0.272, 0.534, 0.131]], np.float32)
+
+
+@register("sepia", "photometric")
+def sepia(img, p, ctx):
+    """Warm brown tone: every output channel a fixed mix of R, G and B (clipped)."""
+    a = np.asarray(img, np.float32) @ _SEPIA.T
+    return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "RGB"), []
