@@ -20,11 +20,10 @@ from typing import Sequence
 
 import numpy as np
 
-from icdlib.edits.recipe import ROLES, released_chain
-from icdlib.edits.registry import OPS, complete
+from icdlib.edits.recipe import checked_families, released_chain
+from icdlib.edits.registry import FAMILIES, OPS, complete
 from icdlib.edits.samplers import SAMPLERS
 
-_FAMILIES = ("geometric", "composite", "overlay", "photometric")
 RECIPES = ("chains", "released")
 # Ops added with the released recipe. The chains sampler leaves them out, so that its
 # chains stay, seed for seed, what they were before these ops existed.
@@ -101,19 +100,14 @@ def sample_chain(seed: int, families: Sequence[str] | None = None,
     families are dropped (the chain may then be empty).
     """
     cfg = config if config is not None else EditConfig()
-    fams = tuple(_FAMILIES if families is None else families)
-    bad = [f for f in fams if f not in _FAMILIES]
-    if bad or not fams:
-        raise ValueError(f"sample_chain: families {list(fams)} must be a non-empty subset of {_FAMILIES}")
-    if role not in ROLES:
-        raise ValueError(f"sample_chain: role={role!r} must be one of {ROLES}")
+    fams = checked_families(families, role, "sample_chain")
     if cfg.recipe == "released":
         return released_chain(seed, role, fams, cfg)
     rng = np.random.default_rng(seed)
     probs = {"geometric": cfg.p_geometric, "composite": cfg.p_composite,
              "overlay": cfg.p_overlay, "photometric": cfg.p_photometric}
     slots = []
-    for f in _FAMILIES:
+    for f in FAMILIES:
         if f in fams and rng.random() < probs[f]:
             slots += [f] * int(rng.integers(1, 3))
     if not slots:
@@ -121,7 +115,7 @@ def sample_chain(seed: int, families: Sequence[str] | None = None,
     rng.shuffle(slots)
     slots = slots[: cfg.max_edits]
     by_family = {f: sorted(n for n in SAMPLERS if OPS[n].family == f and n not in _NOT_IN_CHAINS)
-                 for f in _FAMILIES}
+                 for f in FAMILIES}
     chain, keep = [], 1.0
     for f in slots:
         for _ in range(8):

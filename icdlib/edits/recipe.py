@@ -101,6 +101,17 @@ STRENGTHS = {
 }
 
 
+def checked_families(families: Sequence[str] | None, role: str, where: str) -> tuple[str, ...]:
+    """``families`` as a tuple (None: every registry family), after checking it and ``role``;
+    the errors name ``where`` (the public sampler that was called) and the bad value."""
+    fams = tuple(FAMILIES if families is None else families)
+    if not fams or any(f not in FAMILIES for f in fams):
+        raise ValueError(f"{where}: families {list(fams)} must be a non-empty subset of {FAMILIES}")
+    if role not in ROLES:
+        raise ValueError(f"{where}: role={role!r} must be one of {ROLES}")
+    return fams
+
+
 # ------------------------------------------------------------------ boxes and crops
 def fitting_box(rng: np.random.Generator, area: tuple[float, float], ratio: tuple[float, float],
                 tries: int = 10) -> tuple[float, float] | None:
@@ -229,12 +240,7 @@ def released_chain(seed: int, role: str = "descriptor", families: Sequence[str] 
         list of JSON-serialisable specs with every parameter explicit; empty when
         nothing of an allowed family fired.
     """
-    if role not in ROLES:
-        raise ValueError(f"released_chain: role={role!r} must be one of {ROLES}")
-    fams = tuple(FAMILIES if families is None else families)
-    bad = [f for f in fams if f not in FAMILIES]
-    if bad or not fams:
-        raise ValueError(f"released_chain: families {list(fams)} must be a non-empty subset of {FAMILIES}")
+    fams = checked_families(families, role, "released_chain")
     s = STRENGTHS[role]
     rng = np.random.default_rng(seed)
     specs = []
