@@ -149,7 +149,7 @@ class Benchmark:
     def embed(self, model: torch.nn.Module, size: int, items: Items, desc: str, views=None) -> np.ndarray:
         c = self.cfg
         return embed(model, [p for _, p in items], size=size, batch_size=c.batch_size, num_workers=c.num_workers,
-                     device=c.device, desc=desc, views=views)
+                     device=c.device, desc=desc, views=views, amp=c.amp)
 
     def descriptor(self, model: torch.nn.Module, size: int, name: str = "descriptor",
                    features: dict | None = None) -> dict[str, pd.DataFrame]:
@@ -180,14 +180,15 @@ class Benchmark:
         the others keeping their plain score."""
         c = self.cfg
         qp, rp = dict(self.queries), dict(self.refs)
-        plain = rescore(model, candidates, qp, rp, size, c.matcher_batch_size, c.num_workers, c.device)
+        plain = rescore(model, candidates, qp, rp, size, c.matcher_batch_size, c.num_workers, c.device, amp=c.amp)
         out = {"plain": plain}
         if lce_candidates:
             top = candidates
             if lce_candidates > 0:
                 ranked = candidates.sort_values(["query_id", "score"], ascending=[True, False], kind="stable")
                 top = ranked.groupby("query_id", sort=False).head(lce_candidates)
-            lce = rescore(model, top, qp, rp, size, c.matcher_batch_size, c.num_workers, c.device, lce=True)
+            lce = rescore(model, top, qp, rp, size, c.matcher_batch_size, c.num_workers, c.device, lce=True,
+                          amp=c.amp)
             merged = plain.merge(lce, on=["query_id", "reference_id"], how="left", suffixes=("", "_lce"))
             merged["score"] = merged["score_lce"].fillna(merged["score"])
             out["lce"] = merged[["query_id", "reference_id", "score"]]

@@ -177,7 +177,7 @@ def run_search(queries: str | Path, descriptor: str | Path, out: str | Path, ref
         r_items = list_images(references)
         r_ids, r_paths, ref_root = [i for i, _ in r_items], dict(r_items), Path(references)
         rf = embed(model, [p for _, p in r_items], size, cfg.batch_size, cfg.num_workers, cfg.device,
-                   desc="references")
+                   desc="references", amp=cfg.amp)
         save_features(out / "features" / "references", r_ids, rf)
         idx = build_index(rf, cfg.index, cfg.nprobe)
         index_string = cfg.index
@@ -186,7 +186,8 @@ def run_search(queries: str | Path, descriptor: str | Path, out: str | Path, ref
             "dim": int(rf.shape[1]), "n_references": len(r_ids), "references": str(ref_root.resolve())})
     if "IVF" in index_string:
         faiss.ParameterSpace().set_index_parameter(idx, "nprobe", cfg.nprobe)
-    qf = embed(model, [p for _, p in q_items], size, cfg.batch_size, cfg.num_workers, cfg.device, desc="queries")
+    qf = embed(model, [p for _, p in q_items], size, cfg.batch_size, cfg.num_workers, cfg.device, desc="queries",
+               amp=cfg.amp)
     save_features(out / "features" / "queries", [i for i, _ in q_items], qf)
     scores, rows = search_index(idx, qf, cfg.k)
     q_rep = [i for i, _ in q_items for _ in range(scores.shape[1])]
@@ -198,7 +199,7 @@ def run_search(queries: str | Path, descriptor: str | Path, out: str | Path, ref
     if matcher is not None:
         mmodel, mmeta = load_checkpoint(matcher, "matcher", cfg.device)
         preds = rescore(mmodel, preds, dict(q_items), r_paths, model_size(cfg, mmeta, matcher),
-                        cfg.matcher_batch_size, cfg.num_workers, cfg.device)
+                        cfg.matcher_batch_size, cfg.num_workers, cfg.device, amp=cfg.amp)
     preds = preds.sort_values(["query_id", "score"], ascending=[True, False], kind="stable").reset_index(drop=True)
     preds["rank"] = preds.groupby("query_id", sort=False).cumcount() + 1
     out.mkdir(parents=True, exist_ok=True)

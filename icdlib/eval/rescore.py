@@ -13,6 +13,7 @@ from tqdm import tqdm
 from icdlib.data import load_image, worker_errors
 from icdlib.eval.views import N_QUERY_VIEWS, N_REFERENCE_VIEWS, query_views, reference_views
 from icdlib.models import preprocess
+from icdlib.models.precision import autocast
 
 
 class ImagePairs(Dataset):
@@ -58,6 +59,7 @@ def rescore(
     num_workers: int = 0,
     device: str = "cpu",
     lce: bool = False,
+    amp: bool = False,
 ) -> pd.DataFrame:
     """Matcher scores of candidate pairs: ``sigmoid(matcher(q, r))``, max over LCE passes.
 
@@ -67,6 +69,8 @@ def rescore(
         query_paths, reference_paths: id -> image file.
         size: matcher input side S in pixels.
         batch_size: image pairs per forward pass (LCE packs 35 passes per pair).
+        amp: bf16 autocast for the forward passes (:func:`icdlib.models.precision.autocast`);
+            the sigmoid is taken in float32.
 
     Returns:
         A copy of ``pairs`` with ``score`` in (0, 1).
@@ -85,7 +89,8 @@ def rescore(
     matcher = matcher.eval().to(device)
     out = np.zeros(len(pairs), dtype=np.float64)
     row = 0
-    with tqdm(total=len(pairs), desc="matcher" + (" (LCE)" if lce else ""), unit="pair") as bar, worker_errors():
+    with tqdm(total=len(pairs), desc="matcher" + (" (LCE)" if lce else ""), unit="pair") as bar, worker_errors(), \
+            autocast(device, amp):
         for q, r in loader:
             logits = torch.cat(
                 [matcher(q[s : s + batch_size].to(device), r[s : s + batch_size].to(device)).reshape(-1)

@@ -69,9 +69,10 @@ class Evaluator:
     def hashes(self, method: str) -> dict[str, Any]:
         return {"plain": self.record(self.bench.hashes(method), method)}
 
-    def matcher(self, model: torch.nn.Module, size: int, candidates: pd.DataFrame, name: str) -> dict[str, Any]:
-        """Matcher rescoring of ``candidates``: plain, and LCE on each query's top-n candidates."""
-        n = self.st.report.lce_candidates
+    def matcher(self, model: torch.nn.Module, size: int, candidates: pd.DataFrame, name: str,
+                lce: bool = True) -> dict[str, Any]:
+        """Matcher rescoring of ``candidates``: plain, and (``lce``) LCE on each query's top-n candidates."""
+        n = self.st.report.lce_candidates if lce else 0
         out = {v: self.record(p, f"{name}_{v}") for v, p in self.bench.matcher(model, size, candidates, n).items()}
         if "lce" in out:
             out["lce"]["lce_candidates"] = n
@@ -139,7 +140,8 @@ def evaluate_suite(params_file: str | Path) -> dict[str, Any]:
         model, meta = _load(path, "matcher")
         rows[label] = {"table": "matcher", "seed": seed_of(meta, st.seed),
                        "config": st.tag(tag_keys + ["matcher", "train", "pairs", f"arms.{arm}"], arm=arm),
-                       "checkpoint": st.relative(path), **ev.matcher(model, int(meta["config"]["img_size"]), candidates, arm)}
+                       "checkpoint": st.relative(path),
+                       **ev.matcher(model, int(meta["config"]["img_size"]), candidates, arm, arm in st.report.lce_arms)}
     finals = {arm: rows[label]["plain"]["metrics"]["uAP"]  # the final points, evaluated just above
               for arm, label in (("matcher_bce", "matcher (BCE only)"), ("matcher_copynce", "matcher (CopyNCE)"))}
     curve = write_matcher_curve(ev, candidates, rows["CopyNCE descriptor"]["plain"]["metrics"]["uAP"], finals)

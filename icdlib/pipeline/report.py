@@ -160,8 +160,9 @@ def write_report(params_file: str | Path) -> dict[str, Any]:
                        where + " SN = score normalisation with "
                        f"{result['n_auxiliary']} training images.")
     match = write_table(_main_rows(result, "matcher"), "matcher", out, "Matching track",
-                        where + " Candidates: the CopyNCE descriptor's top-k. LCE rescoring covers each query's "
-                        "top candidates (report.lce_candidates); the rest keep their plain matcher score.")
+                        where + " Candidates: the CopyNCE descriptor's top-k. LCE rescoring (the arms of report.lce_arms: "
+                        f"{', '.join(st.report.lce_arms) or 'none'}) covers each query's top "
+                        f"{st.report.lce_candidates} candidate(s); the rest keep their plain matcher score.")
     ablation = write_table(_ablation_rows(abl), "ablation", out, "Ablations (descriptor, no SN)",
                            f"Profile `{st.profile}`, {abl['steps']} steps per run, mean ± std over seeds; "
                            "every arm of a seed shares its data order and step count.")

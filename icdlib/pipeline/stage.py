@@ -101,11 +101,16 @@ class ReportConfig:
     """params.yaml ``report``: evaluation choices of the tables."""
 
     lce_candidates: int = 1  # LCE rescoring covers each query's top-n candidates (35 passes per pair)
+    lce_arms: tuple[str, ...] = ("matcher_copynce",)  # matcher arms whose rows get an LCE variant
     aux_images: int = 5000  # auxiliary (training) images for score normalisation; 0 = all
     random_init_seed: int = 0  # seed of the random-init descriptor row
     bootstrap: int = 1000  # replicates of the orderings' seed-and-query bootstrap
 
     def __post_init__(self):
+        known = ("matcher_bce", "matcher_copynce")
+        if isinstance(self.lce_arms, str) or not all(a in known for a in self.lce_arms):
+            raise ValueError(f"report.lce_arms must be a list of matcher arms out of {list(known)}, got {self.lce_arms!r}")
+        object.__setattr__(self, "lce_arms", tuple(self.lce_arms))
         if int(self.bootstrap) < 100:
             raise ValueError(f"report.bootstrap must be >= 100 replicates for a 95 % interval, got {self.bootstrap}")
 

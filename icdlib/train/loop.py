@@ -64,6 +64,7 @@ from icdlib.checkpoints import load_backbone_weights
 from icdlib.data import Disc21, MatcherPairs, TracedPairs, collate, worker_errors
 from icdlib.data.cache import CachedPairs, build_pair_cache, cache_folder
 from icdlib.models import build_descriptor, build_matcher
+from icdlib.models.precision import cpu_has_bf16
 
 from icdlib.train import distributed as D
 from icdlib.train.mining import cached_neighbours, load_table, neighbours_file
@@ -156,15 +157,6 @@ def _optimizer(objective: nn.Module, t: TrainConfig) -> torch.optim.Optimizer:
 
 def _to_device(batch: dict, device: str) -> dict:
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
-
-
-def cpu_has_bf16() -> bool:
-    """Whether this CPU runs bf16 matrix products natively (oneDNN: AVX512-BF16 or AMX);
-    elsewhere ``train.amp_cpu`` is ignored, since emulated bf16 is slower than fp32."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 def _worker_init(worker_id: int) -> None:

@@ -1,0 +1,87 @@
+"""bf16 autocast of the evaluation forwards (eval.amp): where it applies, and that it only rounds."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from icdlib.eval.rescore import rescore
+from icdlib.eval.retrieval import embed
+from icdlib.models import build_descriptor, build_matcher
+from icdlib.models.precision import autocast, bf16_enabled, cpu_has_bf16
+from icdlib.pipeline.stage import ReportConfig
+
+BF16 = cpu_has_bf16()
+
+
+class DtypeProbe(torch.nn.Module):
+    """Records the dtype its linear layer computes in."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 4)
+        self.seen = None
+
+    def forward(self, x):
+        y = self.lin(x)
+        self.seen = y.dtype
+        return y
+
+
+def test_autocast_applies_only_where_enabled_and_supported():
+    probe = DtypeProbe()
+    with autocast("cpu", False):
+        probe(torch.ones(2, 4))
+    assert probe.seen == torch.float32
+    with autocast("cpu", True):
+        probe(torch.ones(2, 4))
+    assert probe.seen == (torch.bfloat16 if BF16 else torch.float32)
+    assert bf16_enabled("cuda") and not bf16_enabled("cuda", cuda=False)
+    assert not bf16_enabled("cpu", cpu=False)
+    assert bf16_enabled("cpu") == BF16
+
+
+def _images(tmp_path, n=6, size=48):
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(n):
+        p = tmp_path / f"I{i}.png"
+        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(p)
+        paths.append(p)
+    return paths
+
+
+def test_bf16_descriptors_round_the_fp32_ones(tmp_path):
+    paths = _images(tmp_path)
+    model = build_descriptor("vit_tiny_cpu", seed=0)
+    size = model.config.img_size
+    f32 = embed(model, paths, size=size, batch_size=4)
+    f16 = embed(model, paths, size=size, batch_size=4, amp=True)
+    assert f16.dtype == np.float32 and f16.shape == f32.shape
+    cos = (f32 * f16).sum(1) / np.linalg.norm(f32, axis=1) / np.linalg.norm(f16, axis=1)
+    assert cos.min() > 0.99, cos
+    if BF16:  # the flag reached the forward: the features are rounded, not the same numbers
+        assert not np.array_equal(f32, f16)
+
+
+def test_bf16_matcher_scores_round_the_fp32_ones(tmp_path):
+    paths = _images(tmp_path, n=3)
+    ids = {p.stem: p for p in paths}
+    pairs = pd.DataFrame({"query_id": ["I0", "I0", "I1"], "reference_id": ["I1", "I2", "I2"], "score": 0.0})
+    model = build_matcher("vit_tiny_cpu", seed=0)
+    size = model.config.img_size
+    s32 = rescore(model, pairs, ids, ids, size=size)["score"].to_numpy()
+    s16 = rescore(model, pairs, ids, ids, size=size, amp=True)["score"].to_numpy()
+    np.testing.assert_allclose(s16, s32, atol=0.02)
+    if BF16:
+        assert not np.array_equal(s16, s32)
+
+
+def test_report_lce_arms_names_the_bad_value():
+    assert ReportConfig(lce_arms=["matcher_bce", "matcher_copynce"]).lce_arms == ("matcher_bce", "matcher_copynce")
+    assert ReportConfig(lce_arms=[]).lce_arms == ()
+    with pytest.raises(ValueError, match="report.lce_arms.*'matcher_x'"):
+        ReportConfig(lce_arms=["matcher_x"])
+    with pytest.raises(ValueError, match="report.lce_arms"):
+        ReportConfig(lce_arms="matcher_bce")
