@@ -272,14 +272,17 @@ def test_matcher_mines_hard_negatives_with_a_descriptor_checkpoint(images, tmp_p
     from icdlib.models import build_descriptor
     from icdlib.checkpoints import save_checkpoint
 
+    from icdlib.models.precision import bf16_enabled
+
     torch.manual_seed(0)
     desc = save_checkpoint(tmp_path / "desc.pt", build_descriptor(TINY_MODEL["descriptor"]).eval())
-    nb = mine_neighbours(desc, images, 3, batch_size=8)
-    assert nb.shape == (len(images), 3) and not (nb == np.arange(len(images))[:, None]).any()
     run = tiny_run("matcher_bce", **{"train.steps": 1, "train.warmup_steps": 0,
                                      "train.knn_checkpoint": str(desc), "train.knn_k": 3})
+    bf16 = bf16_enabled("cpu", run.train.amp, run.train.amp_cpu)  # the run mines in the precision it trains in
+    nb = mine_neighbours(desc, images, 3, batch_size=8, amp=bf16)
+    assert nb.shape == (len(images), 3) and not (nb == np.arange(len(images))[:, None]).any()
     T.train(run, tmp_path / "m", image_paths=images, progress=False)
-    assert np.array_equal(np.load(neighbours_file(desc, images, 3, tmp_path / "m")), nb)
+    assert np.array_equal(np.load(neighbours_file(desc, images, 3, tmp_path / "m", bf16)), nb)
 
 
 def test_mined_neighbours_are_shared_through_the_cache_and_never_stale(images, tmp_path, monkeypatch):
@@ -301,6 +304,11 @@ def test_mined_neighbours_are_shared_through_the_cache_and_never_stale(images, t
     mining.cached_neighbours(desc, images, 3, tmp_path / "knn", batch_size=8)
     mining.cached_neighbours(desc, images, 2, tmp_path / "knn", batch_size=8)
     assert len(calls) == 3 and len(list((tmp_path / "knn").glob("neighbours_*.npy"))) == 3
+    # a table mined under bf16 autocast is named apart from the float32 one
+    assert mining.neighbours_file(desc, images, 3, tmp_path, True) != mining.neighbours_file(desc, images, 3, tmp_path)
+    if mining.bf16_enabled("cpu"):
+        mining.cached_neighbours(desc, images, 3, tmp_path / "knn", batch_size=8, amp=True)
+        assert len(calls) == 4 and mining.neighbours_file(desc, images, 3, tmp_path / "knn", True).is_file()
 
 
 def test_fine_tuning_starts_from_the_init_checkpoint_weights(images, tmp_path):

@@ -64,7 +64,7 @@ from icdlib.checkpoints import load_backbone_weights
 from icdlib.data import Disc21, MatcherPairs, TracedPairs, collate, worker_errors
 from icdlib.data.cache import CachedPairs, build_pair_cache, cache_folder
 from icdlib.models import build_descriptor, build_matcher
-from icdlib.models.precision import cpu_has_bf16
+from icdlib.models.precision import bf16_enabled, cpu_has_bf16
 
 from icdlib.train import distributed as D
 from icdlib.train.mining import cached_neighbours, load_table, neighbours_file
@@ -249,12 +249,13 @@ def train(
 
     if neighbours is None and t.knn_checkpoint:
         folder = Path(t.knn_cache) if t.knn_cache else out
+        amp = bf16_enabled(dist.device, t.amp, t.amp_cpu)  # mined in the precision the run trains in
         if dist.is_main:  # mines, or loads the table an earlier run left
-            neighbours = cached_neighbours(t.knn_checkpoint, paths, t.knn_k, folder,
-                                           batch_size=t.knn_batch_size, device=dist.device, workers=t.workers)
+            neighbours = cached_neighbours(t.knn_checkpoint, paths, t.knn_k, folder, batch_size=t.knn_batch_size,
+                                           device=dist.device, workers=t.workers, amp=amp)
         D.barrier()
         if neighbours is None:  # the other ranks read what rank 0 wrote
-            neighbours = load_table(neighbours_file(t.knn_checkpoint, paths, t.knn_k, folder), len(paths), t.knn_k)
+            neighbours = load_table(neighbours_file(t.knn_checkpoint, paths, t.knn_k, folder, amp), len(paths), t.knn_k)
 
     dataset = _dataset(run, paths, neighbours)
     if t.pair_cache:  # the pairs of this run, computed once with every core, then read back

@@ -15,15 +15,16 @@ import numpy as np
 
 from icdlib.checkpoints import load_model
 from icdlib.eval.retrieval import embed
+from icdlib.models.precision import bf16_enabled
 
 
 def mine_neighbours(checkpoint: str | Path, image_paths: Sequence[str | Path], k: int, *,
-                    batch_size: int = 128, device: str = "cpu", workers: int = 0) -> np.ndarray:
+                    batch_size: int = 128, device: str = "cpu", workers: int = 0, amp: bool = False) -> np.ndarray:
     """kNN hard negatives: each image's ``k`` most similar other images.
 
     Embeds ``image_paths`` with the descriptor of ``checkpoint`` (at its input size) and
     searches them exactly with faiss ``IndexFlatIP`` (cosine on the L2-normalised
-    descriptors). The image itself (rank 0 of its own search) is skipped; should a
+    descriptors), under bf16 autocast when ``amp`` (:func:`icdlib.eval.retrieval.embed`). The image itself (rank 0 of its own search) is skipped; should a
     duplicate outrank it, the image's own index is still removed wherever it falls.
 
     Returns:
@@ -37,19 +38,22 @@ def mine_neighbours(checkpoint: str | Path, image_paths: Sequence[str | Path], k
         raise ValueError(f"mine_neighbours: {checkpoint} holds a {meta.get('kind')!r}, not a descriptor")
     size = int(meta["config"]["img_size"])
     feats = embed(model, list(image_paths), size, batch_size=batch_size, num_workers=workers,
-                  device=device, desc="mining neighbours")
+                  device=device, desc="mining neighbours", amp=amp)
     return knn_from_features(feats, k)
 
 
 def neighbours_file(checkpoint: str | Path, image_paths: Sequence[str | Path], k: int,
-                    folder: str | Path) -> Path:
+                    folder: str | Path, bf16: bool = False) -> Path:
     """Where :func:`cached_neighbours` keeps the table of these inputs.
 
-    The name hashes the checkpoint's bytes, ``k`` and the image paths, so a retrained
-    descriptor or another image list never reuses a stale table.
+    The name hashes the checkpoint's bytes, ``k``, the precision of the mining forwards
+    (``bf16``: autocast in effect) and the image paths, so a retrained descriptor or
+    another image list never reuses a stale table.
     """
     h = hashlib.sha1(Path(checkpoint).read_bytes())
     h.update(f"k={k}\n".encode())
+    if bf16:  # fp32 tables keep the names they always had
+        h.update(b"bf16\n")
     for p in image_paths:
         h.update(f"{Path(p).resolve()}\n".encode())
     return Path(folder) / f"neighbours_{h.hexdigest()[:16]}.npy"
@@ -58,7 +62,8 @@ def neighbours_file(checkpoint: str | Path, image_paths: Sequence[str | Path], k
 def cached_neighbours(checkpoint: str | Path, image_paths: Sequence[str | Path], k: int,
                       folder: str | Path, **kwargs) -> np.ndarray:
     """:func:`mine_neighbours`, stored in ``folder`` and reused by any run with the same inputs."""
-    path = neighbours_file(checkpoint, image_paths, k, folder)
+    bf16 = bool(kwargs.get("amp")) and bf16_enabled(kwargs.get("device", "cpu"))
+    path = neighbours_file(checkpoint, image_paths, k, folder, bf16)
     if path.is_file():
         return load_table(path, len(image_paths), k)
     table = mine_neighbours(checkpoint, image_paths, k, **kwargs)
