@@ -126,9 +126,13 @@ def summarise(params_file: str | Path, skip: int = SKIP) -> dict[str, Any]:
     runs = {name: summarise_run(runs_dir / name, spec, skip, params_file) for name, spec in found.items()}
     shares = [r["loader_share"]["mean"] for r in runs.values() if r["loader_share"] is not None]
     utils = [r["gpu_util_mean"] for r in runs.values() if r["gpu_util_mean"] is not None]
+    logged = sorted({str(r["device"]) for r in runs.values() if r["device"]})
     return {
         "benchmark": "gpu_smoke",
-        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+        # the devices the runs logged they trained on (DVCLive param device_name); this machine's only
+        # when no run logged one (runs from before icdlib logged it)
+        "device": ", ".join(logged) if logged else (torch.cuda.get_device_name(0) if torch.cuda.is_available()
+                                                   else "cpu"),
         "torch": torch.__version__, "python": platform.python_version(), "cpus": os.cpu_count(),
         "profile": st.profile, "seed": st.seed,
         "params": os.path.relpath(params_file, ROOT) if params_file.is_relative_to(ROOT) else params_file.name,

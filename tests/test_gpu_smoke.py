@@ -163,7 +163,9 @@ def test_summary_skips_warm_up_steps_averages_gpu_util_and_refuses_another_profi
     _write_live(run_dir, 12, 8, {"pairs_per_s": pps, "loader_share": [0.9] * 2 + [0.1] * 10,
                                  "data_wait_s": [1.0] * 2 + [0.01] * 10, "gpu_util": [0.0] * 2 + [80.0] * 10})
     apply_profile(smoke, None, ["arms.trunk.train.steps=12"])  # the run these params make: 12 steps of 8
-    r = GS.summarise(smoke, skip=2)["runs"]["trunk"]
+    summary = GS.summarise(smoke, skip=2)
+    assert summary["device"] == "NVIDIA H200"  # what the run logged, not the machine summarising it
+    r = summary["runs"]["trunk"]
     assert r["pairs_per_s"]["median"] == pytest.approx(104.5) and r["pairs_per_s"]["p10"] == pytest.approx(100.9)
     assert r["loader_share"] == pytest.approx({"mean": 0.1, "p90": 0.1}) and r["gpu_util_mean"] == 80.0
     assert r["data_wait_s_mean"] == pytest.approx(0.01) and r["device"] == "NVIDIA H200"
