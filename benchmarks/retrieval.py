@@ -4,7 +4,8 @@
 
 * Embedding: images/s of :func:`icdlib.eval.retrieval.embed` (JPEG decode, resize, forward)
   for the ``params.yaml:descriptor`` model (preset ``vit_tiny_cpu``) from random init on 2 threads, and
-  of the bare forward pass on preprocessed batches.
+  of the bare forward pass on preprocessed batches; each in float32 and under bf16 autocast
+  (``eval.amp``), side by side, with the smallest cosine between the two precisions' descriptors.
 * Search: queries/s of exact inner-product search (faiss ``Flat``), 1000 random
   L2-normalised 128-d queries against 100k references, 2 threads; and of
   ``IVF1024,Flat`` with ``nprobe`` 16 for comparison, with its recall@1 against Flat
@@ -67,10 +68,19 @@ def _descriptor():
     return build_descriptor(cfg).eval(), int(cfg.img_size)
 
 
-def bench_embed(n_images: int, seed: int = 0) -> dict:
-    """Images/s of embed() over JPEG files and of the bare forward pass."""
+def bench_embed(n_images: int, seed: int = 0, rounds: int = 2) -> dict:
+    """Images/s of embed() over JPEG files and of the bare forward pass, in float32 and under
+    bf16 autocast (``eval.amp``), measured side by side: the two precisions alternate for
+    ``rounds`` rounds and each keeps its best round."""
+    from icdlib.models.precision import autocast, cpu_has_bf16
+
     model, size = _descriptor()
     rng = np.random.default_rng(seed)
+    files = {False: [], True: []}
+    fwd = {False: [], True: []}
+    feats = {}
+    x = torch.randn(64, 3, size, size)
+    reps = max(1, n_images // 64)
     with tempfile.TemporaryDirectory() as tmp:
         paths = []
         for i in range(n_images):
@@ -79,23 +89,30 @@ def bench_embed(n_images: int, seed: int = 0) -> dict:
             Image.fromarray(arr).resize((256, 192), Image.BICUBIC).save(p, quality=85)
             paths.append(p)
         embed(model, paths[:8], size, batch_size=8)  # warm-up
-        t0 = time.perf_counter()
-        f = embed(model, paths, size, batch_size=64, num_workers=1)
-        dt_files = time.perf_counter() - t0
-    x = torch.randn(64, 3, size, size)
-    with torch.inference_mode():
-        model(x[:8])
-        t0 = time.perf_counter()
-        reps = max(1, n_images // 64)
-        for _ in range(reps):
-            model(x)
-        dt_fwd = time.perf_counter() - t0
+        for _ in range(rounds):
+            for amp in (False, True):
+                t0 = time.perf_counter()
+                feats[amp] = embed(model, paths, size, batch_size=64, num_workers=1, amp=amp)
+                files[amp].append(n_images / (time.perf_counter() - t0))
+                with torch.inference_mode(), autocast("cpu", amp):
+                    model(x[:8])
+                    t0 = time.perf_counter()
+                    for _ in range(reps):
+                        model(x)
+                    fwd[amp].append(64 * reps / (time.perf_counter() - t0))
+    cos = (feats[False] * feats[True]).sum(1) / (
+        np.linalg.norm(feats[False], axis=1) * np.linalg.norm(feats[True], axis=1))
     return {
         "n_images": n_images,
         "img_size": size,
-        "dim": int(f.shape[1]),
-        "embed_files_images_per_s": round(n_images / dt_files, 1),
-        "forward_only_images_per_s": round(64 * reps / dt_fwd, 1),
+        "dim": int(feats[False].shape[1]),
+        "embed_files_images_per_s": round(max(files[False]), 1),
+        "forward_only_images_per_s": round(max(fwd[False]), 1),
+        "cpu_bf16_units": cpu_has_bf16(),  # without them eval.amp leaves the CPU in float32
+        "embed_files_images_per_s_bf16": round(max(files[True]), 1),
+        "forward_only_images_per_s_bf16": round(max(fwd[True]), 1),
+        "bf16_min_cosine_to_fp32": round(float(cos.min()), 6),
+        "rounds": rounds,
         "batch_size": 64,
         "decode_workers": 1,
     }
