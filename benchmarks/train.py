@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from icdlib.params import load_params  # noqa: E402
+from icdlib.models.precision import cpu_has_bf16  # noqa: E402
 from icdlib.train import loop as T  # noqa: E402
 from icdlib.data import TracedPairs, collate  # noqa: E402
 from icdlib.data import PROCEDURAL_KINDS, render  # noqa: E402
@@ -101,7 +102,7 @@ def cpu_section(steps: int, tmp: Path, params: dict, rounds: int = 3) -> dict:
     processes hits all four alike."""
     torch.set_num_threads(2)
     out = {"threads": 2, "batch_pairs": 64, "preset": "vit_tiny_cpu", "img_size": 112,
-           "cpu_bf16_units": T.cpu_has_bf16(), "loadavg_1min_before": os.getloadavg()[0]}
+           "cpu_bf16_units": cpu_has_bf16(), "loadavg_1min_before": os.getloadavg()[0]}
     runs = {arm: T.resolve_run(params, arm, {"train.batch_size": 64}) for arm in ARMS}
     batch = batch_of(pair_pool(runs["copynce"], 64, tmp / "cpu"), 64, "cpu")
     steppers = {(arm, amp): Stepper(run, "cpu", cpu_bf16=amp == "bf16")
@@ -191,7 +192,7 @@ def end_to_end_section(steps: int, tmp: Path, params: dict) -> dict:
         rate = steps * per_step / (stamps[-1] - stamps[warm - 1])
         out[name] = {"pairs_per_s": rate, "workers": run.train.workers, "items_per_step": run.train.batch_size,
                      "pairs_per_step": per_step, "img_size": run.pairs.size,
-                     "cpu_bf16": bool(run.train.amp_cpu and T.cpu_has_bf16())}
+                     "cpu_bf16": bool(run.train.amp_cpu and cpu_has_bf16())}
         print(f"end to end, {name}: {rate:.1f} pairs/s", flush=True)
     out["loadavg_1min_after"] = os.getloadavg()[0]
     return out
@@ -218,7 +219,7 @@ def main(argv=None) -> int:
             result["cpu_end_to_end"] = end_to_end_section(args.e2e_steps, Path(tmp), params)
             # the pipeline's arms read the shared pair cache unless paths.pair_cache is null
             chosen = "pair_cache" if (params.get("paths") or {}).get("pair_cache") else "live_loader"
-            amp = "copynce_bf16" if T.resolve_run(params, "copynce").train.amp_cpu and T.cpu_has_bf16() else "copynce"
+            amp = "copynce_bf16" if T.resolve_run(params, "copynce").train.amp_cpu and cpu_has_bf16() else "copynce"
             result = {"cpu_end_to_end_pairs_per_s": result["cpu_end_to_end"][chosen]["pairs_per_s"],
                       "cpu_end_to_end_loader": chosen,
                       "cpu_compute_only_pairs_per_s": result["cpu"][amp]["pairs_per_s"], **result}
