@@ -8,7 +8,7 @@ from _imports import MODULES, imports_of
 
 # Lower layers never import higher ones (docs/architecture.md draws this).
 LAYERS = [
-    {"params", "isc_csv"},  # foundations: params.yaml, the ISC21 CSV format
+    {"params", "isc_csv", "locks"},  # foundations: params.yaml, the ISC21 CSV format, file locks
     {"pixtrace"},
     {"edits"},
     {"data", "models", "losses"},

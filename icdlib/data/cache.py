@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from icdlib.data.pairs import IMAGENET_MEAN, IMAGENET_STD
+from icdlib.locks import file_lock
 
 IMAGE_FIELDS = ("query", "reference")  # stored as uint8 pixels, [S, S, 3]
 FORMAT = "icdlib-pair-cache-1"
@@ -157,6 +158,12 @@ def build_pair_cache(dataset: Dataset, keys: Sequence[tuple[int, int]], root: st
     """
     folder = cache_folder(root, dataset)
     folder.mkdir(parents=True, exist_ok=True)
+    with file_lock(folder / ".lock"):  # runs side by side may share a store: one builds, the other waits
+        return _build(dataset, keys, folder, workers, chunk, progress)
+
+
+def _build(dataset: Dataset, keys: Sequence[tuple[int, int]], folder: Path, workers: int | None, chunk: int,
+           progress: bool) -> Path:
     store = _Store(folder)
     identity = data_identity(dataset)
     if store.meta is not None and store.meta["identity"] != json.loads(json.dumps(identity, default=str)):

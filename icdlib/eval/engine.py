@@ -28,8 +28,9 @@ from icdlib.eval.calibration import calibrate as make_calibration
 from icdlib.eval.calibration import write_calibration
 from icdlib.eval.hashes import hash_predictions
 from icdlib.eval.metrics import Metrics, PrCurve, evaluate_arrays, read_predictions, write_predictions
-from icdlib.eval.rescore import rescore
-from icdlib.eval.retrieval import EvalConfig, descriptor_predictions, embed, save_features
+from icdlib.eval.pixels import PixelCache
+from icdlib.eval.rescore import rescore, rescore_pixels
+from icdlib.eval.retrieval import EvalConfig, descriptor_predictions, embed, embed_pixels, save_features
 from icdlib.eval.views import query_views
 from icdlib.params import to_dict
 
@@ -134,6 +135,7 @@ class Benchmark:
         gt = self.ds.ground_truth(self.split) if self.ds.gt_file(self.split) is not None else None
         self.gt_q = None if gt is None else [q for q, _ in gt]
         self.gt_r = None if gt is None else [r for _, r in gt]
+        self.pixels = PixelCache(cfg.pixel_cache_mb, cfg.num_workers, cfg.batch_size)  # image sets decoded once
 
     @property
     def n_positives(self) -> int:
@@ -148,6 +150,9 @@ class Benchmark:
 
     def embed(self, model: torch.nn.Module, size: int, items: Items, desc: str, views=None) -> np.ndarray:
         c = self.cfg
+        pixels = None if views else self.pixels.get([p for _, p in items], size, f"decoding {desc.split(': ')[-1]}")
+        if pixels is not None:
+            return embed_pixels(model, pixels, c.batch_size, c.device, desc, c.amp)
         return embed(model, [p for _, p in items], size=size, batch_size=c.batch_size, num_workers=c.num_workers,
                      device=c.device, desc=desc, views=views, amp=c.amp)
 
@@ -180,7 +185,14 @@ class Benchmark:
         the others keeping their plain score."""
         c = self.cfg
         qp, rp = dict(self.queries), dict(self.refs)
-        plain = rescore(model, candidates, qp, rp, size, c.matcher_batch_size, c.num_workers, c.device, amp=c.amp)
+        qx = self.pixels.get([p for _, p in self.queries], size, f"decoding {self.split}")
+        rx = self.pixels.get([p for _, p in self.refs], size, "decoding references") if qx is not None else None
+        if rx is not None:
+            rows = ({i: n for n, (i, _) in enumerate(items)} for items in (self.queries, self.refs))
+            plain = rescore_pixels(model, candidates, next(rows), qx, next(rows), rx, c.matcher_batch_size, c.device,
+                                   amp=c.amp)
+        else:
+            plain = rescore(model, candidates, qp, rp, size, c.matcher_batch_size, c.num_workers, c.device, amp=c.amp)
         out = {"plain": plain}
         if lce_candidates:
             top = candidates

@@ -13,6 +13,7 @@ from tqdm import tqdm
 from icdlib.data import load_image, worker_errors
 from icdlib.eval.views import N_QUERY_VIEWS, N_REFERENCE_VIEWS, query_views, reference_views
 from icdlib.models import preprocess
+from icdlib.models.preprocess import from_pixels
 from icdlib.models.precision import autocast
 
 
@@ -75,10 +76,7 @@ def rescore(
     Returns:
         A copy of ``pairs`` with ``score`` in (0, 1).
     """
-    for col, table, what in (("query_id", query_paths, "query"), ("reference_id", reference_paths, "reference")):
-        missing = set(pairs[col]) - set(table)
-        if missing:
-            raise ValueError(f"rescore: {len(missing)} {what} id(s) have no image, e.g. {sorted(missing)[0]!r}")
+    _check_ids(pairs, query_paths, reference_paths)
     passes = N_LCE_PASSES if lce else 1
     data = ImagePairs(
         [query_paths[q] for q in pairs["query_id"]], [reference_paths[r] for r in pairs["reference_id"]], size, lce
@@ -86,12 +84,54 @@ def rescore(
     loader = DataLoader(
         data, batch_size=max(1, batch_size // passes), num_workers=num_workers, collate_fn=_cat_pairs
     )
+    with worker_errors():
+        return _score_batches(matcher, loader, pairs, passes, batch_size, device, amp, lce)
+
+
+@torch.inference_mode()
+def rescore_pixels(
+    matcher: torch.nn.Module,
+    pairs: pd.DataFrame,
+    query_rows: dict[str, int],
+    query_pixels: torch.Tensor,
+    reference_rows: dict[str, int],
+    reference_pixels: torch.Tensor,
+    batch_size: int = 32,
+    device: str = "cpu",
+    amp: bool = False,
+) -> pd.DataFrame:
+    """:func:`rescore` (no LCE) of candidate pairs whose images are decoded already.
+
+    ``query_pixels`` / ``reference_pixels``: uint8 ``[n, S, S, 3]`` (:mod:`icdlib.eval.pixels`),
+    ``query_rows`` / ``reference_rows``: id -> row. The scores equal :func:`rescore`'s on
+    the files the pixels came from.
+    """
+    _check_ids(pairs, query_rows, reference_rows)
+    qi, ri = (torch.from_numpy(np.fromiter((table[i] for i in pairs[col]), dtype=np.int64, count=len(pairs)))
+              for col, table in (("query_id", query_rows), ("reference_id", reference_rows)))
+    batches = ((from_pixels(query_pixels[qi[s : s + batch_size]]), from_pixels(reference_pixels[ri[s : s + batch_size]]))
+               for s in range(0, len(pairs), batch_size))
+    return _score_batches(matcher, batches, pairs, 1, batch_size, device, amp, False)
+
+
+def _check_ids(pairs: pd.DataFrame, queries, references) -> None:
+    """Raise naming an id of ``pairs`` that ``queries`` / ``references`` (id -> image) lack."""
+    for col, table, what in (("query_id", queries, "query"), ("reference_id", references, "reference")):
+        missing = set(pairs[col]) - set(table)
+        if missing:
+            raise ValueError(f"rescore: {len(missing)} {what} id(s) have no image, e.g. {sorted(missing)[0]!r}")
+
+
+def _score_batches(matcher, batches, pairs: pd.DataFrame, passes: int, batch_size: int, device: str, amp: bool,
+                   lce: bool) -> pd.DataFrame:
+    """``pairs`` with ``score`` = the max over ``passes`` of ``sigmoid(matcher(q, r))``, from
+    ``batches`` of ``(q, r)`` inputs holding ``passes`` consecutive rows per pair."""
     matcher = matcher.eval().to(device)
     out = np.zeros(len(pairs), dtype=np.float64)
     row = 0
-    with tqdm(total=len(pairs), desc="matcher" + (" (LCE)" if lce else ""), unit="pair") as bar, worker_errors(), \
+    with tqdm(total=len(pairs), desc="matcher" + (" (LCE)" if lce else ""), unit="pair") as bar, \
             autocast(device, amp):
-        for q, r in loader:
+        for q, r in batches:
             logits = torch.cat(
                 [matcher(q[s : s + batch_size].to(device), r[s : s + batch_size].to(device)).reshape(-1)
                  for s in range(0, len(q), batch_size)]

@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from icdlib.data import load_image, worker_errors
 from icdlib.models import preprocess
+from icdlib.models.preprocess import from_pixels
 from icdlib.models.precision import autocast
 
 
@@ -53,6 +54,7 @@ class EvalConfig:
     matcher_batch_size: int = 32  # image pairs per matcher forward pass
     lce: bool = False  # Local Crop Ensembling for the matcher (35 passes per pair)
     lce_descriptor: bool = False  # multi-view query search for the descriptor (26 views)
+    pixel_cache_mb: int = 1024  # a stage scoring many models keeps each image set it can fit decoded (icdlib.eval.pixels); 0 = stream files
     amp: bool = True  # bf16 autocast for both models' forwards (CUDA; a CPU only with bf16 units): uAP within 0.0003 of fp32
     device: str = "cpu"  # torch device for both models
 
@@ -60,9 +62,10 @@ class EvalConfig:
         for name in ("k", "batch_size", "matcher_batch_size", "nprobe"):
             if getattr(self, name) < 1:
                 raise ValueError(f"eval.{name} must be >= 1, got {getattr(self, name)}")
-        if self.num_workers < 0 or self.img_size < 0:
+        if self.num_workers < 0 or self.img_size < 0 or self.pixel_cache_mb < 0:
             raise ValueError(
-                f"eval.num_workers and eval.img_size must be >= 0, got {self.num_workers}, {self.img_size}"
+                f"eval.num_workers, eval.img_size and eval.pixel_cache_mb must be >= 0, got {self.num_workers}, "
+                f"{self.img_size}, {self.pixel_cache_mb}"
             )
         if not 0 <= self.norm_start < self.norm_end:
             raise ValueError(
@@ -123,19 +126,37 @@ def embed(
         num_workers=num_workers,
         collate_fn=_cat,
     )
+    with worker_errors():
+        out = _embed_batches(model, loader, len(paths), n_views, device, desc, amp)
+    if not views:
+        return out
+    return out.reshape(len(paths), n_views, -1) if len(out) else np.zeros((0, n_views, 0), dtype=np.float32)
+
+
+@torch.inference_mode()
+def embed_pixels(model: torch.nn.Module, pixels: torch.Tensor, batch_size: int = 64, device: str = "cpu",
+                 desc: str = "embedding", amp: bool = False) -> np.ndarray:
+    """Descriptors of decoded images: uint8 ``[n, S, S, 3]`` (:mod:`icdlib.eval.pixels`).
+
+    The same numbers as :func:`embed` of the files the pixels were decoded from.
+    """
+    batches = (from_pixels(pixels[s : s + batch_size]) for s in range(0, len(pixels), batch_size))
+    return _embed_batches(model, batches, len(pixels), 1, device, desc, amp)
+
+
+def _embed_batches(model, batches, n: int, n_views: int, device: str, desc: str, amp: bool) -> np.ndarray:
+    """float32 ``[n * n_views, D]`` descriptors of ``batches`` of model input."""
     model = model.eval().to(device)
     out, row = None, 0
-    with tqdm(total=len(paths), desc=desc, unit="img") as bar, worker_errors(), autocast(device, amp):
-        for x in loader:
+    with tqdm(total=n, desc=desc, unit="img") as bar, autocast(device, amp):
+        for x in batches:
             f = model(x.to(device)).float().cpu().numpy()
             if out is None:
-                out = np.zeros((len(paths) * n_views, f.shape[1]), dtype=np.float32)
+                out = np.zeros((n * n_views, f.shape[1]), dtype=np.float32)
             out[row : row + len(f)] = f
             row += len(f)
             bar.update(len(f) // n_views)
-    if out is None:  # no paths: the feature width is unknown
-        return np.zeros((0, n_views, 0) if views else (0, 0), dtype=np.float32)
-    return out.reshape(len(paths), n_views, -1) if views else out
+    return np.zeros((0, 0), dtype=np.float32) if out is None else out  # no images: the width is unknown
 
 
 def save_features(path: str | Path, ids: Sequence[str], features: np.ndarray) -> Path:

@@ -8,7 +8,7 @@ from typing import Any
 from icdlib.pipeline.curves import descriptor_curve
 from icdlib.pipeline.evaluation import Evaluator
 from icdlib.pipeline.stage import Stage, write_csv, write_json
-from icdlib.pipeline.training import seed_checkpoint, train_arm
+from icdlib.pipeline.training import Job, run_jobs, seed_checkpoint
 from icdlib.train import resolve_run
 from icdlib.eval.engine import load_checkpoint
 
@@ -25,24 +25,22 @@ def run_ablations(params_file: str | Path, progress: bool = True) -> dict[str, A
     st = Stage(params_file)
     ev = Evaluator(params_file, predictions="ablation", normalise=False)  # the table compares arms without SN
     results: dict[str, Any] = {}
-    for seed in st.ablation.seeds:
-        for arm in st.ablation.arms:
-            if seed not in st.ablation.seeds_of(arm):
-                continue
-            name = f"{arm}_s{seed}"
-            ckpt = _main_run(st, arm, seed)
-            if ckpt is None:
-                ckpt = train_arm(params_file, arm, seed=seed, steps=st.ablation.steps, run_name=f"ablation/{name}",
-                                 out=st.path("models", "ablation", f"{name}.pt"), progress=progress)
-            model, meta = load_checkpoint(ckpt, "descriptor")
-            res = ev.descriptor(model, int(meta["config"]["img_size"]), f"ablation_{name}")
-            results.setdefault(arm, {"seeds": [], "runs": [], "predictions": [], "checkpoints": [],
-                                     "config": st.tag(["data", "edits", "descriptor", "train", "pairs", f"arms.{arm}",
-                                                       "ablation", "main"], arm=arm, steps=st.ablation.steps)})
-            results[arm]["seeds"].append(int(seed))
-            results[arm]["runs"].append(res["plain"]["metrics"])
-            results[arm]["predictions"].append(res["plain"]["predictions"])
-            results[arm]["checkpoints"].append(st.relative(ckpt))
+    plan = [(arm, seed) for seed in st.ablation.seeds for arm in st.ablation.arms if seed in st.ablation.seeds_of(arm)]
+    ckpts = {(arm, seed): _main_run(st, arm, seed) for arm, seed in plan}
+    jobs = [Job(arm, seed, f"ablation/{arm}_s{seed}", st.path("models", "ablation", f"{arm}_s{seed}.pt"),
+                st.ablation.steps) for arm, seed in plan if ckpts[(arm, seed)] is None]
+    ckpts.update(zip([(j.arm, j.seed) for j in jobs], run_jobs(params_file, jobs, progress)))  # side by side
+    for arm, seed in plan:
+        name, ckpt = f"{arm}_s{seed}", ckpts[(arm, seed)]
+        model, meta = load_checkpoint(ckpt, "descriptor")
+        res = ev.descriptor(model, int(meta["config"]["img_size"]), f"ablation_{name}")
+        results.setdefault(arm, {"seeds": [], "runs": [], "predictions": [], "checkpoints": [],
+                                 "config": st.tag(["data", "edits", "descriptor", "train", "pairs", f"arms.{arm}",
+                                                   "ablation", "main"], arm=arm, steps=st.ablation.steps)})
+        results[arm]["seeds"].append(int(seed))
+        results[arm]["runs"].append(res["plain"]["metrics"])
+        results[arm]["predictions"].append(res["plain"]["predictions"])
+        results[arm]["checkpoints"].append(st.relative(ckpt))
     out = {"split": ev.bench.split, "ground_truth": st.relative(ev.bench.ds.gt_file(ev.bench.split)),
            "steps": st.ablation.steps, "profile": st.profile, "seed": st.seed, "arms": results}
     d = st.path("reports", "ablation")

@@ -53,10 +53,12 @@ class LaunchConfig:
     nproc_per_node: int = 1  # > 1: each arm runs under torchrun with this many processes (GPUs)
     nnodes: int = 1  # multi-node: also set rdzv_endpoint
     rdzv_endpoint: str | None = None  # host:port of node 0 for multi-node runs
+    parallel_runs: int = 2  # CPU: a stage's independent runs train this many at a time, the cores split between them
 
     def __post_init__(self):
-        if int(self.nproc_per_node) < 1 or int(self.nnodes) < 1:
-            raise ValueError(f"launch: nproc_per_node and nnodes must be >= 1, got {self.nproc_per_node}, {self.nnodes}")
+        if int(self.nproc_per_node) < 1 or int(self.nnodes) < 1 or int(self.parallel_runs) < 1:
+            raise ValueError(f"launch: nproc_per_node, nnodes and parallel_runs must be >= 1, got "
+                             f"{self.nproc_per_node}, {self.nnodes}, {self.parallel_runs}")
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,7 @@ class AblationConfig:
 
     arms: tuple[str, ...] = ("infonce", "copynce", "copynce_uniform", "copynce_gamma1", "copynce_lam1", "copynce_c2c")
     seeds: tuple[int, ...] = (0, 1, 2)  # at least 3 seeds to show the spread
-    steps: int = 200  # = the main arms' train.steps: their infonce and copynce runs are reused, not retrained
+    steps: int = 300  # = the main arms' train.steps: their infonce and copynce runs are reused, not retrained
     arm_seeds: dict[str, list[int]] | None = field(  # arms that run only some seeds (CPU budget); the rest run all
         default_factory=lambda: {"copynce_gamma1": [0], "copynce_lam1": [0], "copynce_c2c": [0]})
 

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
+import queue
 import shutil
 import subprocess
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -14,6 +19,7 @@ import pandas as pd
 import torch
 
 from icdlib.checkpoints import load_backbone_weights, save_checkpoint
+from icdlib.locks import HAVE_LOCKS
 from icdlib.models import build_descriptor
 from icdlib.params import resolve
 from icdlib.pipeline.stage import Stage, write_json
@@ -132,6 +138,94 @@ def train_arm(
     return dest
 
 
+@dataclass(frozen=True)
+class Job:
+    """One training run of a stage: :func:`train_arm`'s arguments."""
+
+    arm: str
+    seed: int
+    run_name: str
+    out: Path | None = None
+    steps: int | None = None
+
+
+def parallel_slots(st: Stage) -> int:
+    """How many runs of a stage train side by side: ``launch.parallel_runs``, at most one per
+    core; one under DDP, with CUDA, or without file locks."""
+    if st.launch.nproc_per_node > 1 or st.launch.nnodes > 1 or torch.cuda.is_available() or not HAVE_LOCKS:
+        return 1
+    return max(1, min(int(st.launch.parallel_runs), len(os.sched_getaffinity(0))))
+
+
+def run_jobs(params_file: str | Path, jobs: Sequence[Job], progress: bool = True) -> list[Path]:
+    """:func:`train_arm` of every job; their checkpoints, in order.
+
+    With more than one slot (:func:`parallel_slots`) the jobs run in waves of that many
+    processes, the cores split evenly between a wave's runs: on a 2-core CPU two
+    single-thread runs make about 1.3x the pairs per second of one two-thread run
+    (``docs/protocol.md``). A run's numbers depend on its thread count only through float
+    rounding; its seed fixes its data, init and order either way.
+    """
+    st = Stage(params_file)
+    slots = parallel_slots(st)
+    if slots == 1 or len(jobs) < 2:
+        return [train_arm(params_file, j.arm, seed=j.seed, steps=j.steps, run_name=j.run_name, out=j.out,
+                          progress=progress) for j in jobs]
+    cores = len(os.sched_getaffinity(0))
+    ctx = multiprocessing.get_context("spawn")
+    out: list[Path] = []
+    for w in range(0, len(jobs), slots):
+        wave = list(jobs[w : w + slots])
+        threads = max(1, cores // len(wave))
+        results = ctx.Queue()
+        procs = [ctx.Process(target=_job_process, args=(str(params_file), j, threads, results), name=j.run_name)
+                 for j in wave]
+        tic = time.perf_counter()
+        for p in procs:
+            p.start()
+        done = _collect(procs, results, tic, threads)
+        failed = [f"{name}: {value}" for name, (ok, value) in done.items() if not ok]
+        if failed:
+            raise RuntimeError("training run(s) failed: " + "; ".join(failed))
+        out += [Path(done[j.run_name][1]) for j in wave]
+    return out
+
+
+def _collect(procs: list, results, tic: float, threads: int) -> dict[str, tuple[bool, str]]:
+    """Wait for a wave: run name -> (ok, checkpoint or error); a process that died without
+    a word (killed, out of memory) is reported with its exit code."""
+    done: dict[str, tuple[bool, str]] = {}
+    while len(done) < len(procs):
+        try:
+            name, ok, value = results.get(timeout=2.0)
+        except queue.Empty:
+            for p in procs:
+                if p.name not in done and not p.is_alive() and p.exitcode != 0 and results.empty():
+                    done[p.name] = (False, f"process ended with exit code {p.exitcode}")
+            continue
+        if name in done:
+            continue
+        done[name] = (ok, value)
+        print(f"{name}: trained in {(time.perf_counter() - tic) / 60:.1f} min ({threads} thread(s), "
+              f"{len(procs)} run(s) side by side)" if ok else f"{name}: failed", flush=True)
+    for p in procs:
+        p.join()
+    return done
+
+
+def _job_process(params_file: str, job: Job, threads: int, results) -> None:
+    """A spawned process: one :func:`train_arm` with ``threads`` intra-op threads; reports
+    ``(run name, ok, checkpoint or error)`` on ``results``."""
+    torch.set_num_threads(threads)
+    try:
+        path = train_arm(params_file, job.arm, seed=job.seed, steps=job.steps, run_name=job.run_name, out=job.out,
+                         progress=False)
+        results.put((job.run_name, True, str(path)))
+    except BaseException as e:  # the parent names the run and the error
+        results.put((job.run_name, False, f"{type(e).__name__}: {e}"))
+        raise
+
+
 def _torchrun(st: Stage, arm: str, run_dir: Path, sets: Sequence[tuple[str, Any]]) -> Path:
     """Run one arm under torchrun (DDP over ``launch.nproc_per_node`` processes per node)."""
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={st.launch.nproc_per_node}",
@@ -174,9 +268,11 @@ def train_arms(params_file: str | Path, arms: Sequence[str], progress: bool = Tr
         if kind == "descriptor" and arm != TRUNK:  # stage outputs, present even with one seed
             st.path("models", f"{Path(checkpoint_name(arm)).stem}_seeds").mkdir(parents=True, exist_ok=True)
             st.path("reports", "train", arm, "seeds").mkdir(parents=True, exist_ok=True)
-        for seed, name in zip(arm_seeds(st, arm, kind), run_names(params_file, arm)):
-            dest = seed_checkpoint(st, arm, seed) if kind == "descriptor" else None
-            out[name] = train_arm(params_file, arm, seed=seed, run_name=name, out=dest, progress=progress)
+        seeds, names = arm_seeds(st, arm, kind), run_names(params_file, arm)
+        jobs = [Job(arm, seed, name, seed_checkpoint(st, arm, seed) if kind == "descriptor" else None)
+                for seed, name in zip(seeds, names)]
+        out.update(zip(names, run_jobs(params_file, jobs, progress)))
+        for seed, name in zip(seeds, names):
             keep_snapshots(st, arm, seed, st.path("runs", name))
             publish_curves(params_file, name, arm if seed == st.main.seeds[0] else f"{arm}/seeds/s{seed}")
     return out

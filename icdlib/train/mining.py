@@ -15,6 +15,7 @@ import numpy as np
 
 from icdlib.checkpoints import load_model
 from icdlib.eval.retrieval import embed
+from icdlib.locks import file_lock
 from icdlib.models.precision import bf16_enabled
 
 
@@ -64,14 +65,14 @@ def cached_neighbours(checkpoint: str | Path, image_paths: Sequence[str | Path],
     """:func:`mine_neighbours`, stored in ``folder`` and reused by any run with the same inputs."""
     bf16 = bool(kwargs.get("amp")) and bf16_enabled(kwargs.get("device", "cpu"))
     path = neighbours_file(checkpoint, image_paths, k, folder, bf16)
-    if path.is_file():
-        return load_table(path, len(image_paths), k)
-    table = mine_neighbours(checkpoint, image_paths, k, **kwargs)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.npy")
-    np.save(tmp, table)
-    tmp.replace(path)
-    return table
+    with file_lock(path.with_name(path.stem + ".lock")):  # runs side by side: one mines, the other waits
+        if path.is_file():
+            return load_table(path, len(image_paths), k)
+        table = mine_neighbours(checkpoint, image_paths, k, **kwargs)
+        tmp = path.with_name(path.stem + ".tmp.npy")
+        np.save(tmp, table)
+        tmp.replace(path)
+        return table
 
 
 def load_table(path: Path, n: int, k: int) -> np.ndarray:

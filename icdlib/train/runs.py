@@ -39,11 +39,11 @@ class TrainConfig:
     """
 
     kind: str = "descriptor"  # "descriptor" | "matcher": which model this run trains
-    steps: int = 200  # optimiser steps (the default profile's descriptor arms fine-tune a trunk)
+    steps: int = 300  # optimiser steps (the default profile's descriptor arms fine-tune a trunk)
     batch_size: int = 32  # global items per step, all processes and micro-steps together (an item with a kNN look-alike is two pairs)
     lr: float = 5e-4  # peak AdamW lr; s.8 calibration (paper: 6e-4 * sqrt(B/1024))
     weight_decay: float = 0.05  # s.8 calibration (paper: 0.04)
-    warmup_steps: int = 10  # 5% of steps: keeps early updates small
+    warmup_steps: int = 15  # 5% of steps: keeps early updates small
     warmup_start: float = 0.01  # warm-up starts at 1% of lr, as the released configs
     min_lr: float = 2e-6  # cosine floor of the released configs
     grad_clip: float = 3.0  # max global grad norm, released configs; 0 disables
@@ -72,7 +72,7 @@ class TrainConfig:
     backbone: str | None = None  # local DINO ViT checkpoint for the trunk; null = random init
     split: str = "training"  # data split the pairs come from
     log_every: int = 1  # steps between DVCLive metric rows
-    snapshots: tuple[int, ...] = (50, 100, 150)  # steps whose weights are also kept, as OUT/model_step<N>.pt (learning curves); those >= steps are ignored
+    snapshots: tuple[int, ...] = (75, 150, 225)  # steps whose weights are also kept, as OUT/model_step<N>.pt (learning curves); those >= steps are ignored
 
     def __post_init__(self):
         if self.kind not in ("descriptor", "matcher"):
