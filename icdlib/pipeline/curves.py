@@ -16,7 +16,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from icdlib.eval.engine import load_checkpoint
-from icdlib.pipeline.stage import Stage
+from icdlib.pipeline.stage import MATCHER_ROWS, Stage
 from icdlib.pipeline.training import TRUNK, checkpoint_name, seed_checkpoint, snapshots, start_sets
 from icdlib.train import resolve_run
 
@@ -71,7 +71,7 @@ def descriptor_curve(ev: Any, arms: tuple[str, ...] = ("infonce", "copynce"),
 
 def matcher_curve(ev: Any, candidates: pd.DataFrame, descriptor_uap: float,
                   finals: dict[str, float] | None = None,
-                  arms: tuple[str, ...] = ("matcher_bce", "matcher_copynce")) -> pd.DataFrame:
+                  arms: tuple[str, ...] = tuple(MATCHER_ROWS)) -> pd.DataFrame:
     """uAP (plain, no LCE) of each matcher arm's snapshots and final model on ``candidates``;
     ``CURVE_COLUMNS`` plus ``descriptor_uAP``, the uAP of the candidates' own scores.
     ``finals``: arm -> the final model's plain uAP where the caller has it already."""

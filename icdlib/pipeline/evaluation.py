@@ -21,7 +21,7 @@ from icdlib.models import DescriptorConfig, build_descriptor
 from icdlib.params import section
 from icdlib.pipeline.curves import matcher_curve, overtaking_budget
 from icdlib.pipeline.results import evaluated
-from icdlib.pipeline.stage import Stage, write_csv, write_json
+from icdlib.pipeline.stage import MATCHER_ROWS, Stage, write_csv, write_json
 from icdlib.pipeline.training import checkpoint_name, seed_checkpoint
 
 
@@ -135,7 +135,7 @@ def evaluate_suite(params_file: str | Path) -> dict[str, Any]:
                        **runs[0], "runs": runs}
     candidates = pd.read_csv(st.absolute(rows["CopyNCE descriptor"]["plain"]["predictions"]),
                              dtype={"query_id": str, "reference_id": str})
-    for arm, label in (("matcher_bce", "matcher (BCE only)"), ("matcher_copynce", "matcher (CopyNCE)")):
+    for arm, label in MATCHER_ROWS.items():
         path = st.path("models", checkpoint_name(arm))
         model, meta = _load(path, "matcher")
         rows[label] = {"table": "matcher", "seed": seed_of(meta, st.seed),
@@ -143,7 +143,7 @@ def evaluate_suite(params_file: str | Path) -> dict[str, Any]:
                        "checkpoint": st.relative(path),
                        **ev.matcher(model, int(meta["config"]["img_size"]), candidates, arm, arm in st.report.lce_arms)}
     finals = {arm: rows[label]["plain"]["metrics"]["uAP"]  # the final points, evaluated just above
-              for arm, label in (("matcher_bce", "matcher (BCE only)"), ("matcher_copynce", "matcher (CopyNCE)"))}
+              for arm, label in MATCHER_ROWS.items()}
     curve = write_matcher_curve(ev, candidates, rows["CopyNCE descriptor"]["plain"]["metrics"]["uAP"], finals)
     result = {"split": bench.split, "n_queries": len(bench.queries), "n_references": len(bench.refs),
               "n_positives": bench.n_positives, "n_auxiliary": len(bench.aux),

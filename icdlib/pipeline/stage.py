@@ -46,6 +46,10 @@ class PathsConfig:
     pair_cache: str | None = "runs/pairs"  # traced pairs made once and shared by the arms of one seed; null: on the fly
 
 
+# the matcher table's arms and their rows, in table order (stages evaluation and report, ReportConfig)
+MATCHER_ROWS = {"matcher_bce": "matcher (BCE only)", "matcher_copynce": "matcher (CopyNCE)"}
+
+
 @dataclass(frozen=True)
 class LaunchConfig:
     """params.yaml ``launch``: how training runs are started."""
@@ -109,7 +113,7 @@ class ReportConfig:
     bootstrap: int = 1000  # replicates of the orderings' seed-and-query bootstrap
 
     def __post_init__(self):
-        known = ("matcher_bce", "matcher_copynce")
+        known = tuple(MATCHER_ROWS)
         if isinstance(self.lce_arms, str) or not all(a in known for a in self.lce_arms):
             raise ValueError(f"report.lce_arms must be a list of matcher arms out of {list(known)}, got {self.lce_arms!r}")
         object.__setattr__(self, "lce_arms", tuple(self.lce_arms))

@@ -64,7 +64,7 @@ from icdlib.checkpoints import load_backbone_weights
 from icdlib.data import Disc21, MatcherPairs, TracedPairs, collate, worker_errors
 from icdlib.data.cache import CachedPairs, build_pair_cache, cache_folder
 from icdlib.models import build_descriptor, build_matcher
-from icdlib.models.precision import bf16_enabled, cpu_has_bf16
+from icdlib.models.precision import bf16_enabled
 
 from icdlib.train import distributed as D
 from icdlib.train.mining import cached_neighbours, load_table, neighbours_file
@@ -247,9 +247,10 @@ def train(
     elif not resume and dist.is_main:
         clear_outputs(out)  # a fresh run never mixes with the last one's files
 
+    bf16 = bf16_enabled(dist.device, t.amp, t.amp_cpu)  # train.amp on CUDA, train.amp_cpu on a bf16 CPU
     if neighbours is None and t.knn_checkpoint:
         folder = Path(t.knn_cache) if t.knn_cache else out
-        amp = bf16_enabled(dist.device, t.amp, t.amp_cpu)  # mined in the precision the run trains in
+        amp = bf16  # mined in the precision the run trains in
         if dist.is_main:  # mines, or loads the table an earlier run left
             neighbours = cached_neighbours(t.knn_checkpoint, paths, t.knn_k, folder, batch_size=t.knn_batch_size,
                                            device=dist.device, workers=t.workers, amp=amp)
@@ -296,8 +297,7 @@ def train(
     bar = tqdm(total=t.steps, initial=start, desc=f"train {run.arm or t.kind}", unit="step",
                disable=not (progress and dist.is_main))
     params = [p for p in objective.parameters() if p.requires_grad]
-    amp = torch.autocast("cuda" if cuda else "cpu", dtype=torch.bfloat16,
-                         enabled=bool(t.amp if cuda else (t.amp_cpu and cpu_has_bf16())))
+    amp = torch.autocast("cuda" if cuda else "cpu", dtype=torch.bfloat16, enabled=bf16)
     objective.train()
     batches = iter(loader)
     try:

@@ -1,0 +1,72 @@
+"""Runs of a stage side by side (launch.parallel_runs): the same weights as running them one by one
+with the same thread count, and a failure that names its run."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from icdlib.checkpoints import load_model
+from icdlib.data import BuildConfig, build_benchmark
+from icdlib.pipeline import training as E
+from icdlib.pipeline.profile import apply_profile
+from icdlib.pipeline.stage import LaunchConfig, Stage
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="side-by-side runs need 2 cores")
+
+
+@pytest.fixture(scope="module")
+def params(tmp_path_factory):
+    root = tmp_path_factory.mktemp("parallel")
+    build_benchmark(root / "data", BuildConfig(size="tiny", image_size=48, workers=1), seed=0, progress=False)
+    p = root / "params.yaml"
+    apply_profile(ROOT / "params.yaml", "tiny", ["paths.data=data", "paths.trunk=null", "main.knn_negatives=false",
+                                                 "launch.parallel_runs=2", "train.snapshots=[]"],
+                  profiles_dir=ROOT / "profiles", out_path=p)
+    return p
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_model(path)[0].state_dict()
+
+
+def test_side_by_side_runs_train_the_weights_of_one_by_one_runs(params, monkeypatch):
+    assert E.parallel_slots(Stage(params)) == 2
+    root = params.parent
+    jobs = [E.Job("copynce", s, f"side/copynce_s{s}", root / "models" / "side" / f"s{s}.pt") for s in (0, 1)]
+    side = E.run_jobs(params, jobs, progress=False)
+    assert side == [j.out for j in jobs] and all(p.is_file() for p in side)
+    monkeypatch.setattr(E, "parallel_slots", lambda st: 1)  # the same runs, in this process, one thread each
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        alone = E.run_jobs(params, [E.Job("copynce", s, f"alone/copynce_s{s}", root / "models" / "alone" / f"s{s}.pt")
+                                    for s in (0, 1)], progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(side, alone):
+        wa, wb = _weights(a), _weights(b)
+        assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    wa, wb = _weights(side[0]), _weights(side[1])  # and the seeds did differ
+    assert not all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_a_failing_side_by_side_run_is_named(params):
+    jobs = [E.Job("copynce", 0, "fail/ok", params.parent / "models" / "fail_ok.pt"),
+            E.Job("no_such_arm", 1, "fail/bad", params.parent / "models" / "fail_bad.pt")]
+    with pytest.raises(RuntimeError, match=r"fail/bad: ValueError: .*no_such_arm"):
+        E.run_jobs(params, jobs, progress=False)
+
+
+def test_one_slot_under_ddp_or_when_asked_and_a_clear_error_for_zero(params, tmp_path):
+    for sets, slots in ((["launch.nproc_per_node=2"], 1), (["launch.parallel_runs=1"], 1),
+                        (["launch.parallel_runs=64"], len(os.sched_getaffinity(0)))):
+        p = tmp_path / "p.yaml"
+        apply_profile(params, "tiny", sets, profiles_dir=ROOT / "profiles", out_path=p)
+        assert E.parallel_slots(Stage(p)) == slots, sets
+    with pytest.raises(ValueError, match="parallel_runs"):
+        LaunchConfig(parallel_runs=0)

@@ -1,0 +1,185 @@
+"""Images decoded once (icdlib.eval.pixels): bit-identical model input, descriptors and matcher
+scores to streaming the files, within a byte budget; and the file lock that concurrent runs share."""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from icdlib.eval.engine import Benchmark
+from icdlib.eval.pixels import PixelCache, decode_pixels
+from icdlib.eval.rescore import rescore, rescore_pixels
+from icdlib.eval.retrieval import EvalConfig, embed, embed_pixels
+from icdlib.locks import file_lock
+from icdlib.models import DescriptorConfig, MatcherConfig, build_descriptor, build_matcher, preprocess
+from icdlib.models.preprocess import from_pixels
+
+SIZE = 32
+
+
+def _images(folder: Path, n: int = 7) -> list[Path]:
+    """Files of several formats, modes and shapes, none of them SIZE x SIZE."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(n):
+        h, w = 40 + 7 * i, 57 - 3 * i
+        arr = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        img = Image.fromarray(arr)
+        if i % 3 == 1:
+            img = img.convert("L")
+        elif i % 3 == 2:
+            img = img.convert("RGBA")
+        p = folder / (f"im{i}.jpg" if i % 2 == 0 and img.mode != "RGBA" else f"im{i}.png")
+        img.save(p)
+        paths.append(p)
+    return paths
+
+
+def _old_preprocess(images, size):
+    """The normalisation written out independently: float32 pixels / 255, ImageNet mean and std."""
+    mean = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+    std = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+    out = []
+    for im in images:
+        a = np.asarray(im.convert("RGB").resize((size, size), Image.BICUBIC), dtype=np.float32) / np.float32(255.0)
+        out.append(((a - mean) / std).transpose(2, 0, 1))
+    return np.stack(out)
+
+
+def test_preprocess_equals_an_independent_normalisation(tmp_path):
+    from icdlib.data import load_image
+    imgs = [load_image(p) for p in _images(tmp_path)]
+    np.testing.assert_allclose(preprocess(imgs, SIZE).numpy(), _old_preprocess(imgs, SIZE), rtol=0, atol=1e-6)
+
+
+def test_decoded_pixels_normalise_to_exactly_what_preprocess_gives(tmp_path):
+    from icdlib.data import load_image
+    paths = _images(tmp_path)
+    px = decode_pixels(paths, SIZE, num_workers=0)
+    assert px.dtype == torch.uint8 and px.shape == (len(paths), SIZE, SIZE, 3)
+    assert torch.equal(from_pixels(px), preprocess([load_image(p) for p in paths], SIZE))
+
+
+def test_from_pixels_refuses_what_is_not_uint8_pixels():
+    with pytest.raises(ValueError, match="uint8"):
+        from_pixels(torch.zeros(2, SIZE, SIZE, 3))
+    with pytest.raises(ValueError, match="uint8"):
+        from_pixels(torch.zeros(2, 3, SIZE, SIZE, dtype=torch.uint8))
+
+
+def _descriptor():
+    return build_descriptor(DescriptorConfig(img_size=SIZE, patch_size=16, embed_dim=32, depth=1, num_heads=2,
+                                             desc_dim=16), seed=0)
+
+
+def _matcher():
+    return build_matcher(MatcherConfig(img_size=SIZE, patch_size=16, embed_dim=32, num_heads=2, encoder_depth=1,
+                                       fusion_depth=1), seed=0)
+
+
+def test_embedding_decoded_pixels_gives_the_files_descriptors_bit_for_bit(tmp_path):
+    paths = _images(tmp_path)
+    model = _descriptor()
+    streamed = embed(model, paths, SIZE, batch_size=3, num_workers=0)
+    cached = embed_pixels(model, decode_pixels(paths, SIZE), batch_size=3)
+    assert cached.dtype == np.float32 and np.array_equal(streamed, cached)
+
+
+def test_rescoring_decoded_pixels_gives_the_files_scores_bit_for_bit(tmp_path):
+    paths = _images(tmp_path)
+    q, r = {f"Q{i}": p for i, p in enumerate(paths[:3])}, {f"R{i}": p for i, p in enumerate(paths[3:])}
+    pairs = pd.DataFrame([(qi, ri, 0.0) for qi in q for ri in r], columns=["query_id", "reference_id", "score"])
+    model = _matcher()
+    streamed = rescore(model, pairs, q, r, SIZE, batch_size=5)
+    qx, rx = decode_pixels(list(q.values()), SIZE), decode_pixels(list(r.values()), SIZE)
+    cached = rescore_pixels(model, pairs, {k: i for i, k in enumerate(q)}, qx, {k: i for i, k in enumerate(r)}, rx,
+                            batch_size=5)
+    pd.testing.assert_frame_equal(streamed, cached, check_exact=True)
+    with pytest.raises(ValueError, match="'R9'"):
+        rescore_pixels(model, pairs.assign(reference_id="R9"), {k: i for i, k in enumerate(q)}, qx,
+                       {k: i for i, k in enumerate(r)}, rx)
+
+
+def test_the_cache_keeps_sets_within_its_budget_and_decodes_each_once(tmp_path, monkeypatch):
+    paths = _images(tmp_path)
+    one = SIZE * SIZE * 3
+    cache = PixelCache(max_mb=(len(paths) + 2) * one / 2**20)
+    calls = []
+    import icdlib.eval.pixels as P
+    real = P.decode_pixels
+    monkeypatch.setattr(P, "decode_pixels", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    first = cache.get(paths, SIZE)
+    assert first is not None and cache.get(paths, SIZE) is first and len(calls) == 1  # decoded once
+    assert cache.get(paths[:3], SIZE) is None  # 7 + 3 images pass the 9-image budget: streamed instead
+    assert cache.get(paths[:2], SIZE) is not None and cache.used == (len(paths) + 2) * one
+    assert PixelCache(0).get(paths, SIZE) is None
+    with pytest.raises(ValueError, match="pixel_cache_mb"):
+        PixelCache(-1)
+    with pytest.raises(ValueError, match="pixel_cache_mb"):
+        EvalConfig(pixel_cache_mb=-1)
+
+
+def test_a_corrupt_file_in_a_decoded_set_is_named(tmp_path):
+    paths = _images(tmp_path)
+    paths[2].write_bytes(b"not an image")
+    with pytest.raises(ValueError, match=paths[2].name):
+        decode_pixels(paths, SIZE, num_workers=1)
+
+
+def _benchmark(root: Path) -> None:
+    """A DISC21-layout folder: 4 references, 3 queries (one copies R1), its ground truth."""
+    imgs = _images(root / "src")
+    (root / "reference_images").mkdir(parents=True)
+    (root / "dev_queries").mkdir()
+    for i in range(4):
+        Image.open(imgs[i]).convert("RGB").save(root / "reference_images" / f"R{i:06d}.jpg")
+    for i in range(3):
+        Image.open(imgs[4 + i] if i else imgs[1]).convert("RGB").save(root / "dev_queries" / f"Q{i:05d}.jpg")
+    (root / "dev_queries_groundtruth.csv").write_text(
+        "query_id,reference_id\nQ00000,R000001\nQ00001,\nQ00002,\n")
+
+
+@pytest.mark.parametrize("budget_mb", [0, 1, 1024])
+def test_a_benchmark_scores_the_same_with_and_without_decoded_sets(tmp_path, budget_mb):
+    root = tmp_path / "bench"
+    _benchmark(root)
+    base = EvalConfig(k=2, num_workers=0, batch_size=2, matcher_batch_size=3, amp=False, pixel_cache_mb=0)
+    ref = Benchmark(root, "dev_queries", base)
+    got = Benchmark(root, "dev_queries", EvalConfig(**{**base.__dict__, "pixel_cache_mb": budget_mb}))
+    d, m = _descriptor(), _matcher()
+    want = ref.descriptor(d, SIZE)["plain"]
+    for _ in range(2):  # the second pass reads the kept pixels
+        pd.testing.assert_frame_equal(got.descriptor(d, SIZE)["plain"], want, check_exact=True)
+    pd.testing.assert_frame_equal(got.matcher(m, SIZE, want)["plain"], ref.matcher(m, SIZE, want)["plain"],
+                                  check_exact=True)
+    assert (got.pixels.used > 0) == (budget_mb >= 1)
+
+
+def _hold(path: str, log: str) -> None:
+    with file_lock(path):
+        Path(log).write_text("a")
+        time.sleep(1.0)
+        with open(log, "a") as f:
+            f.write("b")
+
+
+def test_the_file_lock_makes_a_second_process_wait(tmp_path):
+    lock, log = tmp_path / "x.lock", tmp_path / "log"
+    p = multiprocessing.get_context("spawn").Process(target=_hold, args=(str(lock), str(log)))
+    p.start()
+    deadline = time.time() + 60
+    while not log.exists() and time.time() < deadline:
+        time.sleep(0.02)
+    with file_lock(lock):
+        with open(log, "a") as f:
+            f.write("c")
+    p.join()
+    assert log.read_text() == "abc"
