@@ -6,8 +6,11 @@ Keys ``cpu_end_to_end_pairs_per_s`` (the default CopyNCE arm of params.yaml, tra
 :func:`icdlib.train.train` with its real loader: kNN look-alike pairs, the profile's
 autocast, pairs from the shared pair cache as the pipeline reads them) and
 ``cpu_compute_only_pairs_per_s`` (the same arm's optimiser steps on a fixed batch of 64
-pairs) lead the file; the sections below give each lever side by side, measured in one
-run (fp32 against bf16 autocast; the live loader against the pair cache).
+pairs) lead the file, with ``cpu_side_by_side_pairs_per_s``: two single-thread runs of that
+arm at once, their pairs per second together (``launch.parallel_runs``, how a stage trains
+its seeds and ablation runs). The sections below give each lever side by side, measured in
+one run (fp32 against bf16 autocast; the live loader against the pair cache; one run with
+both cores against two runs with one core each).
 
 Compute alone: complete optimiser steps (forward, losses, backward, gradient clipping,
 AdamW) of :mod:`icdlib.train`'s objectives on a fixed batch of real traced pairs:
@@ -194,8 +197,43 @@ def end_to_end_section(steps: int, tmp: Path, params: dict) -> dict:
                      "pairs_per_step": per_step, "img_size": run.pairs.size,
                      "cpu_bf16": bool(run.train.amp_cpu and cpu_has_bf16())}
         print(f"end to end, {name}: {rate:.1f} pairs/s", flush=True)
+    out["side_by_side"] = side_by_side(T.resolve_run(params, "copynce", {**base, "train.pair_cache": str(tmp / "pairs")}),
+                                       tmp, paths, neighbours, steps, warm)
+    out["side_by_side"]["speedup_vs_one_run"] = out["side_by_side"]["pairs_per_s"] / out["pair_cache"]["pairs_per_s"]
+    print(f"end to end, two single-thread runs side by side: {out['side_by_side']['pairs_per_s']:.1f} pairs/s "
+          f"together", flush=True)
     out["loadavg_1min_after"] = os.getloadavg()[0]
     return out
+
+
+def _side_by_side_run(run, folder: str, paths, neighbours, warm: int, start_at: float, results) -> None:
+    torch.set_num_threads(1)
+    while time.time() < start_at:  # both runs start their steps together
+        time.sleep(0.01)
+    stamps: list[float] = []
+    T.train(run, folder, image_paths=paths, progress=False, resume=False, neighbours=neighbours,
+            callback=lambda done, m: stamps.append(time.perf_counter()))
+    results.put((stamps[warm - 1], stamps[-1], len(stamps) - warm))
+
+
+def side_by_side(run, tmp: Path, paths, neighbours, steps: int, warm: int, n: int = 2) -> dict:
+    """``n`` single-thread runs of ``run`` at once (``launch.parallel_runs``: how a stage trains its
+    seeds and ablation runs), from the pair cache already built; their pairs per second together."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    results = ctx.Queue()
+    start_at = time.time() + 20.0  # past both processes' imports
+    procs = [ctx.Process(target=_side_by_side_run, args=(run, str(tmp / f"side_{i}"), paths, neighbours, warm,
+                                                          start_at, results)) for i in range(n)]
+    for p in procs:
+        p.start()
+    spans = [results.get(timeout=3600) for _ in procs]
+    for p in procs:
+        p.join()
+    per_step = 2 * run.train.batch_size
+    rates = [k * per_step / (t1 - t0) for t0, t1, k in spans]
+    return {"runs": n, "threads_per_run": 1, "pairs_per_s": float(sum(rates)), "per_run_pairs_per_s": rates}
 
 
 def main(argv=None) -> int:
@@ -222,6 +260,7 @@ def main(argv=None) -> int:
             amp = "copynce_bf16" if T.resolve_run(params, "copynce").train.amp_cpu and cpu_has_bf16() else "copynce"
             result = {"cpu_end_to_end_pairs_per_s": result["cpu_end_to_end"][chosen]["pairs_per_s"],
                       "cpu_end_to_end_loader": chosen,
+                      "cpu_side_by_side_pairs_per_s": result["cpu_end_to_end"]["side_by_side"]["pairs_per_s"],
                       "cpu_compute_only_pairs_per_s": result["cpu"][amp]["pairs_per_s"], **result}
         if torch.cuda.is_available():
             result["cuda"] = cuda_section(args.steps, Path(tmp), args.max_batch)
@@ -229,7 +268,7 @@ def main(argv=None) -> int:
     if out.exists():  # keep a section measured elsewhere (e.g. CUDA on a GPU machine)
         old = json.loads(out.read_text())
         kept = ("cpu", "cuda", "cpu_end_to_end", "cpu_end_to_end_pairs_per_s", "cpu_end_to_end_loader",
-                "cpu_compute_only_pairs_per_s")
+                "cpu_side_by_side_pairs_per_s", "cpu_compute_only_pairs_per_s")
         result = {**{k: v for k, v in old.items() if k in kept}, **result}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, default=float) + "\n")
