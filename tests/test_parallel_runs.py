@@ -70,3 +70,38 @@ def test_one_slot_under_ddp_or_when_asked_and_a_clear_error_for_zero(params, tmp
         assert E.parallel_slots(Stage(p)) == slots, sets
     with pytest.raises(ValueError, match="parallel_runs"):
         LaunchConfig(parallel_runs=0)
+
+
+def test_prepare_builds_what_a_run_needs_before_it_starts_and_changes_nothing(params, tmp_path):
+    from icdlib.data.cache import _Store, cache_folder
+    from icdlib.train import loop as L
+
+    st = Stage(params)
+    run, _ = E._stage_run(st, "copynce", 1, None)
+    ahead = L.resolve_run(st.params, "copynce", {"train.seed": 1, "train.pair_cache": str(tmp_path / "ahead")})
+    plain = L.resolve_run(st.params, "copynce", {"train.seed": 1, "train.pair_cache": str(tmp_path / "plain")})
+    assert ahead.train.steps == run.train.steps > 0
+    data = st.path("data")
+    L.prepare(ahead, tmp_path / "run_ahead", data_root=data, progress=False)
+    paths = L.training_images(data, ahead.train.split)
+    folder = cache_folder(ahead.train.pair_cache, L._dataset(ahead, paths, None))
+    keys = L.schedule_keys(ahead.train, len(paths))
+    assert set(keys) <= set(_Store(folder).lookup())  # every item of every step is in the store
+    stamps = {f.name: f.stat().st_mtime_ns for f in folder.iterdir()}
+    a = L.train(ahead, tmp_path / "run_ahead", data_root=data, progress=False)
+    assert {f.name: f.stat().st_mtime_ns for f in folder.iterdir()} == stamps  # train added nothing
+    b = L.train(plain, tmp_path / "run_plain", data_root=data, progress=False)  # builds its own store
+    wa, wb = _weights(a), _weights(b)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    # a finished run needs nothing: no store is rebuilt for it
+    gone = L.resolve_run(st.params, "copynce", {"train.seed": 1, "train.pair_cache": str(tmp_path / "gone")})
+    L.prepare(gone, tmp_path / "run_ahead", data_root=data, progress=False)
+    assert not (tmp_path / "gone").exists()
+
+
+def test_prepare_names_a_missing_source_folder(params, tmp_path):
+    from icdlib.train import loop as L
+
+    run = L.resolve_run(Stage(params).params, "copynce", {"train.pair_cache": str(tmp_path / "p")})
+    with pytest.raises(ValueError, match="prepare: give data_root"):
+        L.prepare(run, tmp_path / "r")

@@ -188,8 +188,9 @@ class Benchmark:
         qx = self.pixels.get([p for _, p in self.queries], size, f"decoding {self.split}")
         rx = self.pixels.get([p for _, p in self.refs], size, "decoding references") if qx is not None else None
         if rx is not None:
-            rows = ({i: n for n, (i, _) in enumerate(items)} for items in (self.queries, self.refs))
-            plain = rescore_pixels(model, candidates, next(rows), qx, next(rows), rx, c.matcher_batch_size, c.device,
+            q_rows = {i: n for n, (i, _) in enumerate(self.queries)}
+            r_rows = {i: n for n, (i, _) in enumerate(self.refs)}
+            plain = rescore_pixels(model, candidates, q_rows, qx, r_rows, rx, c.matcher_batch_size, c.device,
                                    amp=c.amp)
         else:
             plain = rescore(model, candidates, qp, rp, size, c.matcher_batch_size, c.num_workers, c.device, amp=c.amp)

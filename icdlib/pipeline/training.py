@@ -23,7 +23,7 @@ from icdlib.locks import HAVE_LOCKS
 from icdlib.models import build_descriptor
 from icdlib.params import resolve
 from icdlib.pipeline.stage import Stage, write_json
-from icdlib.train import resolve_run, train
+from icdlib.train import RunConfig, prepare, resolve_run, train
 
 
 TRUNK = "trunk"  # the arm of stage train_trunk: the shared start of every other arm
@@ -110,6 +110,23 @@ def train_arm(
     already gives win).
     """
     st = Stage(params_file)
+    run, sets = _stage_run(st, arm, seed, steps)
+    run_dir = st.path("runs", run_name or arm)
+    if st.launch.nproc_per_node > 1 or st.launch.nnodes > 1:
+        final = _torchrun(st, arm, run_dir, sets.items())
+    else:
+        final = train(run, run_dir, data_root=st.path("data"), resume="auto", progress=progress)
+    dest = Path(out) if out is not None else st.path("models", checkpoint_name(arm))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_suffix(dest.suffix + ".tmp")
+    shutil.copyfile(final, tmp)
+    tmp.replace(dest)
+    return dest
+
+
+def _stage_run(st: Stage, arm: str, seed: int | None, steps: int | None) -> tuple[RunConfig, dict[str, Any]]:
+    """The resolved run of ``arm`` at ``seed`` (default: the first main seed) as a stage trains
+    it, and the ``--set`` overrides that make it from ``params.yaml``."""
     sets: dict[str, Any] = {"train.seed": st.main.seeds[0] if seed is None else int(seed)}
     if steps is not None:
         sets["train.steps"] = int(steps)
@@ -124,18 +141,7 @@ def train_arm(
     sets.update({k: v for k, v in start.items() if given[k] is None})
     if st.paths.pair_cache and run.train.pair_cache is None:  # shared by the arms that read the same pairs
         sets["train.pair_cache"] = str(st.path("pair_cache"))
-    run = resolve_run(st.params, arm, sets, st.params_path.name)
-    run_dir = st.path("runs", run_name or arm)
-    if st.launch.nproc_per_node > 1 or st.launch.nnodes > 1:
-        final = _torchrun(st, arm, run_dir, sets.items())
-    else:
-        final = train(run, run_dir, data_root=st.path("data"), resume="auto", progress=progress)
-    dest = Path(out) if out is not None else st.path("models", checkpoint_name(arm))
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_suffix(dest.suffix + ".tmp")
-    shutil.copyfile(final, tmp)
-    tmp.replace(dest)
-    return dest
+    return resolve_run(st.params, arm, sets, st.params_path.name), sets
 
 
 @dataclass(frozen=True)
@@ -163,14 +169,23 @@ def run_jobs(params_file: str | Path, jobs: Sequence[Job], progress: bool = True
     With more than one slot (:func:`parallel_slots`) the jobs run in waves of that many
     processes, the cores split evenly between a wave's runs: on a 2-core CPU two
     single-thread runs make about 1.3x the pairs per second of one two-thread run
-    (``docs/protocol.md``). A run's numbers depend on its thread count only through float
-    rounding; its seed fixes its data, init and order either way.
+    (``docs/protocol.md``). Before the first wave this process mines each run's kNN table
+    and builds its pair store, one run at a time with every core (:func:`icdlib.train.prepare`):
+    work that two single-thread runs would otherwise do at once, more slowly. A run's numbers
+    depend on its thread count only through float rounding; its seed fixes its data, init
+    and order either way.
     """
     st = Stage(params_file)
     slots = parallel_slots(st)
     if slots == 1 or len(jobs) < 2:
         return [train_arm(params_file, j.arm, seed=j.seed, steps=j.steps, run_name=j.run_name, out=j.out,
                           progress=progress) for j in jobs]
+    for j in jobs:  # kNN mining and pair stores first, one run at a time, with every core
+        try:
+            prepare(_stage_run(st, j.arm, j.seed, j.steps)[0], st.path("runs", j.run_name),
+                    data_root=st.path("data"), progress=progress)
+        except Exception as e:
+            raise RuntimeError(f"training run(s) failed: {j.run_name}: {type(e).__name__}: {e}") from None
     cores = len(os.sched_getaffinity(0))
     ctx = multiprocessing.get_context("spawn")
     out: list[Path] = []

@@ -61,21 +61,23 @@ from torch import nn
 from tqdm import tqdm  # text bars: logged by papermill --log-output, kept by the saved notebook
 
 from icdlib.checkpoints import load_backbone_weights
-from icdlib.data import Disc21, MatcherPairs, TracedPairs, collate, worker_errors
+from icdlib.data import collate, worker_errors
 from icdlib.data.cache import CachedPairs, build_pair_cache, cache_folder
 from icdlib.models import build_descriptor, build_matcher
 from icdlib.models.precision import bf16_enabled
 
 from icdlib.train import distributed as D
-from icdlib.train.mining import cached_neighbours, load_table, neighbours_file
+from icdlib.train.mining import load_table, neighbours_file
 from icdlib.train.objectives import DescriptorObjective, MatcherObjective
 from icdlib.params import to_dict
 from icdlib.train.runs import RunConfig, TrainConfig, model_section, resolve_run  # noqa: F401
 from icdlib.train.state import check_same_run, load_weights, same_run, save_snapshot, save_state, set_rng_state, trim_live
 from icdlib.train.schedule import global_batch, lr_schedule, shard
 from icdlib.train.telemetry import UNAVAILABLE_PARAM, GpuUtilisation, device_name
+from icdlib.train.inputs import (  # noqa: F401  (training_images, prepare, schedule_keys: re-exported)
+    CHECKPOINT, _dataset, _knn_folder, _mine, _sources, prepare, schedule_keys, training_images,
+)
 
-CHECKPOINT = "checkpoint.pt"  # latest resumable state, rewritten atomically
 FINAL = "model.pt"  # final weights, loadable with icdlib.checkpoints.load_model
 LIVE_DIR = "dvclive"
 
@@ -96,11 +98,6 @@ def _build_model(run: RunConfig) -> nn.Module:
     return build(run.model)
 
 
-def _dataset(run: RunConfig, paths: list[Path], neighbours: np.ndarray | None):
-    make = TracedPairs if run.train.kind == "descriptor" else MatcherPairs
-    return make(paths, run.pairs, run.train.seed, neighbours=neighbours, edit_config=run.edits)
-
-
 def _objective(run: RunConfig, model: nn.Module) -> nn.Module:
     t = run.train
     cn = dict(gamma=t.gamma, lam=t.lam, scale=t.scale, heads=t.heads, targets=run.pairs.targets)
@@ -109,21 +106,6 @@ def _objective(run: RunConfig, model: nn.Module) -> nn.Module:
                                    w_copynce=t.w_copynce, temperature=t.temperature, **cn)
     return MatcherObjective(model, w_bce=t.w_bce, w_copynce=t.w_copynce,
                             copynce_over=t.copynce_over, **cn)
-
-
-def training_images(data_root: str | Path, split: str = "training") -> list[Path]:
-    """Image paths of ``split`` under a DISC21-layout ``data_root``, sorted by id."""
-    return [p for _, p in Disc21(data_root).images(split)]
-
-
-# --------------------------------------------------------------------------- data order
-def schedule_keys(t: TrainConfig, n: int, start: int = 0) -> list[tuple[int, int]]:
-    """Every ``(index, epoch)`` item of steps ``[start, t.steps)``, in the order the run reads them."""
-    keys = []
-    for step in range(start, t.steps):
-        idx, pos = global_batch(t.seed, step, t.batch_size, n)
-        keys += [(int(i), int(p // n)) for i, p in zip(idx, pos)]
-    return keys
 
 
 class _StepBatches(torch.utils.data.Sampler):
@@ -210,13 +192,7 @@ def train(
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
     D.barrier()
-    if image_paths is None:
-        if data_root is None:
-            raise ValueError("train: give data_root (a DISC21-layout folder) or image_paths")
-        image_paths = training_images(data_root, t.split)
-    paths = [Path(p) for p in image_paths]
-    if len(paths) < 2:
-        raise ValueError(f"train: need at least 2 source images, got {len(paths)}")
+    paths = _sources(t, data_root, image_paths, "train")
 
     torch.manual_seed(t.seed)  # the same initial weights on every process
     model = _build_model(run)
@@ -249,14 +225,12 @@ def train(
 
     bf16 = bf16_enabled(dist.device, t.amp, t.amp_cpu)  # train.amp on CUDA, train.amp_cpu on a bf16 CPU
     if neighbours is None and t.knn_checkpoint:
-        folder = Path(t.knn_cache) if t.knn_cache else out
-        amp = bf16  # mined in the precision the run trains in
-        if dist.is_main:  # mines, or loads the table an earlier run left
-            neighbours = cached_neighbours(t.knn_checkpoint, paths, t.knn_k, folder, batch_size=t.knn_batch_size,
-                                           device=dist.device, workers=t.workers, amp=amp)
+        if dist.is_main:  # mines, or loads the table an earlier run (or :func:`prepare`) left
+            neighbours = _mine(t, paths, out, dist.device, bf16)
         D.barrier()
         if neighbours is None:  # the other ranks read what rank 0 wrote
-            neighbours = load_table(neighbours_file(t.knn_checkpoint, paths, t.knn_k, folder, amp), len(paths), t.knn_k)
+            neighbours = load_table(neighbours_file(t.knn_checkpoint, paths, t.knn_k, _knn_folder(t, out), bf16),
+                                    len(paths), t.knn_k)
 
     dataset = _dataset(run, paths, neighbours)
     if t.pair_cache:  # the pairs of this run, computed once with every core, then read back
