@@ -188,3 +188,38 @@ def test_descriptor_stages_read_every_descriptor_pairs_key_and_no_matcher_one(na
     wanted = {f"pairs.{k}" for k in PARAMS["pairs"] if k not in MATCHER_ONLY_PAIRS}
     assert wanted <= keys, f"{name}: missing {sorted(wanted - keys)}"
     assert not keys & {f"pairs.{k}" for k in MATCHER_ONLY_PAIRS}
+
+
+def _out_paths(stage: dict) -> list[str]:
+    outs = [o if isinstance(o, str) else next(iter(o)) for o in stage.get("outs", [])]
+    return [re.sub(r"\$\{([^}]+)\}", lambda m: str(_param(m.group(1))), o) for o in outs]
+
+
+def _param(dotted: str):
+    node = PARAMS
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def test_a_fresh_clone_runs_the_data_stage():
+    """The images (``paths.data``) are no DVC output and git does not keep them, while the
+    fingerprint the later stages read is committed. Without an output that a fresh clone
+    lacks, `dvc repro` there would skip the data stage as unchanged and the next stage would
+    find no images: the stage also writes the fingerprint where git ignores it."""
+    import subprocess
+
+    outs = _out_paths(DVC["stages"]["data"])
+    ignored = [o for o in outs if subprocess.run(["git", "check-ignore", "-q", o], cwd=ROOT).returncode == 0]
+    assert ignored, f"every output of stage data is kept by git: {outs}"
+    assert f"{PARAMS['paths']['runs']}/data/images.json" in ignored
+
+
+def test_the_data_stage_writes_its_fingerprint_in_both_places(tmp_path):
+    from icdlib.pipeline.prepare import prepare_data
+
+    p = tmp_path / "params.yaml"
+    apply_profile(ROOT / "params.yaml", "tiny", ["data.image_size=48"], profiles_dir=ROOT / "profiles", out_path=p)
+    prepare_data(p, progress=False)
+    kept, local = tmp_path / "reports/data/images.json", tmp_path / "runs/data/images.json"
+    assert kept.is_file() and local.read_text() == kept.read_text()

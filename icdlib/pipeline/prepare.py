@@ -31,7 +31,12 @@ def prepare_data(params_file: str | Path, progress: bool = True) -> dict[str, An
     out = st.path("reports", "data")
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "summary.json", {k: v for k, v in summary.items() if k != "root"})
-    write_json(out / "images.json", fingerprint(ds))
+    fp = fingerprint(ds)
+    write_json(out / "images.json", fp)
+    # the machine's own copy (stage output ``paths.runs/data/images.json``, outside git): a fresh
+    # clone lacks it, so DVC runs this stage there rather than skip it on the committed fingerprint
+    st.path("runs", "data").mkdir(parents=True, exist_ok=True)
+    write_json(st.path("runs", "data", "images.json"), fp)
     return summary
 
 

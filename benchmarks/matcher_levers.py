@@ -1,0 +1,114 @@
+"""Matcher levers, each a real training run of the matcher arm with a few keys changed -> reports/matcher/levers.csv
+
+    python benchmarks/matcher_levers.py --run RUN [--arm matcher_bce] [--steps 300] [--snapshots 75,150,225]
+                                        [--variants recipe,knn50,knn100,pos30,lr2e-4,lr1e-3]
+
+``RUN`` is a finished default-profile pipeline folder (a clone after ``make repro``): its
+``params.yaml``, ``data/``, ``models/trunk.pt``, kNN table and the CopyNCE descriptor's
+candidates (``reports/eval/results.json`` names the file). Each variant trains ``--arm``
+exactly as stage ``train_matcher`` does (:func:`icdlib.train.train`, same start, seed, schedule
+and pair store), with the variant's ``--set`` keys on top, keeping ``--snapshots``; then every
+kept budget is scored as the evaluate stage scores the matcher rows (plain matcher scores of the
+descriptor's top-k candidates, uAP on the eval split) and by the candidate-pair AUC (ground-truth
+pairs against the other candidates: the re-ranking task itself). The run's own matcher curve
+(``reports/matcher/curve.csv``) is the recipe's row. New stores and run folders go under
+``RUN/runs/levers/``; nothing the pipeline wrote is changed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.stats import rankdata
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from icdlib.eval.engine import load_checkpoint  # noqa: E402
+from icdlib.pipeline.evaluation import Evaluator  # noqa: E402
+from icdlib.pipeline.stage import Stage  # noqa: E402
+from icdlib.pipeline.training import start_sets  # noqa: E402
+from icdlib.train import prepare, resolve_run, train  # noqa: E402
+
+VARIANTS = {  # name -> --set keys on top of the arm
+    "recipe": {},  # the arm as the pipeline trains it (its final model equals the stage's), at every budget
+    "knn50": {"pairs.neg_knn_p": 0.5},  # the released recipe's share of look-alike negatives
+    "knn100": {"pairs.neg_knn_p": 1.0},  # every negative a kNN look-alike of its reference
+    "pos30": {"pairs.pos_rate": 0.3},  # the released recipe's positive rate
+    "lr2e-4": {"train.lr": 2e-4},
+    "lr1e-3": {"train.lr": 1e-3},
+}
+OUT = ROOT / "reports" / "matcher" / "levers.csv"
+
+
+def candidate_auc(scored: pd.DataFrame, truth: set[tuple[str, str]]) -> float:
+    """ROC AUC of the scores for ground-truth pairs against the other candidates (ties half)."""
+    y = np.array([(q, r) in truth for q, r in zip(scored["query_id"], scored["reference_id"])])
+    ranks = rankdata(scored["score"].to_numpy(dtype=np.float64))
+    n1, n0 = int(y.sum()), int((~y).sum())
+    return float((ranks[y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+def run_variant(st: Stage, arm: str, name: str, keys: dict, steps: int, snaps: list[int]) -> dict[int, Path]:
+    """Train ``arm`` with ``keys`` as stage train_matcher would; step -> checkpoint of every kept budget."""
+    sets = {"train.seed": st.main.seeds[0], "train.steps": steps, "train.snapshots": snaps,
+            "train.pair_cache": str(st.path("runs", "levers", "pairs")), **start_sets(st, arm, "matcher"), **keys}
+    run = resolve_run(st.params, arm, sets, st.params_path.name)
+    if run.pairs.neg_knn_p <= 0:  # as the stage: no look-alike negatives, nothing to mine
+        run = resolve_run(st.params, arm, {k: v for k, v in sets.items() if not k.startswith("train.knn_")},
+                          st.params_path.name)
+    out = st.path("runs", "levers", name)
+    tic = time.perf_counter()
+    prepare(run, out, data_root=st.path("data"))
+    final = train(run, out, data_root=st.path("data"), resume="auto")
+    print(f"{name}: trained {steps} steps in {time.perf_counter() - tic:.0f} s", flush=True)
+    return {**{int(p.stem.split("step")[1]): p for p in out.glob("model_step*.pt")}, steps: final}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--run", type=Path, required=True)
+    ap.add_argument("--arm", default="matcher_bce")
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--snapshots", default="75,150,225")
+    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--out", type=Path, default=OUT)
+    a = ap.parse_args(argv)
+    params = a.run / "params.yaml"
+    st = Stage(params)
+    ev = Evaluator(params, predictions="levers", normalise=False)
+    results = json.loads(st.path("reports", "eval", "results.json").read_text())
+    cand_file = st.absolute(results["rows"]["CopyNCE descriptor"]["plain"]["predictions"])
+    candidates = pd.read_csv(cand_file, dtype={"query_id": str, "reference_id": str})
+    truth = {(str(q), str(r)) for q, r in zip(ev.bench.gt_q, ev.bench.gt_r) if r is not None}
+    snaps = [int(s) for s in a.snapshots.split(",") if s]
+    rows = []
+    plain, _ = ev.bench.score(candidates)
+    rows.append({"variant": "descriptor candidates", "keys": "", "step": 0, "pairs": 0, "uAP": float(plain.uAP),
+                 "candidate_auc": candidate_auc(candidates, truth)})
+    for name in a.variants.split(","):
+        keys = VARIANTS[name]
+        for step, ckpt in sorted(run_variant(st, a.arm, name, keys, a.steps, snaps).items()):
+            model, meta = load_checkpoint(ckpt, "matcher")
+            scored = ev.bench.matcher(model, int(meta["config"]["img_size"]), candidates, 0)["plain"]
+            metrics, _ = ev.bench.score(scored)
+            row = {"variant": name, "keys": json.dumps(keys), "step": step,
+                   "pairs": step * int(meta["run"]["train"]["batch_size"]), "uAP": float(metrics.uAP),
+                   "candidate_auc": candidate_auc(scored, truth)}
+            rows.append(row)
+            print(row, flush=True)
+        frame = pd.DataFrame(rows)
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+        frame.assign(arm=a.arm, seed=st.main.seeds[0], profile=st.profile).to_csv(a.out, index=False)  # after each variant
+    print(pd.DataFrame(rows).to_string(index=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
