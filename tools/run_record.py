@@ -27,13 +27,21 @@ from icdlib.pipeline.stage import write_text  # noqa: E402
 from icdlib.train.telemetry import live_series  # noqa: E402
 
 
+def _rerun(root: Path, nb: Path) -> bool:
+    """Whether this run executed ``nb``: a stage DVC skipped leaves its notebook as committed."""
+    rel = str(nb.relative_to(root))
+    status = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", rel],
+                            capture_output=True, text=True, check=True).stdout
+    return bool(status.strip())
+
+
 def _notebooks(folder: Path) -> list[dict]:
     rows = []
     for nb in sorted(folder.glob("*.ipynb")):
         meta = json.loads(nb.read_text()).get("metadata", {}).get("papermill") or {}
         if not meta.get("start_time") or not meta.get("end_time"):
             raise SystemExit(f"run_record: {nb} has no papermill start/end time (not an executed notebook?)")
-        rows.append({"name": nb.name, "start": datetime.fromisoformat(meta["start_time"]),
+        rows.append({"name": nb.name, "path": nb, "start": datetime.fromisoformat(meta["start_time"]),
                      "end": datetime.fromisoformat(meta["end_time"]), "duration": float(meta["duration"])})
     if not rows:
         raise SystemExit(f"run_record: no executed notebooks in {folder}")
@@ -53,11 +61,27 @@ def _throughput(runs: Path) -> list[dict]:
     return out
 
 
-def render(root: Path, command: str, machine: str) -> str:
+def cpu_model() -> str:
+    """The CPU's model name and its bf16 units (which kernels bf16 autocast gets, hence its rounding)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown CPU"
+    name = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "unknown CPU")
+    flags = next((ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), [])
+    units = [f for f in ("amx_bf16", "avx512_bf16") if f in flags]
+    return f"{name} ({', '.join(units) if units else 'no bf16 units'})"
+
+
+def render(root: Path, command: str, machine: str, clone_seconds: float | None = None) -> str:
     params = yaml.safe_load((root / "params.yaml").read_text())
     commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
                             capture_output=True, text=True, check=True).stdout.strip()
-    nbs = _notebooks(root / "reports" / "notebooks")
+    every = _notebooks(root / "reports" / "notebooks")
+    nbs = [r for r in every if _rerun(root, r["path"])]
+    skipped = [r["name"] for r in every if r not in nbs]
+    if not nbs:
+        raise SystemExit(f"run_record: no notebook under {root}/reports/notebooks differs from the commit: nothing ran")
     wall = (nbs[-1]["end"] - nbs[0]["start"]).total_seconds()
     lines = [
         "# The run behind these reports",
@@ -65,9 +89,13 @@ def render(root: Path, command: str, machine: str) -> str:
         f"- command: `{command}` in a fresh clone, profile `{params.get('profile', 'default')}` of `params.yaml`, "
         f"seed {params.get('seed')}, main seeds {params.get('main', {}).get('seeds')}",
         f"- code: commit `{commit}`; the run is recorded stage by stage in `dvc.lock`",
-        f"- machine: {machine}",
+        f"- machine: {machine}; CPU: {cpu_model()}",
         f"- wall time from the first notebook's start to the last one's end: {int(wall // 60)} min {int(wall % 60)} s "
         f"(the data stage's build is inside the first notebook)",
+        *([f"- `git clone` to updated `dvc.lock`: {clone_seconds / 60:.1f} min ({clone_seconds:,.0f} s), "
+           f"including the `.venv` setup"] if clone_seconds is not None else []),
+        *([f"- not re-run, their committed outputs being up to date for this code: "
+           f"{', '.join(f'`{n}`' for n in skipped)}"] if skipped else []),
         "",
         "Minutes per executed notebook (papermill's own duration; DVC's work between stages is not in it):",
         "",
@@ -91,9 +119,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--command", default="make repro")
     ap.add_argument("--machine", default="2 CPU cores, no GPU, nothing else running")
     ap.add_argument("--out", default=None, help="default: ROOT/reports/RUN.md")
+    ap.add_argument("--clone-seconds", type=float, default=None,
+                    help="seconds from `git clone` to the updated dvc.lock, where the caller timed it")
     a = ap.parse_args(argv)
     root = Path(a.root)
-    text = render(root, a.command, a.machine)
+    text = render(root, a.command, a.machine, a.clone_seconds)
     out = Path(a.out) if a.out else root / "reports" / "RUN.md"
     write_text(out, text)
     print(text)
