@@ -1,7 +1,7 @@
 """Matcher levers, each a real training run of the matcher arm with a few keys changed -> reports/matcher/levers.csv
 
     python benchmarks/matcher_levers.py --run RUN [--arm matcher_bce] [--steps 300] [--snapshots 75,150,225]
-                                        [--variants recipe,knn50,knn100,pos30,lr2e-4,lr1e-3]
+                                        [--variants recipe,knn50,...]
 
 ``RUN`` is a finished default-profile pipeline folder (a clone after ``make repro``): its
 ``params.yaml``, ``data/``, ``models/trunk.pt``, kNN table and the CopyNCE descriptor's
@@ -38,6 +38,8 @@ from icdlib.train import prepare, resolve_run, train  # noqa: E402
 
 VARIANTS = {  # name -> --set keys on top of the arm
     "recipe": {},  # the arm as the pipeline trains it (its final model equals the stage's), at every budget
+    "pos20": {"pairs.pos_rate": 0.2},
+    "pos30_lr1e-3": {"pairs.pos_rate": 0.3, "train.lr": 1e-3},
     "knn50": {"pairs.neg_knn_p": 0.5},  # the released recipe's share of look-alike negatives
     "knn100": {"pairs.neg_knn_p": 1.0},  # every negative a kNN look-alike of its reference
     "pos30": {"pairs.pos_rate": 0.3},  # the released recipe's positive rate
@@ -77,7 +79,7 @@ def main(argv=None) -> int:
     ap.add_argument("--arm", default="matcher_bce")
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--snapshots", default="75,150,225")
-    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--variants", default="recipe,knn50,knn100,pos30,lr2e-4,lr1e-3")
     ap.add_argument("--out", type=Path, default=OUT)
     a = ap.parse_args(argv)
     params = a.run / "params.yaml"
@@ -88,24 +90,32 @@ def main(argv=None) -> int:
     candidates = pd.read_csv(cand_file, dtype={"query_id": str, "reference_id": str})
     truth = {(str(q), str(r)) for q, r in zip(ev.bench.gt_q, ev.bench.gt_r) if r is not None}
     snaps = [int(s) for s in a.snapshots.split(",") if s]
+    names = a.variants.split(",")
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"matcher_levers: unknown variant(s) {unknown}; known: {sorted(VARIANTS)}")
+    label = {n: n if a.steps == 300 else f"{n}_{a.steps}steps" for n in names}
+    kept = pd.read_csv(a.out) if a.out.is_file() else pd.DataFrame()
+    if len(kept):  # rows of other arms and variants stay: each call adds or replaces its own
+        kept = kept[~((kept["arm"] == a.arm) & kept["variant"].isin(list(label.values()) + ["descriptor candidates"]))]
     rows = []
     plain, _ = ev.bench.score(candidates)
     rows.append({"variant": "descriptor candidates", "keys": "", "step": 0, "pairs": 0, "uAP": float(plain.uAP),
                  "candidate_auc": candidate_auc(candidates, truth)})
-    for name in a.variants.split(","):
+    for name in names:
         keys = VARIANTS[name]
-        for step, ckpt in sorted(run_variant(st, a.arm, name, keys, a.steps, snaps).items()):
+        for step, ckpt in sorted(run_variant(st, a.arm, label[name], keys, a.steps, snaps).items()):
             model, meta = load_checkpoint(ckpt, "matcher")
             scored = ev.bench.matcher(model, int(meta["config"]["img_size"]), candidates, 0)["plain"]
             metrics, _ = ev.bench.score(scored)
-            row = {"variant": name, "keys": json.dumps(keys), "step": step,
+            row = {"variant": label[name], "keys": json.dumps(keys), "step": step,
                    "pairs": step * int(meta["run"]["train"]["batch_size"]), "uAP": float(metrics.uAP),
                    "candidate_auc": candidate_auc(scored, truth)}
             rows.append(row)
             print(row, flush=True)
-        frame = pd.DataFrame(rows)
+        frame = pd.DataFrame(rows).assign(arm=a.arm, seed=st.main.seeds[0], profile=st.profile)
         a.out.parent.mkdir(parents=True, exist_ok=True)
-        frame.assign(arm=a.arm, seed=st.main.seeds[0], profile=st.profile).to_csv(a.out, index=False)  # after each variant
+        pd.concat([kept, frame], ignore_index=True).to_csv(a.out, index=False)  # after each variant
     print(pd.DataFrame(rows).to_string(index=False))
     return 0
 

@@ -1,0 +1,38 @@
+"""benchmarks/matcher_levers.py: its candidate-pair AUC against a brute-force count, and its variants."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location("matcher_levers", ROOT / "benchmarks" / "matcher_levers.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_candidate_auc_is_the_share_of_true_false_pairs_ranked_right():
+    rng = np.random.default_rng(0)
+    n = 60
+    scored = pd.DataFrame({"query_id": [f"Q{i}" for i in range(n)], "reference_id": [f"R{i % 7}" for i in range(n)],
+                           "score": rng.integers(0, 5, n).astype(float)})  # many ties
+    truth = {(f"Q{i}", f"R{i % 7}") for i in range(0, n, 3)}
+    y = np.array([(q, r) in truth for q, r in zip(scored.query_id, scored.reference_id)])
+    s = scored.score.to_numpy()
+    wins = sum((a > b) + 0.5 * (a == b) for a in s[y] for b in s[~y])  # every (true, false) pair
+    assert abs(_module().candidate_auc(scored, truth) - wins / (y.sum() * (~y).sum())) < 1e-12
+
+
+def test_every_variant_sets_known_keys():
+    from icdlib.params import has_key, load_params
+
+    params = load_params(ROOT / "params.yaml")
+    for name, keys in _module().VARIANTS.items():
+        assert all(has_key(params, k) for k in keys), name
