@@ -50,12 +50,17 @@ OUT = Path("reports/matcher/diagnosis.json")
 MATCHER_STORE = "8752122b591bba73"  # the matcher arm's pair cache under runs/pairs
 
 
-def auc(labels, scores) -> float:
+def exact_auc(labels, scores) -> float:
     """ROC AUC (Mann-Whitney U, ties counted half)."""
     y = np.asarray(labels).astype(bool)
     r = rankdata(np.asarray(scores, dtype=np.float64))
     n1, n0 = int(y.sum()), int((~y).sum())
-    return round(float((r[y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0)), 4)
+    return float((r[y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+def auc(labels, scores) -> float:
+    """:func:`exact_auc` to 4 decimals, as the diagnosis reports it."""
+    return round(exact_auc(labels, scores), 4)
 
 
 # ------------------------------------------------------------------ pairs

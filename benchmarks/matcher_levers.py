@@ -23,18 +23,18 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-from scipy.stats import rankdata
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from icdlib.eval.engine import load_checkpoint  # noqa: E402
 from icdlib.pipeline.evaluation import Evaluator  # noqa: E402
 from icdlib.pipeline.stage import Stage  # noqa: E402
 from icdlib.pipeline.training import start_sets  # noqa: E402
 from icdlib.train import prepare, resolve_run, train  # noqa: E402
+from matcher_diagnosis import exact_auc  # noqa: E402
 
 VARIANTS = {  # name -> --set keys on top of the arm
     "recipe": {},  # the arm as the pipeline trains it (its final model equals the stage's), at every budget
@@ -51,10 +51,7 @@ OUT = ROOT / "reports" / "matcher" / "levers.csv"
 
 def candidate_auc(scored: pd.DataFrame, truth: set[tuple[str, str]]) -> float:
     """ROC AUC of the scores for ground-truth pairs against the other candidates (ties half)."""
-    y = np.array([(q, r) in truth for q, r in zip(scored["query_id"], scored["reference_id"])])
-    ranks = rankdata(scored["score"].to_numpy(dtype=np.float64))
-    n1, n0 = int(y.sum()), int((~y).sum())
-    return float((ranks[y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+    return exact_auc([(q, r) in truth for q, r in zip(scored["query_id"], scored["reference_id"])], scored["score"])
 
 
 def run_variant(st: Stage, arm: str, name: str, keys: dict, steps: int, snaps: list[int]) -> dict[int, Path]:

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from _imports import closure, imported_modules, source_file
-from icdlib.params import has_key, load_params
+from icdlib.params import has_key, load_params, lookup
 from icdlib.pipeline.profile import apply_profile
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -192,14 +192,7 @@ def test_descriptor_stages_read_every_descriptor_pairs_key_and_no_matcher_one(na
 
 def _out_paths(stage: dict) -> list[str]:
     outs = [o if isinstance(o, str) else next(iter(o)) for o in stage.get("outs", [])]
-    return [re.sub(r"\$\{([^}]+)\}", lambda m: str(_param(m.group(1))), o) for o in outs]
-
-
-def _param(dotted: str):
-    node = PARAMS
-    for part in dotted.split("."):
-        node = node[part]
-    return node
+    return [re.sub(r"\$\{([^}]+)\}", lambda m: str(lookup(PARAMS, m.group(1))), o) for o in outs]
 
 
 def test_a_fresh_clone_runs_the_data_stage():
