@@ -45,6 +45,9 @@ VARIANTS = {  # name -> --set keys on top of the arm
     "pos30": {"pairs.pos_rate": 0.3},  # the released recipe's positive rate
     "lr2e-4": {"train.lr": 2e-4},
     "lr1e-3": {"train.lr": 1e-3},
+    "headlr10": {"train.head_lr_scale": 10.0},  # the fusion token and head, new at the start, learn 10x faster
+    "headlr0.1": {"train.head_lr_scale": 0.1},
+    "batch64": {"train.batch_size": 64},  # twice the pairs per step (and per run)
 }
 OUT = ROOT / "reports" / "matcher" / "levers.csv"
 

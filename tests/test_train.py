@@ -386,3 +386,33 @@ def test_two_process_gloo_ddp_follows_the_single_process_loss_trajectory(images,
             np.testing.assert_allclose([m[key] for m in ddp], [m[key] for m in single],
                                        rtol=1e-3, err_msg=key)
     assert (tmp_path / "ddp" / T.FINAL).is_file()
+
+
+def test_head_lr_scale_scales_the_first_adam_step_of_what_the_trunk_lacks(images, tmp_path):
+    # AdamW's first update of a parameter without weight decay is lr * g / (|g| + eps): lr per
+    # element wherever the gradient is not tiny. Measured on the weights themselves, the step
+    # of the matcher's own parts (fusion token, token norm, head) must be scale * lr, and the
+    # trunk's (model.vit) lr, independently of how the optimiser groups were built.
+    start = tmp_path / "start"
+    T.train(tiny_run("matcher_bce", **{"train.steps": 2}), start, image_paths=images, progress=False)
+    one = {"train.steps": 1, "train.warmup_steps": 0, "train.init": str(start / T.FINAL), "train.lr": 1e-3,
+           "train.grad_clip": 0.0}
+    before = _weights(start / T.FINAL)
+    for scale in (1.0, 0.01):
+        out = tmp_path / f"s{scale}"
+        T.train(tiny_run("matcher_bce", **one, **{"train.head_lr_scale": scale}), out, image_paths=images,
+                progress=False)
+        after = _weights(out / T.FINAL)
+        steps = {"head": [], "trunk": []}
+        for name, w in before.items():
+            if w.ndim < 2 and w.dtype.is_floating_point:  # no weight decay: the step is the lr alone
+                moved = (after[name] - w).abs().flatten()
+                steps["trunk" if name.startswith("vit.") else "head"].append(moved[moved > 0])
+        head, trunk = (torch.cat(steps[k]).median().item() for k in ("head", "trunk"))
+        assert trunk == pytest.approx(1e-3, rel=0.02)
+        assert head == pytest.approx(1e-3 * scale, rel=0.02)
+
+
+def test_head_lr_scale_must_be_positive():
+    with pytest.raises(ValueError, match="head_lr_scale"):
+        tiny_run("matcher_bce", **{"train.head_lr_scale": 0.0})

@@ -13,6 +13,7 @@ import math
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import pandas as pd
 
 from icdlib.eval.engine import load_checkpoint
@@ -92,17 +93,21 @@ def matcher_curve(ev: Any, candidates: pd.DataFrame, descriptor_uap: float,
 
 
 def overtaking_budget(curve: pd.DataFrame, arm: str) -> float | None:
-    """Training pairs at which ``arm``'s uAP would reach the descriptor's, by a straight line
-    through its last two budgets in log(pairs); None when it already has, or the trend is flat
-    or falling, or the crossing lies past :data:`HORIZON` pairs (no overtaking in sight)."""
+    """Training pairs at which ``arm``'s uAP would reach the descriptor's, by the least-squares
+    line of uAP against log(pairs) through every trained budget (one noisy budget does not
+    decide the trend, as it would with the last two alone); None when the last budget has
+    reached it already, fewer than two budgets exist, the fitted trend is flat or falling, or
+    the crossing lies past :data:`HORIZON` pairs (no overtaking in sight)."""
     c = curve[(curve["arm"] == arm) & (curve["pairs"] > 0)].sort_values("pairs")
-    if len(c) < 2:
+    if c["pairs"].nunique() < 2:
         return None
     target = float(c["descriptor_uAP"].iloc[0])
     if float(c["uAP"].iloc[-1]) >= target:
         return None
-    (x0, y0), (x1, y1) = [(math.log(float(p)), float(u)) for p, u in zip(c["pairs"].iloc[-2:], c["uAP"].iloc[-2:])]
-    if y1 <= y0:
+    x = np.log(c["pairs"].to_numpy(float))
+    y = c["uAP"].to_numpy(float)
+    slope = float(np.dot(x - x.mean(), y - y.mean()) / np.dot(x - x.mean(), x - x.mean()))
+    if slope <= 0:
         return None
-    log_pairs = x1 + (target - y1) * (x1 - x0) / (y1 - y0)
+    log_pairs = x.mean() + (target - y.mean()) / slope
     return float(math.exp(log_pairs)) if log_pairs <= math.log(HORIZON) else None

@@ -128,13 +128,22 @@ class _StepBatches(torch.utils.data.Sampler):
 
 # --------------------------------------------------------------------------- training
 def _optimizer(objective: nn.Module, t: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW; biases, norms and scalars (ndim <= 1) get no weight decay."""
-    decay, plain = [], []
-    for p in objective.parameters():
+    """AdamW; biases, norms and scalars (ndim <= 1) get no weight decay.
+
+    With ``t.head_lr_scale != 1`` the parameters outside the start trunk (``model.vit``: the
+    descriptor's projection, the matcher's fusion token, token norm and head) form their own
+    groups, whose ``lr_scale`` the schedule multiplies in; at 1 the two groups stay as they were.
+    """
+    split = t.head_lr_scale != 1.0
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    for name, p in objective.named_parameters():
         if p.requires_grad:
-            (decay if p.ndim >= 2 else plain).append(p)
-    groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": plain, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=t.lr, betas=(0.9, 0.999))
+            head = split and not name.startswith("model.vit.")
+            groups.setdefault((head, p.ndim < 2), []).append(p)
+    return torch.optim.AdamW(
+        [{"params": ps, "weight_decay": 0.0 if plain else t.weight_decay,
+          "lr_scale": t.head_lr_scale if head else 1.0} for (head, plain), ps in sorted(groups.items())],
+        lr=t.lr, betas=(0.9, 0.999))
 
 
 def _to_device(batch: dict, device: str) -> dict:
@@ -278,7 +287,7 @@ def train(
         for step in range(start, t.steps):
             torch.manual_seed(_step_seed(t.seed, step, dist.rank))  # per-rank, per-step
             for g in optimizer.param_groups:
-                g["lr"] = float(lrs[step])
+                g["lr"] = float(lrs[step]) * g.get("lr_scale", 1.0)
             tic = time.perf_counter()
             logged: dict[str, float] = {}
             n_pairs, wait = 0, 0.0

@@ -42,6 +42,7 @@ class TrainConfig:
     steps: int = 300  # optimiser steps (the default profile's descriptor arms fine-tune a trunk)
     batch_size: int = 32  # global items per step, all processes and micro-steps together (an item with a kNN look-alike is two pairs)
     lr: float = 5e-4  # peak AdamW lr; s.8 calibration (paper: 6e-4 * sqrt(B/1024))
+    head_lr_scale: float = 1.0  # lr of what the start trunk lacks (projection, fusion token, head) relative to lr
     weight_decay: float = 0.05  # s.8 calibration (paper: 0.04)
     warmup_steps: int = 15  # 5% of steps: keeps early updates small
     warmup_start: float = 0.01  # warm-up starts at 1% of lr, as the released configs
@@ -94,6 +95,8 @@ class TrainConfig:
             raise ValueError(f"train.snapshots must be steps >= 1, got {list(self.snapshots)}")
         if self.grad_clip < 0:
             raise ValueError(f"train.grad_clip must be >= 0, got {self.grad_clip}")
+        if not self.head_lr_scale > 0:
+            raise ValueError(f"train.head_lr_scale must be > 0, got {self.head_lr_scale}")
 
 
 @dataclass(frozen=True)
