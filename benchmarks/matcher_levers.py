@@ -3,7 +3,8 @@
     python benchmarks/matcher_levers.py --run RUN [--arm matcher_bce] [--steps 300] [--snapshots 75,150,225]
                                         [--variants recipe,knn50,...]
 
-``RUN`` is a finished default-profile pipeline folder (a clone after ``make repro``): its
+``RUN`` is a finished default-profile pipeline folder (a clone after ``make repro``, or one whose
+``dvc repro evaluate`` has run; rows name its commit and number of evaluated queries): its
 ``params.yaml``, ``data/``, ``models/trunk.pt``, kNN table and the CopyNCE descriptor's
 candidates (``reports/eval/results.json`` names the file). Each variant trains ``--arm``
 exactly as stage ``train_matcher`` does (:func:`icdlib.train.train`, same start, seed, schedule
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -32,10 +34,11 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from icdlib.eval.engine import load_checkpoint  # noqa: E402
 from icdlib.pipeline.evaluation import Evaluator  # noqa: E402
 from icdlib.pipeline.stage import Stage  # noqa: E402
-from icdlib.pipeline.training import start_sets  # noqa: E402
-from icdlib.train import prepare, resolve_run, train  # noqa: E402
+from icdlib.pipeline.training import checkpoint_name, stage_run  # noqa: E402
+from icdlib.train import prepare, train  # noqa: E402
 from matcher_diagnosis import exact_auc  # noqa: E402
 
+FINAL = "@final"  # a variant's train.init: the arm's final model in RUN/models (the pipeline's)
 VARIANTS = {  # name -> --set keys on top of the arm
     "recipe": {},  # the arm as the pipeline trains it (its final model equals the stage's), at every budget
     "pos20": {"pairs.pos_rate": 0.2},
@@ -48,6 +51,11 @@ VARIANTS = {  # name -> --set keys on top of the arm
     "headlr10": {"train.head_lr_scale": 10.0},  # the fusion token and head, new at the start, learn 10x faster
     "headlr0.1": {"train.head_lr_scale": 0.1},
     "batch64": {"train.batch_size": 64},  # twice the pairs per step (and per run)
+    # a curriculum of negatives in two phases: the arm's final model (uniform negatives) trains
+    # --steps more with look-alike negatives; then_uniform is the same extra budget without them
+    "then_uniform": {"train.init": FINAL},
+    "then_knn50": {"train.init": FINAL, "pairs.neg_knn_p": 0.5},
+    "then_knn100": {"train.init": FINAL, "pairs.neg_knn_p": 1.0},
 }
 OUT = ROOT / "reports" / "matcher" / "levers.csv"
 
@@ -57,14 +65,17 @@ def candidate_auc(scored: pd.DataFrame, truth: set[tuple[str, str]]) -> float:
     return exact_auc([(q, r) in truth for q, r in zip(scored["query_id"], scored["reference_id"])], scored["score"])
 
 
+def run_commit(run: Path) -> str:
+    """The short commit ``RUN`` was cloned at (rows of different runs are kept apart)."""
+    out = subprocess.run(["git", "-C", str(run), "rev-parse", "--short=7", "HEAD"], capture_output=True, text=True)
+    return out.stdout.strip() or "unknown"
+
+
 def run_variant(st: Stage, arm: str, name: str, keys: dict, steps: int, snaps: list[int]) -> dict[int, Path]:
-    """Train ``arm`` with ``keys`` as stage train_matcher would; step -> checkpoint of every kept budget."""
-    sets = {"train.seed": st.main.seeds[0], "train.steps": steps, "train.snapshots": snaps,
-            "train.pair_cache": str(st.path("runs", "levers", "pairs")), **start_sets(st, arm, "matcher"), **keys}
-    run = resolve_run(st.params, arm, sets, st.params_path.name)
-    if run.pairs.neg_knn_p <= 0:  # as the stage: no look-alike negatives, nothing to mine
-        run = resolve_run(st.params, arm, {k: v for k, v in sets.items() if not k.startswith("train.knn_")},
-                          st.params_path.name)
+    """Train ``arm`` with ``keys`` as its stage would; step -> checkpoint of every kept budget."""
+    keys = {k: str(st.path("models", checkpoint_name(arm))) if v == FINAL else v for k, v in keys.items()}
+    run, _ = stage_run(st, arm, None, steps, {"train.snapshots": snaps,
+                                              "train.pair_cache": str(st.path("runs", "levers", "pairs")), **keys})
     out = st.path("runs", "levers", name)
     tic = time.perf_counter()
     prepare(run, out, data_root=st.path("data"))
@@ -95,25 +106,32 @@ def main(argv=None) -> int:
     if unknown:
         raise SystemExit(f"matcher_levers: unknown variant(s) {unknown}; known: {sorted(VARIANTS)}")
     label = {n: n if a.steps == 300 else f"{n}_{a.steps}steps" for n in names}
-    kept = pd.read_csv(a.out) if a.out.is_file() else pd.DataFrame()
-    if len(kept):  # rows of other arms and variants stay: each call adds or replaces its own
-        kept = kept[~((kept["arm"] == a.arm) & kept["variant"].isin(list(label.values()) + ["descriptor candidates"]))]
+    commit = run_commit(a.run)
+    kept = pd.read_csv(a.out, dtype={"commit": str}) if a.out.is_file() else pd.DataFrame()
+    if len(kept):  # rows of other arms, variants and runs stay: each call adds or replaces its own
+        mine = (kept["arm"] == a.arm) & kept["variant"].isin(list(label.values()) + ["descriptor candidates"])
+        kept = kept[~(mine & (kept["commit"] == commit))]
     rows = []
     plain, _ = ev.bench.score(candidates)
     rows.append({"variant": "descriptor candidates", "keys": "", "step": 0, "pairs": 0, "uAP": float(plain.uAP),
                  "candidate_auc": candidate_auc(candidates, truth)})
     for name in names:
         keys = VARIANTS[name]
+        offset = 0  # pairs the start had seen: a second phase counts the arm's own run too
+        if FINAL in keys.values():
+            _, first = load_checkpoint(st.path("models", checkpoint_name(a.arm)), "matcher")
+            offset = int(first["step"]) * int(first["run"]["train"]["batch_size"])
         for step, ckpt in sorted(run_variant(st, a.arm, label[name], keys, a.steps, snaps).items()):
             model, meta = load_checkpoint(ckpt, "matcher")
             scored = ev.bench.matcher(model, int(meta["config"]["img_size"]), candidates, 0)["plain"]
             metrics, _ = ev.bench.score(scored)
             row = {"variant": label[name], "keys": json.dumps(keys), "step": step,
-                   "pairs": step * int(meta["run"]["train"]["batch_size"]), "uAP": float(metrics.uAP),
+                   "pairs": offset + step * int(meta["run"]["train"]["batch_size"]), "uAP": float(metrics.uAP),
                    "candidate_auc": candidate_auc(scored, truth)}
             rows.append(row)
             print(row, flush=True)
-        frame = pd.DataFrame(rows).assign(arm=a.arm, seed=st.main.seeds[0], profile=st.profile)
+        frame = pd.DataFrame(rows).assign(arm=a.arm, seed=st.main.seeds[0], profile=st.profile, commit=commit,
+                                          queries=len(set(ev.bench.gt_q)))
         a.out.parent.mkdir(parents=True, exist_ok=True)
         pd.concat([kept, frame], ignore_index=True).to_csv(a.out, index=False)  # after each variant
     print(pd.DataFrame(rows).to_string(index=False))

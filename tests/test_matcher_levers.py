@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 from pathlib import Path
 
@@ -33,6 +34,20 @@ def test_candidate_auc_is_the_share_of_true_false_pairs_ranked_right():
 def test_every_variant_sets_known_keys():
     from icdlib.params import has_key, load_params
 
+    from icdlib.train import TrainConfig
+
     params = load_params(ROOT / "params.yaml")
-    for name, keys in _module().VARIANTS.items():
-        assert all(has_key(params, k) for k in keys), name
+    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    for name, keys in _module().VARIANTS.items():  # params.yaml keys, or run keys the stages set (train.init)
+        assert all(has_key(params, k) or k.removeprefix("train.") in train_fields for k in keys), name
+
+
+def test_every_descriptor_lever_sets_known_keys():
+    from icdlib.params import has_key, load_params
+
+    spec = importlib.util.spec_from_file_location("descriptor_levers", ROOT / "benchmarks" / "descriptor_levers.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    params = load_params(ROOT / "params.yaml")
+    for name, keys in mod.VARIANTS.items():
+        assert keys and all(has_key(params, k) for k in keys), name

@@ -77,7 +77,7 @@ def test_prepare_builds_what_a_run_needs_before_it_starts_and_changes_nothing(pa
     from icdlib.train import loop as L
 
     st = Stage(params)
-    run, _ = E._stage_run(st, "copynce", 1, None)
+    run, _ = E.stage_run(st, "copynce", 1, None)
     ahead = L.resolve_run(st.params, "copynce", {"train.seed": 1, "train.pair_cache": str(tmp_path / "ahead")})
     plain = L.resolve_run(st.params, "copynce", {"train.seed": 1, "train.pair_cache": str(tmp_path / "plain")})
     assert ahead.train.steps == run.train.steps > 0
@@ -105,3 +105,15 @@ def test_prepare_names_a_missing_source_folder(params, tmp_path):
     run = L.resolve_run(Stage(params).params, "copynce", {"train.pair_cache": str(tmp_path / "p")})
     with pytest.raises(ValueError, match="prepare: give data_root"):
         L.prepare(run, tmp_path / "r")
+
+
+def test_stage_run_takes_a_levers_keys_and_keeps_the_start_it_names(params, tmp_path):
+    st = Stage(params)
+    base, _ = E.stage_run(st, "matcher_bce", None, None)
+    assert base.train.knn_checkpoint is None  # no look-alike negatives: nothing is mined
+    run, sets = E.stage_run(st, "matcher_bce", None, 5, {"pairs.neg_knn_p": 0.5, "train.init": "elsewhere.pt",
+                                                         "train.pair_cache": str(tmp_path / "lever")})
+    assert run.pairs.neg_knn_p == 0.5 and run.train.steps == 5
+    assert run.train.init == "elsewhere.pt"  # the lever's start, not the trunk
+    assert run.train.knn_checkpoint == str(st.path("models", E.checkpoint_name(E.TRUNK)))  # now mined
+    assert run.train.pair_cache == str(tmp_path / "lever") and sets["train.pair_cache"] == str(tmp_path / "lever")

@@ -110,7 +110,7 @@ def train_arm(
     already gives win).
     """
     st = Stage(params_file)
-    run, sets = _stage_run(st, arm, seed, steps)
+    run, sets = stage_run(st, arm, seed, steps)
     run_dir = st.path("runs", run_name or arm)
     if st.launch.nproc_per_node > 1 or st.launch.nnodes > 1:
         final = _torchrun(st, arm, run_dir, sets.items())
@@ -124,12 +124,15 @@ def train_arm(
     return dest
 
 
-def _stage_run(st: Stage, arm: str, seed: int | None, steps: int | None) -> tuple[RunConfig, dict[str, Any]]:
+def stage_run(st: Stage, arm: str, seed: int | None, steps: int | None,
+               extra: dict[str, Any] | None = None) -> tuple[RunConfig, dict[str, Any]]:
     """The resolved run of ``arm`` at ``seed`` (default: the first main seed) as a stage trains
-    it, and the ``--set`` overrides that make it from ``params.yaml``."""
+    it, and the ``--set`` overrides that make it from ``params.yaml``. ``extra``: more ``--set``
+    keys (a lever's); where they name a start, pair cache or kNN source, theirs is kept."""
     sets: dict[str, Any] = {"train.seed": st.main.seeds[0] if seed is None else int(seed)}
     if steps is not None:
         sets["train.steps"] = int(steps)
+    sets.update(extra or {})
     run = resolve_run(st.params, arm, sets, st.params_path.name)
     if run.train.steps <= run.train.warmup_steps:
         sets["train.warmup_steps"] = max(0, run.train.steps // 10)
@@ -182,7 +185,7 @@ def run_jobs(params_file: str | Path, jobs: Sequence[Job], progress: bool = True
                           progress=progress) for j in jobs]
     for j in jobs:  # kNN mining and pair stores first, one run at a time, with every core
         try:
-            prepare(_stage_run(st, j.arm, j.seed, j.steps)[0], st.path("runs", j.run_name),
+            prepare(stage_run(st, j.arm, j.seed, j.steps)[0], st.path("runs", j.run_name),
                     data_root=st.path("data"), progress=progress)
         except Exception as e:
             raise RuntimeError(f"training run(s) failed: {j.run_name}: {type(e).__name__}: {e}") from None

@@ -1,0 +1,89 @@
+"""Descriptor levers: InfoNCE and CopyNCE trained with a few keys changed, side by side -> reports/ablation/levers.csv
+
+    python benchmarks/descriptor_levers.py --run RUN [--arms infonce,copynce] [--seed 0]
+                                           [--variants lr2e-4,lr1e-4] [--snapshots 75,150,225]
+
+``RUN`` is a finished default-profile pipeline folder (a clone after ``make repro``, or one
+whose ``dvc repro evaluate`` has run): its ``params.yaml``, ``data/``, ``models/trunk.pt``
+and kNN table. Each variant trains every arm as stage ``train_descriptor`` does (same start,
+seed, kNN look-alikes and pair store, :func:`icdlib.pipeline.training.stage_run`), with the
+variant's keys on top, and scores each kept budget as the learning curve does (plain top-k
+uAP on the eval split, no score normalisation). The rows give both arms' uAP per budget and
+the CopyNCE - InfoNCE gap: does a lever separate the arms sooner or further than the recipe
+(the run's own ``reports/ablation/curve.csv``)? Runs go under ``RUN/runs/levers/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from icdlib.eval.engine import load_checkpoint  # noqa: E402
+from icdlib.pipeline.evaluation import Evaluator  # noqa: E402
+from icdlib.pipeline.training import stage_run  # noqa: E402
+from icdlib.train import prepare, train  # noqa: E402
+from matcher_levers import run_commit  # noqa: E402
+
+VARIANTS = {  # name -> --set keys on top of each arm
+    "lr2e-4": {"train.lr": 2e-4},  # fine-tuning the trunk at 0.4x the recipe's peak lr
+    "lr1e-4": {"train.lr": 1e-4},
+    "steps450": {"train.steps": 450},
+}
+OUT = ROOT / "reports" / "ablation" / "levers.csv"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--run", type=Path, required=True)
+    ap.add_argument("--arms", default="infonce,copynce")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--variants", default="lr2e-4")
+    ap.add_argument("--snapshots", default="75,150,225")
+    ap.add_argument("--out", type=Path, default=OUT)
+    a = ap.parse_args(argv)
+    names = a.variants.split(",")
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"descriptor_levers: unknown variant(s) {unknown}; known: {sorted(VARIANTS)}")
+    ev = Evaluator(a.run / "params.yaml", predictions="levers", normalise=False)
+    st = ev.st
+    snaps = [int(s) for s in a.snapshots.split(",") if s]
+    commit = run_commit(a.run)
+    kept = pd.read_csv(a.out, dtype={"commit": str}) if a.out.is_file() else pd.DataFrame()
+    rows = []
+    for name in names:
+        for arm in a.arms.split(","):
+            run, _ = stage_run(st, arm, a.seed, None, {"train.snapshots": snaps, **VARIANTS[name]})
+            out = st.path("runs", "levers", f"{name}_{arm}_s{a.seed}")
+            prepare(run, out, data_root=st.path("data"))
+            final = train(run, out, data_root=st.path("data"), resume="auto")
+            points = {**{int(p.stem.split("step")[1]): p for p in out.glob("model_step*.pt")}, run.train.steps: final}
+            for step, ckpt in sorted(points.items()):
+                model, meta = load_checkpoint(ckpt, "descriptor")
+                uap = ev.descriptor_plain(model, int(meta["config"]["img_size"]), f"{name}_{arm}_step{step}")
+                rows.append({"variant": name, "arm": arm, "seed": a.seed, "step": step,
+                             "pairs": step * run.train.batch_size * (2 if run.train.knn_checkpoint else 1),
+                             "uAP": uap, "keys": str(VARIANTS[name]), "profile": st.profile, "commit": commit,
+                             "queries": len(set(ev.bench.gt_q))})
+                print(rows[-1], flush=True)
+    frame = pd.DataFrame(rows)
+    wide = frame.pivot_table(index=["variant", "seed", "step"], columns="arm", values="uAP").reset_index()
+    if {"copynce", "infonce"} <= set(wide.columns):
+        wide["gap"] = wide["copynce"] - wide["infonce"]
+        print(wide.to_string(index=False))
+    if len(kept):  # rows of other variants and seeds stay: each call adds or replaces its own
+        kept = kept[~(kept["variant"].isin(names) & (kept["seed"] == a.seed) & (kept["commit"] == commit))]
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    pd.concat([kept, frame], ignore_index=True).to_csv(a.out, index=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
