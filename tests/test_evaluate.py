@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from PIL import Image
@@ -197,6 +198,29 @@ def test_matcher_rescores_a_candidate_file(tmp_path, fake_models):
     assert res.metrics.n_predictions == 3
     with pytest.raises(ValueError, match="give a matcher"):
         evaluate_benchmark(data, candidates=cand)
+
+
+def test_cli_lce_views_reach_the_matcher_rescoring(tmp_path, fake_models, capsys):
+    data = _benchmark(tmp_path / "bench")
+    cand = tmp_path / "cand.csv"
+    cand.write_text("query_id,reference_id,score\nQ000,R003,0.1\nQ000,R002,0.9\nQ001,R001,0.5\n")
+    scores = {}
+    for views in ("full", "light"):
+        out = tmp_path / views
+        assert main(["--data", str(data), "--matcher", "fake.pt", "--candidates", str(cand), "--lce",
+                     "--lce-views", views, "--out", str(out)]) == 0
+        assert json.loads((out / "eval_config.json").read_text())["eval"]["lce_views"] == views
+        want = evaluate_benchmark(data, matcher="fake.pt", candidates=cand,
+                                  cfg=EvalConfig(num_workers=0, lce=True, lce_views=views)).predictions
+        got = pd.read_csv(out / "predictions.csv", dtype={"query_id": str, "reference_id": str})
+        np.testing.assert_allclose(got.sort_values(["query_id", "reference_id"])["score"],
+                                   want.sort_values(["query_id", "reference_id"])["score"], rtol=1e-6)
+        scores[views] = want["score"].to_numpy()
+    assert not np.allclose(scores["full"], scores["light"])  # different view sets, different maxima
+    with pytest.raises(SystemExit) as exit_:
+        main(["--data", str(data), "--matcher", "fake.pt", "--candidates", str(cand), "--lce-views", "most",
+              "--out", str(tmp_path / "x")])
+    assert exit_.value.code == 2 and "'most'" in capsys.readouterr().err
 
 
 def test_real_random_init_checkpoints_run_end_to_end(tmp_path, capsys):

@@ -51,3 +51,16 @@ def test_every_descriptor_lever_sets_known_keys():
     params = load_params(ROOT / "params.yaml")
     for name, keys in mod.VARIANTS.items():
         assert keys and all(has_key(params, k) for k in keys), name
+
+
+def test_lce_benchmark_subset_keeps_the_first_queries_and_their_ground_truth():
+    spec = importlib.util.spec_from_file_location("matcher_lce", ROOT / "benchmarks" / "matcher_lce.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    cands = pd.DataFrame({"query_id": ["Q2", "Q0", "Q1", "Q0", "Q3"], "reference_id": ["R1", "R2", "R3", "R4", "R5"],
+                          "score": [0.1, 0.2, 0.3, 0.4, 0.5]})
+    gt_q, gt_r = ["Q3", "Q0", "Q2", "Q1"], ["R5", None, "R1", "R9"]
+    got, q, r = mod.subset(cands, gt_q, gt_r, 2)  # Q0 and Q1: the two smallest ids
+    assert sorted(got["query_id"]) == ["Q0", "Q0", "Q1"] and list(got.index) == [0, 1, 2]
+    assert sorted(zip(q, r), key=str) == sorted([("Q0", None), ("Q1", "R9")], key=str)
+    assert set(mod.VARIANTS) >= {"plain", "top1_full", "all_light"}

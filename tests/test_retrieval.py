@@ -16,7 +16,7 @@ from icdlib.eval.retrieval import (
     save_features,
     search,
 )
-from icdlib.eval.views import query_views, reference_views
+from icdlib.eval.views import lce_passes, query_views, reference_views
 
 
 class MeanColour(torch.nn.Module):
@@ -127,6 +127,48 @@ def test_lce_view_counts_and_crop_geometry():
     tiles = qv[10:19]
     assert np.asarray(tiles[5])[0, 0, :2].tolist() == [40, 10]  # row 1, column 2
     assert qv[-1].size[0] > 60  # 315 degrees, expanded canvas
+
+
+def test_light_lce_views_are_the_quadrants_and_the_centre_third():
+    arr = np.zeros((30, 60, 3), dtype=np.uint8)
+    arr[..., 0] = np.arange(60)[None, :]
+    arr[..., 1] = np.arange(30)[:, None]
+    img = Image.fromarray(arr)
+    qv, rv = query_views(img, "light"), reference_views(img, "light")
+    assert len(qv) == 6 and len(rv) == 5 and lce_passes("light") == 10 and lce_passes() == 35
+    assert qv[0] is img and rv[0] is img
+    corners = [np.asarray(v)[0, 0, :2].tolist() for v in rv[1:]]
+    assert corners == [[0, 0], [30, 0], [0, 15], [30, 15]] and {v.size for v in rv[1:]} == {(30, 15)}
+    assert [np.asarray(v)[0, 0, :2].tolist() for v in qv[1:5]] == corners
+    assert qv[5].size == (20, 10) and np.asarray(qv[5])[0, 0, :2].tolist() == [20, 10]  # centre third
+    with pytest.raises(ValueError, match="'most'"):
+        query_views(img, "most")
+    with pytest.raises(ValueError, match="lce_views.*'most'"):
+        EvalConfig(lce_views="most")
+
+
+def test_light_lce_scores_the_max_over_its_ten_view_pairs(tmp_path):
+    from icdlib.data import load_image
+    from icdlib.models import preprocess
+
+    refs = _folder(tmp_path, "ref", COLOURS[:2])
+    q = Image.new("RGB", (64, 64), (128, 128, 128))
+    q.paste(Image.new("RGB", (32, 32), COLOURS[1]), (32, 32))
+    qp = tmp_path / "Q9.png"
+    q.save(qp)
+    pairs = pd.DataFrame({"query_id": ["Q9", "Q9"], "reference_id": ["R000", "R001"], "score": [0.0, 0.0]})
+    m = ColourMatcher()
+    got = rescore(m, pairs, {"Q9": qp}, dict(refs), size=32, batch_size=7, lce=True, lce_views="light")
+    qimg = load_image(qp)
+    want = []
+    for rid in ["R000", "R001"]:
+        rimg = load_image(dict(refs)[rid])
+        # by hand: each light query view against the full reference, the full query against each quadrant
+        view_pairs = [(v, rimg) for v in query_views(qimg, "light")] + [(qimg, v) for v in reference_views(rimg, "light")[1:]]
+        assert len(view_pairs) == 10
+        want.append(max(torch.sigmoid(m(preprocess([a], 32), preprocess([b], 32))).item() for a, b in view_pairs))
+    np.testing.assert_allclose(got["score"], want, rtol=1e-5)
+    assert got["score"].iloc[1] > got["score"].iloc[0]  # the bottom-right quadrant holds R001's colour
 
 
 def test_embed_streams_files_in_batches_like_a_direct_forward(tmp_path):

@@ -66,6 +66,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     " and score normalisation (default: ./params.yaml if it exists, else built-in defaults)")
     ap.add_argument("--lce", action="store_true",
                     help="Local Crop Ensembling for the matcher: rescore every candidate with 35 crop pairs")
+    ap.add_argument("--lce-views", choices=["full", "light"], default=None,
+                    help="LCE view set (default: params eval.lce_views): full, 35 crop pairs per candidate; "
+                         "light, 10 (the quadrants and the query's centre third)")
     ap.add_argument("--calibrate", action="store_true",
                     help="write <checkpoint>.calibration.json: the score at 90%% precision on this split "
                          "(for python -m icdlib.search --threshold auto)")
@@ -76,6 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = eval_config(params)
         if args.lce:
             cfg = EvalConfig(**{**to_dict(cfg), "lce": True})
+        if args.lce_views:
+            cfg = EvalConfig(**{**to_dict(cfg), "lce_views": args.lce_views})
         res = evaluate_benchmark(args.data, args.descriptor, args.matcher, args.auxiliary, args.ground_truth,
                                  args.split, args.baseline, cfg, args.out, args.candidates, args.calibrate)
     except (ValueError, OSError, HashUnavailable) as e:  # OSError: a folder or file the system refuses

@@ -201,7 +201,7 @@ class Benchmark:
                 ranked = candidates.sort_values(["query_id", "score"], ascending=[True, False], kind="stable")
                 top = ranked.groupby("query_id", sort=False).head(lce_candidates)
             lce = rescore(model, top, qp, rp, size, c.matcher_batch_size, c.num_workers, c.device, lce=True,
-                          amp=c.amp)
+                          amp=c.amp, lce_views=c.lce_views)
             merged = plain.merge(lce, on=["query_id", "reference_id"], how="left", suffixes=("", "_lce"))
             merged["score"] = merged["score_lce"].fillna(merged["score"])
             out["lce"] = merged[["query_id", "reference_id", "score"]]

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from icdlib.data import load_image, worker_errors
-from icdlib.eval.views import N_QUERY_VIEWS, N_REFERENCE_VIEWS, query_views, reference_views
+from icdlib.eval.views import lce_passes, query_views, reference_views
 from icdlib.models import preprocess
 from icdlib.models.preprocess import from_pixels
 from icdlib.models.precision import autocast
@@ -20,14 +20,15 @@ from icdlib.models.precision import autocast
 class ImagePairs(Dataset):
     """Candidate pairs as matcher inputs: item i is ``(q [P, 3, S, S], r [P, 3, S, S])``.
 
-    P = 1 without LCE; with LCE, P = 35: each of the 26 query views against the full
-    reference, then the full query against each of the 9 reference crops.
+    P = 1 without LCE; with LCE, P = :func:`icdlib.eval.views.lce_passes` of ``views``: each
+    query view against the full reference, then the full query against each reference crop
+    (35 = 26 + 9 for the ``full`` views, 10 = 6 + 4 for ``light``).
     """
 
-    def __init__(self, query_paths, reference_paths, size: int, lce: bool = False):
+    def __init__(self, query_paths, reference_paths, size: int, lce: bool = False, views: str = "full"):
         if len(query_paths) != len(reference_paths):
             raise ValueError(f"ImagePairs: {len(query_paths)} queries vs {len(reference_paths)} references")
-        self.q, self.r, self.size, self.lce = list(query_paths), list(reference_paths), int(size), lce
+        self.q, self.r, self.size, self.lce, self.views = list(query_paths), list(reference_paths), int(size), lce, views
 
     def __len__(self):
         return len(self.q)
@@ -36,7 +37,7 @@ class ImagePairs(Dataset):
         q, r = load_image(self.q[i]), load_image(self.r[i])
         if not self.lce:
             return preprocess([q], self.size), preprocess([r], self.size)
-        qv, rv = query_views(q), reference_views(r)
+        qv, rv = query_views(q, self.views), reference_views(r, self.views)
         qs = qv + [q] * (len(rv) - 1)
         rs = [r] * len(qv) + rv[1:]
         return preprocess(qs, self.size), preprocess(rs, self.size)
@@ -46,7 +47,7 @@ def _cat_pairs(batch):
     return torch.cat([b[0] for b in batch]), torch.cat([b[1] for b in batch])
 
 
-N_LCE_PASSES = N_QUERY_VIEWS + N_REFERENCE_VIEWS - 1
+N_LCE_PASSES = lce_passes("full")
 
 
 @torch.inference_mode()
@@ -61,6 +62,7 @@ def rescore(
     device: str = "cpu",
     lce: bool = False,
     amp: bool = False,
+    lce_views: str = "full",
 ) -> pd.DataFrame:
     """Matcher scores of candidate pairs: ``sigmoid(matcher(q, r))``, max over LCE passes.
 
@@ -69,7 +71,9 @@ def rescore(
         pairs: candidate pairs (``query_id, reference_id`` columns; ``score`` is replaced).
         query_paths, reference_paths: id -> image file.
         size: matcher input side S in pixels.
-        batch_size: image pairs per forward pass (LCE packs 35 passes per pair).
+        batch_size: image pairs per forward pass (LCE packs its passes of a pair together).
+        lce_views: the LCE view set, ``full`` (35 passes per pair) or ``light`` (10)
+            (:mod:`icdlib.eval.views`).
         amp: bf16 autocast for the forward passes (:func:`icdlib.models.precision.autocast`);
             the sigmoid is taken in float32.
 
@@ -77,9 +81,10 @@ def rescore(
         A copy of ``pairs`` with ``score`` in (0, 1).
     """
     _check_ids(pairs, query_paths, reference_paths)
-    passes = N_LCE_PASSES if lce else 1
+    passes = lce_passes(lce_views) if lce else 1
     data = ImagePairs(
-        [query_paths[q] for q in pairs["query_id"]], [reference_paths[r] for r in pairs["reference_id"]], size, lce
+        [query_paths[q] for q in pairs["query_id"]], [reference_paths[r] for r in pairs["reference_id"]], size, lce,
+        lce_views,
     )
     loader = DataLoader(
         data, batch_size=max(1, batch_size // passes), num_workers=num_workers, collate_fn=_cat_pairs

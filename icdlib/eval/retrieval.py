@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from icdlib.data import load_image, worker_errors
+from icdlib.eval.views import VIEW_SETS
 from icdlib.models import preprocess
 from icdlib.models.preprocess import from_pixels
 from icdlib.models.precision import autocast
@@ -53,6 +54,7 @@ class EvalConfig:
     norm_end: int = 5  # one past the last auxiliary rank averaged: ranks 1..4
     matcher_batch_size: int = 32  # image pairs per matcher forward pass
     lce: bool = False  # Local Crop Ensembling for the matcher (35 passes per pair)
+    lce_views: str = "full"  # LCE view set: full (26 query x 10 reference views, 35 passes) | light (6 x 5, 10 passes)
     lce_descriptor: bool = False  # multi-view query search for the descriptor (26 views)
     pixel_cache_mb: int = 1024  # a stage scoring many models keeps each image set it can fit decoded (icdlib.eval.pixels); 0 = stream files
     amp: bool = True  # bf16 autocast for both models' forwards (CUDA; a CPU only with bf16 units): uAP within 0.0003 of fp32
@@ -67,6 +69,8 @@ class EvalConfig:
                 f"eval.num_workers, eval.img_size and eval.pixel_cache_mb must be >= 0, got {self.num_workers}, "
                 f"{self.img_size}, {self.pixel_cache_mb}"
             )
+        if self.lce_views not in VIEW_SETS:
+            raise ValueError(f"eval.lce_views must be one of {sorted(VIEW_SETS)}, got {self.lce_views!r}")
         if not 0 <= self.norm_start < self.norm_end:
             raise ValueError(
                 f"eval: need 0 <= norm_start < norm_end, got [{self.norm_start}, {self.norm_end})"

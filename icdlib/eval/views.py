@@ -25,21 +25,40 @@ TILES = tuple((c / 3, r / 3) for r in range(3) for c in range(3))  # row-major 3
 ROTATIONS = tuple(range(45, 360, 45))  # degrees, counter-clockwise
 
 
-def reference_views(img: Image.Image) -> list[Image.Image]:
-    """The 10 LCE reference views: full image, 5 third-crops, 4 quadrants (in that order)."""
-    views = [img]
-    views += [_crop_frac(img, x, y, 1 / 3, 1 / 3) for x, y in THIRD_CROPS]
-    views += [_crop_frac(img, x, y, 0.5, 0.5) for x, y in QUADRANTS]
+def reference_views(img: Image.Image, views: str = "full") -> list[Image.Image]:
+    """The LCE reference views: ``full`` (10): the image, 5 third-crops, 4 quadrants, in that
+    order; ``light`` (5): the image and its 4 quadrants."""
+    out = [img]
+    if _check(views) == "full":
+        out += [_crop_frac(img, x, y, 1 / 3, 1 / 3) for x, y in THIRD_CROPS]
+    out += [_crop_frac(img, x, y, 0.5, 0.5) for x, y in QUADRANTS]
+    return out
+
+
+def query_views(img: Image.Image, views: str = "full") -> list[Image.Image]:
+    """The LCE query views. ``full`` (26): the 10 full reference views, 9 tiles of a 3x3 grid,
+    and 7 rotations by 45..315 degrees (canvas expanded to keep every pixel, black fill).
+    ``light`` (6): the image, its 4 quadrants and its centre third."""
+    if _check(views) == "light":
+        return reference_views(img, "light") + [_crop_frac(img, *THIRD_CROPS[0], 1 / 3, 1 / 3)]
+    out = reference_views(img)
+    out += [_crop_frac(img, x, y, 1 / 3, 1 / 3) for x, y in TILES]
+    out += [img.rotate(a, resample=Image.BILINEAR, expand=True) for a in ROTATIONS]
+    return out
+
+
+VIEW_SETS = {"full": (26, 10), "light": (6, 5)}  # name -> (query views, reference views)
+N_QUERY_VIEWS, N_REFERENCE_VIEWS = VIEW_SETS["full"]
+
+
+def lce_passes(views: str = "full") -> int:
+    """Matcher passes per pair: every query view against the full reference, then the full
+    query against every reference crop (35 for ``full``, 10 for ``light``)."""
+    q, r = VIEW_SETS[_check(views)]
+    return q + r - 1
+
+
+def _check(views: str) -> str:
+    if views not in VIEW_SETS:
+        raise ValueError(f"LCE views must be one of {sorted(VIEW_SETS)}, got {views!r}")
     return views
-
-
-def query_views(img: Image.Image) -> list[Image.Image]:
-    """The 26 LCE query views: the 10 reference views, 9 tiles of a 3x3 grid, and 7
-    rotations by 45..315 degrees (canvas expanded to keep every pixel, black fill)."""
-    views = reference_views(img)
-    views += [_crop_frac(img, x, y, 1 / 3, 1 / 3) for x, y in TILES]
-    views += [img.rotate(a, resample=Image.BILINEAR, expand=True) for a in ROTATIONS]
-    return views
-
-
-N_QUERY_VIEWS, N_REFERENCE_VIEWS = 26, 10
