@@ -1,0 +1,47 @@
+"""Model inputs: images resized to the model's input size and ImageNet-normalised.
+
+Resizing runs in OpenCV (:func:`icdlib.edits.raster.resize_array`): output pixel centre
+``c + 0.5`` samples input ``(c + 0.5) * w / S``, the continuous scale
+``x' = x * S / w`` that :func:`icdlib.data.pairs.resize_trace` logs.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+
+from icdlib.edits import raster
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # the statistics DINO/timm ViTs were trained with
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+_MEAN = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+_STD = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+
+
+def to_tensor(img) -> torch.Tensor:
+    """PIL RGB image or ``[H, W, 3]`` uint8 array -> ``[3, H, W]`` float32, ImageNet-normalised.
+
+    ``(x / 255 - mean) / std``: the channels are moved first while still uint8 (``cv2.split``), and the float ops
+    run in place (the same float32 operations, in the same order, as the out-of-place form).
+    """
+    a = np.asarray(img) if isinstance(img, np.ndarray) else raster.rgb_array(img)
+    x = torch.from_numpy(np.stack(cv2.split(np.ascontiguousarray(a)))).to(torch.float32)
+    return x.div_(255.0).sub_(_MEAN).div_(_STD)
+
+
+def _resized(img: Image.Image, size: int) -> np.ndarray:
+    a = raster.rgb_array(img)  # bicubic; area averaging when shrinking below half (raster.resize_array)
+    return a if a.shape[:2] == (size, size) else raster.resize_array(a, (size, size), "bicubic")
+
+
+def resize_image(img: Image.Image, size: int) -> Image.Image:
+    """The image half of :func:`resize_traced`: ``size x size``, bicubic (OpenCV)."""
+    return img if img.size == (size, size) else raster.rgb_image(_resized(img, size))
+
+
+def model_input(img: Image.Image, size: int) -> torch.Tensor:
+    """``to_tensor(resize_image(img, size))`` without the PIL round trip."""
+    return to_tensor(_resized(img, size))
