@@ -116,7 +116,7 @@ def _child(args) -> None:
 
     cv2.setNumThreads(1)  # before any OpenCV call: one core, no thread pool
     torch.set_num_threads(1)
-    src_px, size = SETTINGS[args.child]
+    size = SETTINGS[args.child][1]
     paths = sorted(Path(args.sources).glob("*.jpg"))
     cfg = PairsConfig(size=size, patch=16)
     r = _timed(_warm(paths, cfg), paths, cfg, args.samples)
@@ -128,7 +128,7 @@ def _run_child(tree: Path, setting: str, sources: Path, samples: int) -> dict:
     env = dict(os.environ, PYTHONPATH=str(tree), OPENCV_FOR_THREADS_NUM="1")
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", setting, "--sources", str(sources),
            "--samples", str(samples)]
-    out = subprocess.run(cmd, env=env, cwd=tree, capture_output=True, text=True)
+    out = subprocess.run(cmd, env=env, cwd=tree, capture_output=True, text=True, check=False)
     line = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
     if out.returncode != 0 or not line:
         raise RuntimeError(f"timing {tree} ({setting}) failed:\n{out.stderr[-3000:]}")
@@ -153,7 +153,7 @@ def side_by_side(rev: str, folders: dict[str, Path], samples: int, repeats: int)
                 for t in tqdm(interleaved(repeats), desc=f"{name}: this tree / {rev}", leave=False):
                     runs[t][name].append(_run_child(trees[t], name, folders[name], samples))
         finally:
-            subprocess.run(["git", "worktree", "remove", "--force", str(wt)], cwd=root, capture_output=True)
+            subprocess.run(["git", "worktree", "remove", "--force", str(wt)], cwd=root, capture_output=True, check=False)
     best = {t: {name: best_of(rs) for name, rs in per.items()} for t, per in runs.items()}
     return best["this"], best["against"], sha
 

@@ -204,8 +204,8 @@ def test_environment_yml_uses_conda_forge_only_and_mirrors_pyproject():
         found = conda.get(cname, pip_mins.get(name))
         assert found is not None, f"environment.yml: {name} (declared >={low} in pyproject.toml) is missing"
         n = CONDA_RELEASE_PARTS.get(name)
-        cut = lambda v: ".".join(v.split(".")[:n])  # noqa: E731
-        assert _release(cut(found)) == _release(cut(low)), f"environment.yml: {name}>={found}, pyproject.toml: >={low}"
+        f, lo = (".".join(v.split(".")[:n]) for v in (found, low))
+        assert _release(f) == _release(lo), f"environment.yml: {name}>={found}, pyproject.toml: >={low}"
     assert "pip install --no-deps -e ." in (ROOT / "environment.yml").read_text()  # icdlib itself, last
 
 

@@ -41,7 +41,13 @@ from torch.utils.data import DataLoader, Dataset
 
 from icdlib import edits
 from icdlib.data.disc21 import load_image
-from icdlib.data.inputs import IMAGENET_MEAN, IMAGENET_STD, model_input, resize_image, to_tensor  # noqa: F401 (re-exported)
+from icdlib.data.inputs import (  # noqa: F401 (re-exported)
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    model_input,
+    resize_image,
+    to_tensor,
+)
 from icdlib.params import section
 from icdlib.pixtrace import Step, Trace, overlap_batch
 
@@ -359,11 +365,8 @@ def _worker_init(worker_id: int) -> None:
 
 
 class _Loader(DataLoader):
-    """Forks its workers with OpenCV set to one thread, then restores the caller's setting.
-
-    ``cv2.setNumThreads`` inside a forked worker can deadlock once the parent has run
-    OpenCV's thread pool, so the setting is changed in the parent, around the fork only.
-    """
+    """Forks its workers with OpenCV on one thread, then restores the caller's setting
+    (``cv2.setNumThreads`` in a forked worker can deadlock once the parent ran OpenCV's pool)."""
 
     def __iter__(self):
         if self.num_workers == 0:
