@@ -1,8 +1,10 @@
 """Model inputs: images resized to the model's input size and ImageNet-normalised.
 
-Resizing runs in OpenCV (:func:`icdlib.edits.raster.resize_array`): output pixel centre
-``c + 0.5`` samples input ``(c + 0.5) * w / S``, the continuous scale
-``x' = x * S / w`` that :func:`icdlib.data.pairs.resize_trace` logs.
+The resize is Pillow's bicubic, pixel for pixel the one evaluation uses
+(:func:`icdlib.models.preprocess.resized_pixels`): a model sees the same inputs in training
+and at evaluation (``tests/test_matcher_diag.py``). Output pixel centre ``c + 0.5`` samples
+input ``(c + 0.5) * w / S``, the continuous scale ``x' = x * S / w`` that
+:func:`icdlib.data.pairs.resize_trace` logs.
 """
 
 from __future__ import annotations
@@ -33,15 +35,16 @@ def to_tensor(img) -> torch.Tensor:
 
 
 def _resized(img: Image.Image, size: int) -> np.ndarray:
-    a = raster.rgb_array(img)  # bicubic; area averaging when shrinking below half (raster.resize_array)
-    return a if a.shape[:2] == (size, size) else raster.resize_array(a, (size, size), "bicubic")
+    if img.size != (size, size):
+        img = img.resize((size, size), Image.Resampling.BICUBIC)
+    return raster.rgb_array(img)
 
 
 def resize_image(img: Image.Image, size: int) -> Image.Image:
-    """The image half of :func:`resize_traced`: ``size x size``, bicubic (OpenCV)."""
-    return img if img.size == (size, size) else raster.rgb_image(_resized(img, size))
+    """The image half of :func:`icdlib.data.pairs.resize_traced`: ``size x size``, bicubic (Pillow)."""
+    return img if img.size == (size, size) else img.resize((size, size), Image.Resampling.BICUBIC)
 
 
 def model_input(img: Image.Image, size: int) -> torch.Tensor:
-    """``to_tensor(resize_image(img, size))`` without the PIL round trip."""
+    """``to_tensor(resize_image(img, size))``: the model input of one image."""
     return to_tensor(_resized(img, size))

@@ -8,7 +8,7 @@ trace state is shared between samples or workers.
 A *pair* (one dict) holds:
 
 - ``query``, ``reference``: ``[3, S, S]`` float32, ImageNet-normalised RGB at the model
-  input size ``S`` (bicubic resize of the edited / clean image, OpenCV).
+  input size ``S`` (bicubic resize of the edited / clean image).
 - ``overlap_qr``: ``[N, N + 1]`` float32, row i = where query patch i's pixels trace to
   among the N reference patches, last column = untraceable share
   (:func:`icdlib.pixtrace.overlap_batch`; patches row-major, ``N = (S // patch) ** 2``).
@@ -97,9 +97,8 @@ def pairs_config(params: dict, source: str = "params.yaml") -> PairsConfig:
 def resize_traced(img: Image.Image, trace: Trace, size: int) -> tuple[Image.Image, Trace]:
     """Resize to ``size x size`` (bicubic) and append the matching scale step to ``trace``.
 
-    Output pixel centre ``(c + 0.5)`` samples input ``(c + 0.5) * w / S`` (OpenCV, see
-    :func:`icdlib.edits.raster.resize_array`), i.e. the continuous scale ``x' = x * S / w``,
-    ``y' = y * S / h``.
+    Pillow's resize maps output pixel centre ``(c + 0.5)`` to input ``(c + 0.5) * w / S``,
+    i.e. the continuous scale ``x' = x * S / w``, ``y' = y * S / h``.
     """
     return resize_image(img, size), resize_trace(trace, size)
 
