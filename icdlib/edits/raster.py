@@ -10,10 +10,11 @@ interpolate 8-bit images in fixed point (sub-pixel positions on a 1/32 px grid, 
 rounded, not truncated) and blend ``fill`` into pixels whose neighbourhood leaves the
 input. ``tests/test_exactness.py`` checks the convention on coordinate-encoded images.
 
-OpenCV runs these ops on its own thread pool. A training DataLoader worker is one
-core: :func:`icdlib.data.pairs.make_loader`'s workers call ``cv2.setNumThreads(1)``
-(as they do ``torch.set_num_threads(1)``); nothing here changes OpenCV's global
-settings in the calling process.
+OpenCV runs these ops on its own thread pool, which nothing here configures. A training
+DataLoader worker is one core: :func:`icdlib.data.pairs.make_loader` forks its workers with
+OpenCV set to one thread and restores the caller's setting afterwards (calling
+``cv2.setNumThreads`` inside a forked worker can deadlock once the parent has used the
+pool); ``benchmarks/loader.py`` sets one thread for its own process.
 """
 
 from __future__ import annotations
