@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+import cv2
 import numpy as np
 import torch
 from PIL import Image
@@ -40,11 +41,16 @@ from torch.utils.data import DataLoader, Dataset
 
 from icdlib import edits
 from icdlib.data.disc21 import load_image
+from icdlib.data.inputs import (  # noqa: F401 (re-exported)
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    model_input,
+    resize_image,
+    to_tensor,
+)
 from icdlib.params import section
 from icdlib.pixtrace import Step, Trace, overlap_batch
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)  # the statistics DINO/timm ViTs were trained with
-IMAGENET_STD = (0.229, 0.224, 0.225)
 TARGETS = ("pixtrace", "uniform", "same_position")
 
 
@@ -88,21 +94,6 @@ def pairs_config(params: dict, source: str = "params.yaml") -> PairsConfig:
 
 
 # ---------------------------------------------------------------------- pure helpers
-_MEAN = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-_STD = torch.tensor(IMAGENET_STD).view(3, 1, 1)
-
-
-def to_tensor(img: Image.Image) -> torch.Tensor:
-    """PIL RGB -> ``[3, H, W]`` float32, ImageNet-normalised: ``(x / 255 - mean) / std``.
-
-    The channels are moved first while still uint8, and the float ops run in place
-    (the same float32 operations, in the same order, as the out-of-place form).
-    """
-    bands = (img if img.mode == "RGB" else img.convert("RGB")).split()  # Pillow splits channels fast
-    x = torch.from_numpy(np.stack([np.asarray(b) for b in bands])).to(torch.float32)
-    return x.div_(255.0).sub_(_MEAN).div_(_STD)
-
-
 def resize_traced(img: Image.Image, trace: Trace, size: int) -> tuple[Image.Image, Trace]:
     """Resize to ``size x size`` (bicubic) and append the matching scale step to ``trace``.
 
@@ -110,11 +101,6 @@ def resize_traced(img: Image.Image, trace: Trace, size: int) -> tuple[Image.Imag
     i.e. the continuous scale ``x' = x * S / w``, ``y' = y * S / h``.
     """
     return resize_image(img, size), resize_trace(trace, size)
-
-
-def resize_image(img: Image.Image, size: int) -> Image.Image:
-    """The image half of :func:`resize_traced`: ``size x size``, bicubic."""
-    return img if img.size == (size, size) else img.resize((size, size), Image.Resampling.BICUBIC)
 
 
 _RESIZED_IDENTITY: dict[tuple, Trace] = {}  # (source size, S) -> the clean reference's trace
@@ -242,8 +228,8 @@ class _PairBase(Dataset):
         traced = float(1.0 - o_qr[:, -1].mean())
         t0 = self._tick("trace", t0)
         out = {
-            "query": to_tensor(resize_image(q_img, cfg.size)),
-            "reference": to_tensor(resize_image(r_img, cfg.size)),
+            "query": model_input(q_img, cfg.size),
+            "reference": model_input(r_img, cfg.size),
             "overlap_qr": o_qr,
             "overlap_rq": o_rq,
             "copynce": torch.tensor(traced >= cfg.min_traced and traced > 0),
@@ -377,6 +363,21 @@ def _worker_init(worker_id: int) -> None:
     torch.set_num_threads(1)
 
 
+class _Loader(DataLoader):
+    """Forks its workers with OpenCV on one thread, then restores the caller's setting
+    (``cv2.setNumThreads`` in a forked worker can deadlock once the parent ran OpenCV's pool)."""
+
+    def __iter__(self):
+        if self.num_workers == 0:
+            return super().__iter__()
+        n = cv2.getNumThreads()
+        cv2.setNumThreads(1)
+        try:
+            return super().__iter__()  # non-persistent workers are forked here
+        finally:
+            cv2.setNumThreads(n)
+
+
 def make_loader(dataset: Dataset, batch_size: int, workers: int = 0, seed: int = 0,
                 pin_memory: bool = False, shuffle: bool = True, drop_last: bool = True) -> DataLoader:
     """A DataLoader with :func:`collate` and a seeded order.
@@ -384,13 +385,13 @@ def make_loader(dataset: Dataset, batch_size: int, workers: int = 0, seed: int =
     The order is drawn from ``torch.Generator().manual_seed(seed)`` (epoch e of one
     loader = the e-th permutation); the samples themselves depend only on the dataset's
     ``(seed, epoch, index)``. Call ``dataset.set_epoch(e)`` before each epoch; workers
-    are not persistent, so they see it.
+    are not persistent, so they see it. Workers run torch and OpenCV on one thread each.
     """
     if batch_size < 1 or workers < 0:
         raise ValueError(f"make_loader: need batch_size >= 1 and workers >= 0, got {batch_size}, {workers}")
     g = torch.Generator()
     g.manual_seed(int(seed))
-    return DataLoader(
+    return _Loader(
         dataset, batch_size=batch_size, shuffle=shuffle, generator=g, num_workers=workers,
         collate_fn=collate, pin_memory=pin_memory, drop_last=drop_last,
         worker_init_fn=_worker_init if workers > 0 else None, persistent_workers=False,

@@ -15,8 +15,9 @@ import math
 import numpy as np
 from PIL import Image, ImageDraw
 
-from icdlib.edits.registry import RESAMPLE, RESAMPLING, SEED, Param, color_param, opacity_param, register
+from icdlib.edits.registry import RESAMPLE, SEED, Param, color_param, opacity_param, register
 from icdlib.pixtrace import Step
+from icdlib.edits import raster as R
 from icdlib.edits import warps as W
 from icdlib.edits.text import draw_text_centered
 
@@ -116,7 +117,7 @@ def paste_onto(img, p, ctx):
     else:
         canvas = Image.new("RGB", (cw, ch), tuple(p["color"]))
     box = (left, top, left + pw, top + ph)
-    resized = img.resize((pw, ph), RESAMPLING[p["resample"]])
+    resized = R.resize_image(img, (pw, ph), p["resample"])
     out = canvas.copy()
     out.paste(Image.blend(canvas.crop(box), resized, p["opacity"]), box)
     alpha = np.zeros((ch, cw), np.float32)
@@ -205,7 +206,7 @@ def collage(img, p, ctx):
     seeds = np.random.SeedSequence(p["seed"]).generate_state(rows * cols, np.uint64)
     for k in range(rows * cols):
         x0, y0 = g + (k % cols) * (tw + g), g + (k // cols) * (th + g)
-        tile = img.resize((tw, th), RESAMPLING[p["resample"]]) if k == idx else ctx.donor(int(seeds[k] >> 1), (tw, th))
+        tile = R.resize_image(img, (tw, th), p["resample"]) if k == idx else ctx.donor(int(seeds[k] >> 1), (tw, th))
         out.paste(tile, (x0, y0))
     x0, y0 = g + (idx % cols) * (tw + g), g + (idx // cols) * (th + g)
     m = W.translate(x0, y0) @ W.scaling(tw / w, th / h)
@@ -235,7 +236,7 @@ def frame(img, p, ctx):
     pw, ph = max(1, int(round(s * w))), max(1, int(round(s * h)))
     left, top = bd + (iw - pw) // 2, tb + (ih - ph) // 2
     out = Image.new("RGB", (w, h), tuple(p["bar_color"]))
-    out.paste(img.resize((pw, ph), RESAMPLING[p["resample"]]), (left, top))
+    out.paste(R.resize_image(img, (pw, ph), p["resample"]), (left, top))
     draw = ImageDraw.Draw(out)
     if p["style"] == "screenshot" and tb >= 4:
         r = max(1, tb // 5)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from icdlib.edits.raster import resize_array, rgb_array, rgb_image
+
 
 def procedural_donor(seed: int, size: tuple[int, int]) -> Image.Image:
     """An RGB image of ``size`` (w, h) drawn from ``seed`` (same seed, same bytes).
@@ -44,13 +46,15 @@ def procedural_donor(seed: int, size: tuple[int, int]) -> Image.Image:
 
 
 def cover_resize(image: Image.Image, size: tuple[int, int]) -> Image.Image:
-    """Centre-crop ``image`` to the aspect ratio of ``size`` and resize it to ``size``."""
+    """Centre-crop ``image`` to the aspect ratio of ``size`` (whole pixels) and resize it
+    to ``size`` (bilinear, pixel-area averaging when shrinking)."""
     w, h = image.size
-    tw, th = size
+    tw, th = int(size[0]), int(size[1])
     if w * th > h * tw:  # too wide: crop width
-        cw = h * tw / th
-        box = ((w - cw) / 2, 0, (w + cw) / 2, h)
+        cw = min(w, max(1, round(h * tw / th)))
+        box = ((w - cw) // 2, 0, (w - cw) // 2 + cw, h)
     else:
-        ch = w * th / tw
-        box = (0, (h - ch) / 2, w, (h + ch) / 2)
-    return image.resize((int(tw), int(th)), Image.Resampling.BILINEAR, box=box)
+        ch = min(h, max(1, round(w * th / tw)))
+        box = (0, (h - ch) // 2, w, (h - ch) // 2 + ch)
+    a = rgb_array(image)[box[1]:box[3], box[0]:box[2]]
+    return rgb_image(resize_array(a, (tw, th), "bilinear"))

@@ -125,22 +125,32 @@ def stripes(img, p, ctx):
     xs = np.arange(w, dtype=np.float64)[None, :] + 0.5  # pixel centres, broadcast to [H, W]
     ys = np.arange(h, dtype=np.float64)[:, None] + 0.5
     t = math.radians(p["degrees"])
-    u = (xs * math.cos(t) + ys * math.sin(t)) / period + p["phase"]
-    alpha = ((u - np.floor(u)) < p["thickness"]).astype(np.float32) * p["opacity"]
+    u = np.add(xs * math.cos(t), ys * math.sin(t))  # (x cos + y sin) / period + phase, in place
+    u /= period
+    u += p["phase"]
+    u -= np.floor(u)
+    alpha = (u < p["thickness"]).astype(np.float32)
+    alpha *= np.float32(p["opacity"])
     return C.blend(img, p["color"], alpha), C.occlusion_step(img, alpha, ctx, "stripes")
 
 
 def _donor_over(img, p, ctx, shape: str, name: str):
-    """Paste a donor patch (rectangle or ellipse) over the image with opacity."""
+    """Paste a donor patch (rectangle or ellipse) over the image with opacity.
+
+    Only the patch's box is blended: the same pixels as :func:`_layer_blend` of a
+    full-size layer holding the patch (alpha 0 elsewhere leaves the image as it is)."""
     left, top, bw, bh = C.rect_box(img.size, p["area"], p["ratio"], p["x"], p["y"])
-    patch = ctx.donor(p["seed"], (bw, bh)).convert("RGBA")
+    patch = np.asarray(ctx.donor(p["seed"], (bw, bh)), np.float32)
     if shape == "ellipse":
         m = Image.new("L", (bw, bh), 0)
         ImageDraw.Draw(m).ellipse((0, 0, bw - 1, bh - 1), fill=255)
-        patch.putalpha(m)
-    layer = Image.new("RGBA", img.size, (0, 0, 0, 0))
-    layer.paste(patch, (left, top))
-    return _layer_blend(img, layer, p["opacity"], ctx, name)
+        cover = np.asarray(m, np.float32)
+    else:
+        cover = np.full((bh, bw), 255.0, np.float32)
+    alpha = np.zeros((img.height, img.width), np.float32)
+    alpha[top : top + bh, left : left + bw] = cover / 255.0 * p["opacity"]
+    out = C.blend(img, patch, alpha, box=(left, top, left + bw, top + bh))
+    return out, C.occlusion_step(img, alpha, ctx, name)
 
 
 _DONOR_PARAMS = (

@@ -3,7 +3,8 @@
 Every op logs one :class:`~icdlib.pixtrace.Step` whose 3x3 matrix maps input-canvas
 points to output-canvas points (pixel-centre convention, see :mod:`icdlib.edits`).
 Warps are rendered by :func:`warp` from that same matrix, so image and trace agree
-by construction; crops and paddings use integer pixel offsets.
+by construction; crops and paddings use integer pixel offsets. Resampling runs in
+OpenCV (:mod:`icdlib.edits.raster`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import math
 import numpy as np
 from PIL import Image
 
-from icdlib.edits.registry import RESAMPLE, RESAMPLING, Param, color_param, register
+from icdlib.edits import raster as R
+from icdlib.edits.registry import RESAMPLE, Param, color_param, register
 from icdlib.pixtrace import Step
 
 Size = tuple[int, int]
@@ -53,25 +55,11 @@ def warp(image: Image.Image, matrix: np.ndarray, out_size: Size, resample: str =
          fill=(0, 0, 0)) -> Image.Image:
     """Render ``image`` through ``matrix`` (input -> output points) onto ``out_size``.
 
-    Pillow's PERSPECTIVE transform takes the output -> input map and evaluates it at
-    output pixel centres, returning the input sampled at that continuous point, so the
-    exact inverse of ``matrix`` is passed. Outside the input: ``fill``.
-    Interpolated warps run per channel in float (mode ``F``) and are rounded, because
-    Pillow's 8-bit interpolating transforms truncate, darkening by half a grey level.
+    Every output pixel centre samples the input at the exact inverse image of that
+    centre (OpenCV, :func:`icdlib.edits.raster.warp_array`, which states the
+    convention); outside the input: ``fill``.
     """
-    inv = np.linalg.inv(np.asarray(matrix, np.float64))
-    inv = inv / inv[2, 2]
-    size, data = tuple(int(v) for v in out_size), tuple(inv.ravel()[:8])
-    if resample == "nearest":
-        return image.transform(size, Image.Transform.PERSPECTIVE, data,
-                               resample=Image.Resampling.NEAREST, fillcolor=tuple(fill))
-    bands = [  # rounded per band and merged by Pillow (interleaving float planes in numpy is slow)
-        Image.fromarray(np.clip(np.rint(np.asarray(
-            b.convert("F").transform(size, Image.Transform.PERSPECTIVE, data,
-                                     resample=RESAMPLING[resample], fillcolor=float(f)))), 0, 255).astype(np.uint8), "L")
-        for b, f in zip(image.split(), fill)
-    ]
-    return Image.merge("RGB", bands)
+    return R.warp_image(image, matrix, out_size, resample, fill)
 
 
 def warp_band(band: Image.Image, matrix: np.ndarray, out_size: Size) -> np.ndarray:
@@ -79,13 +67,7 @@ def warp_band(band: Image.Image, matrix: np.ndarray, out_size: Size) -> np.ndarr
 
     Returns ``[H_out, W_out]`` float32 in the band's units.
     """
-    inv = np.linalg.inv(np.asarray(matrix, np.float64))
-    inv = inv / inv[2, 2]
-    out = band.convert("F").transform(
-        tuple(int(v) for v in out_size), Image.Transform.PERSPECTIVE, tuple(inv.ravel()[:8]),
-        resample=Image.Resampling.BILINEAR, fillcolor=0.0,
-    )
-    return np.asarray(out, np.float32)
+    return R.warp_array(np.asarray(band, np.float32), matrix, out_size, "bilinear", 0.0)
 
 
 def _px(frac: float, length: int) -> int:
@@ -123,12 +105,14 @@ def crop(img, p, ctx):
 
 def _resized(img, size: Size, name: str, resample: str = "bilinear", box=None):
     w, h = img.size
-    out = img.resize(size, RESAMPLING[resample], box=box)
+    a = R.rgb_array(img)
     if box is None:
         m = scaling(size[0] / w, size[1] / h)
-    else:
+    else:  # whole-pixel box: cut it, then resize
         l, t, r, b = box
+        a = a[t:b, l:r]
         m = scaling(size[0] / (r - l), size[1] / (b - t)) @ translate(-l, -t)
+    out = R.rgb_image(R.resize_array(a, size, resample))
     return out, [Step(m, img.size, out.size, name=name)]
 
 
@@ -313,10 +297,4 @@ def pad_square(img, p, ctx):
 def warp_weight(weight: np.ndarray, matrix: np.ndarray, out_size: tuple[int, int]) -> np.ndarray:
     """Carry a ``[H, W]`` float map through ``matrix`` (input -> output points) onto
     ``out_size``, sampling the nearest input pixel at each output pixel centre, 0 outside."""
-    inv = np.linalg.inv(matrix)
-    inv = inv / inv[2, 2]
-    out = Image.fromarray(np.asarray(weight, np.float32), "F").transform(
-        tuple(out_size), Image.Transform.PERSPECTIVE, tuple(inv.ravel()[:8]),
-        resample=Image.Resampling.NEAREST, fillcolor=0.0,
-    )
-    return np.asarray(out, np.float32)
+    return R.warp_array(np.asarray(weight, np.float32), matrix, out_size, "nearest", 0.0)

@@ -1,0 +1,50 @@
+"""Model inputs: images resized to the model's input size and ImageNet-normalised.
+
+The resize is Pillow's bicubic, pixel for pixel the one evaluation uses
+(:func:`icdlib.models.preprocess.resized_pixels`): a model sees the same inputs in training
+and at evaluation (``tests/test_matcher_diag.py``). Output pixel centre ``c + 0.5`` samples
+input ``(c + 0.5) * w / S``, the continuous scale ``x' = x * S / w`` that
+:func:`icdlib.data.pairs.resize_trace` logs.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+
+from icdlib.edits import raster
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # the statistics DINO/timm ViTs were trained with
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+_MEAN = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+_STD = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+
+
+def to_tensor(img) -> torch.Tensor:
+    """PIL RGB image or ``[H, W, 3]`` uint8 array -> ``[3, H, W]`` float32, ImageNet-normalised.
+
+    ``(x / 255 - mean) / std``: the channels are moved first while still uint8 (``cv2.split``), and the float ops
+    run in place (the same float32 operations, in the same order, as the out-of-place form).
+    """
+    a = np.asarray(img) if isinstance(img, np.ndarray) else raster.rgb_array(img)
+    x = torch.from_numpy(np.stack(cv2.split(np.ascontiguousarray(a)))).to(torch.float32)
+    return x.div_(255.0).sub_(_MEAN).div_(_STD)
+
+
+def _resized(img: Image.Image, size: int) -> np.ndarray:
+    if img.size != (size, size):
+        img = img.resize((size, size), Image.Resampling.BICUBIC)
+    return raster.rgb_array(img)
+
+
+def resize_image(img: Image.Image, size: int) -> Image.Image:
+    """The image half of :func:`icdlib.data.pairs.resize_traced`: ``size x size``, bicubic (Pillow)."""
+    return img if img.size == (size, size) else img.resize((size, size), Image.Resampling.BICUBIC)
+
+
+def model_input(img: Image.Image, size: int) -> torch.Tensor:
+    """``to_tensor(resize_image(img, size))``: the model input of one image."""
+    return to_tensor(_resized(img, size))

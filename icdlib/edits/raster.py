@@ -1,0 +1,97 @@
+"""Resampling of RGB images with OpenCV, in the pixel-centre convention of :mod:`icdlib.edits`.
+
+Matrices here map continuous *input* points to *output* points, with pixel ``(c, r)``
+covering ``[c, c+1) x [r, r+1)`` (centre ``(c + 0.5, r + 0.5)``). OpenCV indexes
+pixels by their centres (centre of pixel ``c`` at ``x = c``), so a matrix ``M`` in our
+convention is ``T(+1/2) M T(-1/2)`` in OpenCV's (:func:`cv_matrix`). ``cv2.warpAffine`` /
+``cv2.warpPerspective`` are handed the output -> input map (``WARP_INVERSE_MAP``) and
+sample it at every output pixel centre, exactly as Pillow's ``transform`` does; they
+interpolate 8-bit images in fixed point (sub-pixel positions on a 1/32 px grid, results
+rounded, not truncated) and blend ``fill`` into pixels whose neighbourhood leaves the
+input. ``tests/test_exactness.py`` checks the convention on coordinate-encoded images.
+
+OpenCV runs these ops on its own thread pool, which nothing here configures. A training
+DataLoader worker is one core: :func:`icdlib.data.pairs.make_loader` forks its workers with
+OpenCV set to one thread and restores the caller's setting afterwards (calling
+``cv2.setNumThreads`` inside a forked worker can deadlock once the parent has used the
+pool); ``benchmarks/loader.py`` sets one thread for its own process.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from PIL import Image
+
+Size = tuple[int, int]
+
+_HALF = np.array([[1.0, 0.0, 0.5], [0.0, 1.0, 0.5], [0.0, 0.0, 1.0]])
+_HALF_INV = np.array([[1.0, 0.0, -0.5], [0.0, 1.0, -0.5], [0.0, 0.0, 1.0]])
+INTER = {"nearest": cv2.INTER_NEAREST, "bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC}
+
+
+def cv_matrix(matrix: np.ndarray) -> np.ndarray:
+    """(3, 3) output -> input map in OpenCV's pixel indexing for ``matrix`` (input ->
+    output points, pixel-centre convention), normalised so that ``[2, 2] == 1``."""
+    inv = _HALF_INV @ np.linalg.inv(np.asarray(matrix, np.float64)) @ _HALF
+    return inv / inv[2, 2]
+
+
+def _is_affine(m: np.ndarray) -> bool:
+    return abs(m[2, 0]) < 1e-12 and abs(m[2, 1]) < 1e-12
+
+
+def warp_array(a: np.ndarray, matrix: np.ndarray, out_size: Size, resample: str = "bilinear",
+               fill=0) -> np.ndarray:
+    """Render the ``[H, W(, C)]`` array ``a`` through ``matrix`` (input -> output points)
+    onto ``out_size`` (w, h): every output pixel centre samples the input at the mapped
+    point (``resample``: nearest, bilinear or bicubic); outside the input, ``fill``
+    (a number, or one per channel). Returns the array's dtype."""
+    inv = cv_matrix(matrix)
+    size = (int(out_size[0]), int(out_size[1]))
+    flags = INTER[resample] | cv2.WARP_INVERSE_MAP
+    border = tuple(float(v) for v in fill) if np.ndim(fill) else float(fill)
+    if _is_affine(inv):
+        return cv2.warpAffine(a, inv[:2], size, flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=border)
+    return cv2.warpPerspective(a, inv, size, flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=border)
+
+
+def resize_array(a: np.ndarray, size: Size, resample: str = "bilinear") -> np.ndarray:
+    """``a`` (``[H, W(, C)]``) resized to ``size`` (w, h), pixel centres on pixel centres
+    (output centre ``c + 0.5`` reads input ``(c + 0.5) W / w``, as Pillow's resize).
+
+    Shrinking both sides, one of them below half, averages pixel areas (``INTER_AREA``:
+    antialiased, like Pillow's shrinking filters); otherwise ``resample`` interpolates
+    (above half size the interpolation kernel's aliasing is slight, and it is 5x faster
+    than area averaging at non-integer ratios).
+    """
+    h, w = a.shape[:2]
+    size = (int(size[0]), int(size[1]))
+    if size == (w, h):
+        return a.copy()
+    if resample == "nearest":  # OpenCV's INTER_NEAREST reads corners, not centres: go through warp
+        return warp_array(a, np.diag([size[0] / w, size[1] / h, 1.0]), size, "nearest")
+    area = size[0] <= w and size[1] <= h and (2 * size[0] < w or 2 * size[1] < h)
+    interp = cv2.INTER_AREA if area else INTER[resample]
+    return cv2.resize(a, size, interpolation=interp)
+
+
+def rgb_array(img: Image.Image) -> np.ndarray:
+    """``[H, W, 3]`` uint8 view of an RGB PIL image (read-only)."""
+    return np.asarray(img if img.mode == "RGB" else img.convert("RGB"))
+
+
+def rgb_image(a: np.ndarray) -> Image.Image:
+    """PIL RGB image of a ``[H, W, 3]`` uint8 array."""
+    return Image.fromarray(np.ascontiguousarray(a), "RGB")
+
+
+def warp_image(image: Image.Image, matrix: np.ndarray, out_size: Size, resample: str = "bilinear",
+               fill=(0, 0, 0)) -> Image.Image:
+    """:func:`warp_array` of an RGB PIL image."""
+    return rgb_image(warp_array(rgb_array(image), matrix, out_size, resample, tuple(fill)))
+
+
+def resize_image(image: Image.Image, size: Size, resample: str = "bilinear") -> Image.Image:
+    """:func:`resize_array` of an RGB PIL image."""
+    return rgb_image(resize_array(rgb_array(image), size, resample))

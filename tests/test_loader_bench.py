@@ -1,0 +1,56 @@
+"""benchmarks/loader.py --against: the run order and the side-by-side report block (no timing)."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location("loader_bench", ROOT / "benchmarks" / "loader.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _run(ms: float, edit: float) -> dict:
+    return {"ms_per_pair": ms, "pairs_per_s_per_core": 1000 / ms,
+            "ms_per_pair_by_stage": {"decode": 0.1, "edit": edit, "trace": 0.2, "tensor": 0.3, "other": 0.0}}
+
+
+def test_repeats_alternate_between_the_trees():
+    mod = _module()
+    assert mod.interleaved(3) == ["this", "against"] * 3
+    assert mod.interleaved(0) == ["this", "against"]  # at least one round
+
+
+def test_best_of_keeps_the_fastest_run_and_the_fastest_edit_stage_of_any_run():
+    best = _module().best_of([_run(5.0, 2.0), _run(4.0, 2.5), _run(6.0, 1.5)])
+    assert best["ms_per_pair"] == 4.0 and best["ms_per_pair_by_stage"]["edit"] == 2.5
+    assert best["repeats_ms_per_pair"] == [5.0, 4.0, 6.0]
+    assert best["best_edit_ms_per_pair"] == 1.5
+
+
+def test_against_block_gives_old_over_new_speedups_per_setting():
+    mod = _module()
+    this = {"default_112": mod.best_of([_run(2.0, 1.0)]), "paper_224": mod.best_of([_run(4.0, 2.0)])}
+    old = {"default_112": mod.best_of([_run(5.0, 2.5)]), "paper_224": mod.best_of([_run(10.0, 7.0)])}
+    out = mod.against_block("abc123", "f" * 40, this, old)
+    a = out["against"]
+    assert a["rev"] == "abc123" and a["commit"] == "f" * 40
+    assert a["pairs_per_s_per_core_224"] == 100.0 and a["ms_per_pair_224"] == 10.0
+    assert a["stages_ms_per_pair"]["paper_224"]["edit"] == 7.0
+    assert out["speedup_224"] == a["speedup_224"] == 2.5
+    assert out["edit_speedup_224"] == a["edit_speedup_224"] == 3.5
+    assert a["speedup_112"] == 2.5 and a["edit_speedup_112"] == 2.5
+    assert "speedup_112" not in out  # only the 224 px speedups sit at the top level
+
+
+def test_against_needs_a_revision_git_knows():
+    with pytest.raises(subprocess.CalledProcessError):  # git rev-parse fails before any worktree
+        _module().side_by_side("no-such-revision-xyz", {}, 1, 1)
