@@ -8,7 +8,7 @@ whose ``dvc repro evaluate`` has run): its ``params.yaml``, ``data/``, ``models/
 and kNN table. Each variant trains every arm as stage ``train_descriptor`` does (same start,
 seed, kNN look-alikes and pair store, :func:`icdlib.pipeline.training.stage_run`), with the
 variant's keys on top, and scores each kept budget as the learning curve does (plain top-k
-uAP on the eval split, no score normalisation). The rows give both arms' uAP per budget and
+uAP on the eval split, or on each of ``--splits``, no score normalisation). The rows give both arms' uAP per budget and
 the CopyNCE - InfoNCE gap: does a lever separate the arms sooner or further than the recipe
 (the run's own ``reports/ablation/curve.csv``)? Runs go under ``RUN/runs/levers/``.
 """
@@ -25,13 +25,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from icdlib.eval.engine import load_checkpoint  # noqa: E402
+from icdlib.eval.engine import Benchmark, load_checkpoint  # noqa: E402
 from icdlib.pipeline.evaluation import Evaluator  # noqa: E402
-from icdlib.pipeline.training import stage_run  # noqa: E402
+from icdlib.pipeline.training import seed_checkpoint, stage_run  # noqa: E402
 from icdlib.train import prepare, train  # noqa: E402
 from matcher_levers import run_commit  # noqa: E402
 
 VARIANTS = {  # name -> --set keys on top of each arm
+    "recipe": {},  # the pipeline's own runs of the arm (its checkpoints in RUN/models; nothing is trained)
     "lr2e-4": {"train.lr": 2e-4},  # fine-tuning the trunk at 0.4x the recipe's peak lr
     "lr1e-4": {"train.lr": 1e-4},
     "steps450": {"train.steps": 450},
@@ -46,6 +47,9 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--variants", default="lr2e-4")
     ap.add_argument("--snapshots", default="75,150,225")
+    ap.add_argument("--splits", default=None,
+                    help="query splits to score, comma-separated (default: the params' dataset.eval_split); "
+                         "a split the tables do not use tells whether a lever's effect is the eval split's own")
     ap.add_argument("--out", type=Path, default=OUT)
     a = ap.parse_args(argv)
     names = a.variants.split(",")
@@ -54,6 +58,8 @@ def main(argv=None) -> int:
         raise SystemExit(f"descriptor_levers: unknown variant(s) {unknown}; known: {sorted(VARIANTS)}")
     ev = Evaluator(a.run / "params.yaml", predictions="levers", normalise=False)
     st = ev.st
+    splits = a.splits.split(",") if a.splits else [st.dataset.eval_split]
+    benches = {sp: ev.bench if sp == ev.bench.split else Benchmark(st.path("data"), sp, ev.bench.cfg) for sp in splits}
     snaps = [int(s) for s in a.snapshots.split(",") if s]
     commit = run_commit(a.run)
     kept = pd.read_csv(a.out, dtype={"commit": str}) if a.out.is_file() else pd.DataFrame()
@@ -61,25 +67,30 @@ def main(argv=None) -> int:
     for name in names:
         for arm in a.arms.split(","):
             run, _ = stage_run(st, arm, a.seed, None, {"train.snapshots": snaps, **VARIANTS[name]})
-            out = st.path("runs", "levers", f"{name}_{arm}_s{a.seed}")
-            prepare(run, out, data_root=st.path("data"))
-            final = train(run, out, data_root=st.path("data"), resume="auto")
-            points = {**{int(p.stem.split("step")[1]): p for p in out.glob("model_step*.pt")}, run.train.steps: final}
+            if VARIANTS[name]:
+                out = st.path("runs", "levers", f"{name}_{arm}_s{a.seed}")
+                prepare(run, out, data_root=st.path("data"))
+                final = train(run, out, data_root=st.path("data"), resume="auto")
+                points = {**{int(p.stem.split("step")[1]): p for p in out.glob("model_step*.pt")}, run.train.steps: final}
+            else:
+                points = {run.train.steps: seed_checkpoint(st, arm, a.seed)}
             for step, ckpt in sorted(points.items()):
                 model, meta = load_checkpoint(ckpt, "descriptor")
-                uap = ev.descriptor_plain(model, int(meta["config"]["img_size"]), f"{name}_{arm}_step{step}")
-                rows.append({"variant": name, "arm": arm, "seed": a.seed, "step": step,
-                             "pairs": step * run.train.batch_size * (2 if run.train.knn_checkpoint else 1),
-                             "uAP": uap, "keys": str(VARIANTS[name]), "profile": st.profile, "commit": commit,
-                             "queries": len(set(ev.bench.gt_q))})
-                print(rows[-1], flush=True)
+                for split, bench in benches.items():
+                    metrics, _ = bench.score(bench.descriptor(model, int(meta["config"]["img_size"]), f"{name}_{arm}")["plain"])
+                    rows.append({"variant": name, "arm": arm, "seed": a.seed, "step": step, "split": split,
+                                 "pairs": step * run.train.batch_size * (2 if run.train.knn_checkpoint else 1),
+                                 "uAP": float(metrics.uAP), "keys": str(VARIANTS[name]), "profile": st.profile,
+                                 "commit": commit, "queries": len(set(bench.gt_q))})
+                    print(rows[-1], flush=True)
     frame = pd.DataFrame(rows)
-    wide = frame.pivot_table(index=["variant", "seed", "step"], columns="arm", values="uAP").reset_index()
+    wide = frame.pivot_table(index=["variant", "seed", "step", "split"], columns="arm", values="uAP").reset_index()
     if {"copynce", "infonce"} <= set(wide.columns):
         wide["gap"] = wide["copynce"] - wide["infonce"]
         print(wide.to_string(index=False))
     if len(kept):  # rows of other variants and seeds stay: each call adds or replaces its own
-        kept = kept[~(kept["variant"].isin(names) & (kept["seed"] == a.seed) & (kept["commit"] == commit))]
+        kept = kept[~(kept["variant"].isin(names) & (kept["seed"] == a.seed) & (kept["commit"] == commit)
+                      & kept["split"].isin(splits))]
     a.out.parent.mkdir(parents=True, exist_ok=True)
     pd.concat([kept, frame], ignore_index=True).to_csv(a.out, index=False)
     return 0
