@@ -88,6 +88,8 @@ def main(argv=None) -> int:
     if {"copynce", "infonce"} <= set(wide.columns):
         wide["gap"] = wide["copynce"] - wide["infonce"]
         print(wide.to_string(index=False))
+    if len(kept) and "split" not in kept:  # rows written before --splits: the eval split's
+        kept["split"] = st.dataset.eval_split
     if len(kept):  # rows of other variants and seeds stay: each call adds or replaces its own
         kept = kept[~(kept["variant"].isin(names) & (kept["seed"] == a.seed) & (kept["commit"] == commit)
                       & kept["split"].isin(splits))]
