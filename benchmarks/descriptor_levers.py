@@ -29,7 +29,7 @@ from icdlib.eval.engine import Benchmark, load_checkpoint  # noqa: E402
 from icdlib.pipeline.evaluation import Evaluator  # noqa: E402
 from icdlib.pipeline.training import seed_checkpoint, stage_run  # noqa: E402
 from icdlib.train import prepare, train  # noqa: E402
-from matcher_levers import run_commit  # noqa: E402
+from matcher_levers import chosen, run_commit  # noqa: E402
 
 VARIANTS = {  # name -> --set keys on top of each arm
     "recipe": {},  # the pipeline's own runs of the arm (its checkpoints in RUN/models; nothing is trained)
@@ -52,10 +52,7 @@ def main(argv=None) -> int:
                          "a split the tables do not use tells whether a lever's effect is the eval split's own")
     ap.add_argument("--out", type=Path, default=OUT)
     a = ap.parse_args(argv)
-    names = a.variants.split(",")
-    unknown = [n for n in names if n not in VARIANTS]
-    if unknown:
-        raise SystemExit(f"descriptor_levers: unknown variant(s) {unknown}; known: {sorted(VARIANTS)}")
+    names = chosen(a.variants, VARIANTS, "descriptor_levers")
     ev = Evaluator(a.run / "params.yaml", predictions="levers", normalise=False)
     st = ev.st
     splits = a.splits.split(",") if a.splits else [st.dataset.eval_split]

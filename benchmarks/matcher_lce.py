@@ -38,7 +38,7 @@ from icdlib.eval.metrics import evaluate_arrays  # noqa: E402
 from icdlib.eval.views import lce_passes  # noqa: E402
 from icdlib.pipeline.evaluation import Evaluator  # noqa: E402
 from icdlib.pipeline.training import checkpoint_name  # noqa: E402
-from matcher_levers import candidate_auc  # noqa: E402
+from matcher_levers import candidate_auc, chosen  # noqa: E402
 
 VARIANTS = {  # name -> (LCE candidates per query: 0 none, -1 all; view set)
     "plain": (0, "full"),
@@ -66,10 +66,7 @@ def main(argv=None) -> int:
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--out", type=Path, default=OUT)
     a = ap.parse_args(argv)
-    names = a.variants.split(",")
-    unknown = [n for n in names if n not in VARIANTS]
-    if unknown:
-        raise SystemExit(f"matcher_lce: unknown variant(s) {unknown}; known: {list(VARIANTS)}")
+    names = chosen(a.variants, VARIANTS, "matcher_lce")
     ev = Evaluator(a.run / "params.yaml", predictions="lce", normalise=False)
     st, bench = ev.st, ev.bench
     results = json.loads(st.path("reports", "eval", "results.json").read_text())

@@ -65,6 +65,15 @@ def candidate_auc(scored: pd.DataFrame, truth: set[tuple[str, str]]) -> float:
     return exact_auc([(q, r) in truth for q, r in zip(scored["query_id"], scored["reference_id"])], scored["score"])
 
 
+def chosen(text: str, known: dict, who: str) -> list[str]:
+    """The comma-separated variant names of ``text``; exits naming any that ``known`` lacks."""
+    names = [n for n in text.split(",") if n]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise SystemExit(f"{who}: unknown variant(s) {unknown}; known: {list(known)}")
+    return names
+
+
 def run_commit(run: Path) -> str:
     """The short commit ``RUN`` was cloned at (rows of different runs are kept apart)."""
     out = subprocess.run(["git", "-C", str(run), "rev-parse", "--short=7", "HEAD"], capture_output=True, text=True)
@@ -101,10 +110,7 @@ def main(argv=None) -> int:
     candidates = pd.read_csv(cand_file, dtype={"query_id": str, "reference_id": str})
     truth = {(str(q), str(r)) for q, r in zip(ev.bench.gt_q, ev.bench.gt_r) if r is not None}
     snaps = [int(s) for s in a.snapshots.split(",") if s]
-    names = a.variants.split(",")
-    unknown = [n for n in names if n not in VARIANTS]
-    if unknown:
-        raise SystemExit(f"matcher_levers: unknown variant(s) {unknown}; known: {sorted(VARIANTS)}")
+    names = chosen(a.variants, VARIANTS, "matcher_levers")
     label = {n: n if a.steps == 300 else f"{n}_{a.steps}steps" for n in names}
     commit = run_commit(a.run)
     kept = pd.read_csv(a.out, dtype={"commit": str}) if a.out.is_file() else pd.DataFrame()

@@ -72,3 +72,13 @@ def closure(modules: set[str]) -> set[str]:
 def source_file(module: str) -> str:
     """``icdlib/...py`` path of a module, relative to the repository root."""
     return str(MODULES[module].relative_to(ROOT))
+
+
+def benchmark(name: str):
+    """``benchmarks/<name>.py`` loaded as a module (the benchmarks are scripts, not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod

@@ -6,7 +6,6 @@ profile's sizes on the CPU through the pipeline's own training entry point and s
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -23,19 +22,14 @@ from icdlib.train import loop as T
 from icdlib.train.telemetry import UNAVAILABLE_PARAM, GpuUtilisation, device_name
 from test_train import tiny_run
 
+from _imports import benchmark
+
 ROOT = Path(__file__).resolve().parents[1]
 # the tiny profile's sections that size a run (data, models, steps, loaders); the rest stays gpu_smoke's
 SHRINK = ("data", "pairs", "descriptor", "matcher", "train", "arms", "eval")
 
 
-def _summariser():
-    spec = importlib.util.spec_from_file_location("gpu_smoke_bench", ROOT / "benchmarks" / "gpu_smoke.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-GS = _summariser()
+GS = benchmark("gpu_smoke")
 
 
 @pytest.fixture

@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
+
+from _imports import benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _module():
-    spec = importlib.util.spec_from_file_location("matcher_levers", ROOT / "benchmarks" / "matcher_levers.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return benchmark("matcher_levers")
 
 
 def test_candidate_auc_is_the_share_of_true_false_pairs_ranked_right():
@@ -45,18 +44,14 @@ def test_every_variant_sets_known_keys():
 def test_every_descriptor_lever_sets_known_keys():
     from icdlib.params import has_key, load_params
 
-    spec = importlib.util.spec_from_file_location("descriptor_levers", ROOT / "benchmarks" / "descriptor_levers.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = benchmark("descriptor_levers")
     params = load_params(ROOT / "params.yaml")
     for name, keys in mod.VARIANTS.items():
         assert (keys or name == "recipe") and all(has_key(params, k) for k in keys), name
 
 
 def test_lce_benchmark_subset_keeps_the_first_queries_and_their_ground_truth():
-    spec = importlib.util.spec_from_file_location("matcher_lce", ROOT / "benchmarks" / "matcher_lce.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = benchmark("matcher_lce")
     cands = pd.DataFrame({"query_id": ["Q2", "Q0", "Q1", "Q0", "Q3"], "reference_id": ["R1", "R2", "R3", "R4", "R5"],
                           "score": [0.1, 0.2, 0.3, 0.4, 0.5]})
     gt_q, gt_r = ["Q3", "Q0", "Q2", "Q1"], ["R5", None, "R1", "R9"]
@@ -64,3 +59,10 @@ def test_lce_benchmark_subset_keeps_the_first_queries_and_their_ground_truth():
     assert sorted(got["query_id"]) == ["Q0", "Q0", "Q1"] and list(got.index) == [0, 1, 2]
     assert sorted(zip(q, r), key=str) == sorted([("Q0", None), ("Q1", "R9")], key=str)
     assert set(mod.VARIANTS) >= {"plain", "top1_full", "all_light"}
+
+
+def test_unknown_variants_are_named():
+    mod = _module()
+    assert mod.chosen("recipe,pos30", mod.VARIANTS, "x") == ["recipe", "pos30"]
+    with pytest.raises(SystemExit, match=r"x: unknown variant\(s\) \['pos99'\]"):
+        mod.chosen("recipe,pos99", mod.VARIANTS, "x")
