@@ -51,6 +51,7 @@ VARIANTS = {  # name -> --set keys on top of the arm
     "headlr10": {"train.head_lr_scale": 10.0},  # the fusion token and head, new at the start, learn 10x faster
     "headlr0.1": {"train.head_lr_scale": 0.1},
     "batch64": {"train.batch_size": 64},  # twice the pairs per step (and per run)
+    "input128": {"pairs.size": 128, "matcher.img_size": 128},  # the sources' full 128 px: 8x8 patches, not 7x7
     # a curriculum of negatives in two phases: the arm's final model (uniform negatives) trains
     # --steps more with look-alike negatives; then_uniform is the same extra budget without them
     "then_uniform": {"train.init": FINAL},

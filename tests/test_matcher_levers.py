@@ -33,12 +33,14 @@ def test_candidate_auc_is_the_share_of_true_false_pairs_ranked_right():
 def test_every_variant_sets_known_keys():
     from icdlib.params import has_key, load_params
 
+    from icdlib.models import MatcherConfig
     from icdlib.train import TrainConfig
 
     params = load_params(ROOT / "params.yaml")
-    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    for name, keys in _module().VARIANTS.items():  # params.yaml keys, or run keys the stages set (train.init)
-        assert all(has_key(params, k) or k.removeprefix("train.") in train_fields for k in keys), name
+    fields = {f"{section}.{f.name}" for section, cls in (("train", TrainConfig), ("matcher", MatcherConfig))
+              for f in dataclasses.fields(cls)}
+    for name, keys in _module().VARIANTS.items():  # params.yaml keys, or config keys a run may set (train.init)
+        assert all(has_key(params, k) or k in fields for k in keys), name
 
 
 def test_every_descriptor_lever_sets_known_keys():
