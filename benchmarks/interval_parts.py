@@ -24,7 +24,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from icdlib.eval.intervals import paired_interval, rank_predictions  # noqa: E402
+from icdlib.eval.intervals import _paired_seeds, paired_interval, rank_predictions  # noqa: E402
 from icdlib.eval.metrics import read_ground_truth, read_predictions  # noqa: E402
 from icdlib.pipeline.orderings import CLAIMS, HASHES, prediction_sets  # noqa: E402
 from icdlib.pipeline.stage import Stage  # noqa: E402
@@ -34,7 +34,7 @@ OUT = ROOT / "reports" / "tables" / "interval_parts.csv"
 
 def parts(a: dict, b: dict, boot: int, seed: int = 0) -> dict:
     """Per-seed gaps and the seeds-only, queries-only and joint intervals of ``a - b``."""
-    seeds = sorted(set(a) & set(b)) if None not in a and None not in b else sorted(s for s in {**a, **b} if s is not None)
+    seeds = _paired_seeds(a, b)  # the seeds the tables pair, as paired_interval chooses them
     pairs = [(a[s if s in a else None], b[s if s in b else None]) for s in seeds]
     gaps = np.array([x.uap() - y.uap() for x, y in pairs])
     n_q = len(pairs[0][0].positives)
