@@ -43,21 +43,49 @@ def _images(folder: Path, n: int = 7) -> list[Path]:
     return paths
 
 
-def _old_preprocess(images, size):
+def _independent_normalisation(pixels):
     """The normalisation written out independently: float32 pixels / 255, ImageNet mean and std."""
     mean = np.array([0.485, 0.456, 0.406], dtype=np.float32)
     std = np.array([0.229, 0.224, 0.225], dtype=np.float32)
-    out = []
-    for im in images:
-        a = np.asarray(im.convert("RGB").resize((size, size), Image.BICUBIC), dtype=np.float32) / np.float32(255.0)
-        out.append(((a - mean) / std).transpose(2, 0, 1))
-    return np.stack(out)
+    return np.stack([((np.asarray(a, np.float32) / np.float32(255.0) - mean) / std).transpose(2, 0, 1) for a in pixels])
 
 
-def test_preprocess_equals_an_independent_normalisation(tmp_path):
+def test_preprocess_equals_an_independent_normalisation_of_its_resize(tmp_path):
     from icdlib.data import load_image
+    from icdlib.models.preprocess import resized_pixels
     imgs = [load_image(p) for p in _images(tmp_path)]
-    np.testing.assert_allclose(preprocess(imgs, SIZE).numpy(), _old_preprocess(imgs, SIZE), rtol=0, atol=1e-6)
+    pixels = [resized_pixels(im, SIZE) for im in imgs]
+    np.testing.assert_allclose(preprocess(imgs, SIZE).numpy(), _independent_normalisation(pixels), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(256, 256), (200, 300), (640, 480), (100, 80), (37, 23), (224, 500), (300, 100),
+                                   (1, 1)])
+def test_model_resize_is_pillows_bicubic_passes_within_two_grey_levels(shape):
+    """Against Pillow's bicubic run as two 1-D resizes, horizontal then vertical: shrinking,
+    enlarging, one side each way, tiny inputs; smooth and noisy content."""
+    from icdlib.edits.raster import model_resize
+    rng = np.random.default_rng(shape[0] * 1000 + shape[1])
+    smooth = Image.fromarray(rng.integers(0, 256, (7, 9, 3), dtype=np.uint8)).resize(shape[::-1], Image.BILINEAR)
+    noisy = rng.integers(0, 256, (shape[0], shape[1], 3), dtype=np.uint8)
+    for a in (np.asarray(smooth), noisy):
+        im = Image.fromarray(a)
+        want = np.asarray(im.resize((224, shape[0]), Image.BICUBIC).resize((224, 224), Image.BICUBIC)).astype(int)
+        got = model_resize(a, 224)
+        assert got.dtype == np.uint8 and got.shape == (224, 224, 3) and got.flags.c_contiguous
+        diff = np.abs(got.astype(int) - want)
+        assert diff.max() <= 2, shape
+        assert (diff > 0).mean() < 0.02, (shape, (diff > 0).mean())
+
+
+def test_model_resize_keeps_a_same_size_image_and_refuses_what_is_not_rgb_uint8():
+    from icdlib.edits.raster import model_resize
+    a = np.arange(4 * 4 * 3, dtype=np.uint8).reshape(4, 4, 3)
+    out = model_resize(a, 4)
+    assert np.array_equal(out, a) and out is not a
+    with pytest.raises(ValueError, match="uint8"):
+        model_resize(a.astype(np.float32), 8)
+    with pytest.raises(ValueError, match="uint8"):
+        model_resize(a[..., 0], 8)
 
 
 def test_decoded_pixels_normalise_to_exactly_what_preprocess_gives(tmp_path):

@@ -1,10 +1,10 @@
 """Model inputs: images resized to the model's input size and ImageNet-normalised.
 
-The resize is Pillow's bicubic, pixel for pixel the one evaluation uses
-(:func:`icdlib.models.preprocess.resized_pixels`): a model sees the same inputs in training
-and at evaluation (``tests/test_matcher_diag.py``). Output pixel centre ``c + 0.5`` samples
-input ``(c + 0.5) * w / S``, the continuous scale ``x' = x * S / w`` that
-:func:`icdlib.data.pairs.resize_trace` logs.
+The resize is :func:`icdlib.edits.raster.model_resize` (Pillow's bicubic filter, run by
+torch), pixel for pixel the one evaluation uses (:func:`icdlib.models.preprocess.resized_pixels`):
+a model sees the same inputs in training and at evaluation (``tests/test_matcher_diag.py``).
+Output pixel centre ``c + 0.5`` samples input ``(c + 0.5) * w / S``, the continuous scale
+``x' = x * S / w`` that :func:`icdlib.data.pairs.resize_trace` logs.
 """
 
 from __future__ import annotations
@@ -30,21 +30,22 @@ def to_tensor(img) -> torch.Tensor:
     run in place (the same float32 operations, in the same order, as the out-of-place form).
     """
     a = np.asarray(img) if isinstance(img, np.ndarray) else raster.rgb_array(img)
-    x = torch.from_numpy(np.stack(cv2.split(np.ascontiguousarray(a)))).to(torch.float32)
-    return x.div_(255.0).sub_(_MEAN).div_(_STD)
+    return _normalised(torch.from_numpy(np.stack(cv2.split(np.ascontiguousarray(a)))))
 
 
-def _resized(img: Image.Image, size: int) -> np.ndarray:
-    if img.size != (size, size):
-        img = img.resize((size, size), Image.Resampling.BICUBIC)
-    return raster.rgb_array(img)
+def _normalised(planes: torch.Tensor) -> torch.Tensor:
+    return planes.to(torch.float32).div_(255.0).sub_(_MEAN).div_(_STD)
 
 
 def resize_image(img: Image.Image, size: int) -> Image.Image:
-    """The image half of :func:`icdlib.data.pairs.resize_traced`: ``size x size``, bicubic (Pillow)."""
-    return img if img.size == (size, size) else img.resize((size, size), Image.Resampling.BICUBIC)
+    """The image half of :func:`icdlib.data.pairs.resize_traced`: ``size x size`` by
+    :func:`icdlib.edits.raster.model_resize` (an image already that size comes back as is)."""
+    if img.size == (size, size):
+        return img
+    return raster.rgb_image(raster.model_resize(raster.rgb_array(img), size))
 
 
 def model_input(img: Image.Image, size: int) -> torch.Tensor:
-    """``to_tensor(resize_image(img, size))``: the model input of one image."""
-    return to_tensor(_resized(img, size))
+    """``to_tensor(resize_image(img, size))``: the model input of one image (resized as planes,
+    never interleaved in between)."""
+    return _normalised(raster.model_resize_planes(raster.rgb_array(img), size))

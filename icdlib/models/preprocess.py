@@ -9,14 +9,17 @@ import torch
 from PIL import Image
 from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
+from icdlib.edits import raster
+
 
 _MEAN = torch.tensor(IMAGENET_DEFAULT_MEAN, dtype=torch.float32).view(1, 3, 1, 1)
 _STD = torch.tensor(IMAGENET_DEFAULT_STD, dtype=torch.float32).view(1, 3, 1, 1)
 
 
 def resized_pixels(image: Image.Image, size: int) -> np.ndarray:
-    """The uint8 ``[size, size, 3]`` RGB pixels :func:`preprocess` normalises: bicubic resize."""
-    return np.array(image.convert("RGB").resize((int(size), int(size)), Image.BICUBIC), dtype=np.uint8)
+    """The uint8 ``[size, size, 3]`` RGB pixels :func:`preprocess` normalises: bicubic resize
+    (:func:`icdlib.edits.raster.model_resize`, the one training inputs get too)."""
+    return raster.model_resize(raster.rgb_array(image), int(size))
 
 
 def from_pixels(pixels: np.ndarray | torch.Tensor) -> torch.Tensor:
