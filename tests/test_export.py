@@ -13,6 +13,7 @@ from icdlib.export import EXPORT_FORMAT, main
 from icdlib.models import build_descriptor, build_matcher
 
 ATOL = 1e-5
+DEPLOY_ATOL = 3e-3  # Pillow's resize in the README recipe against icdlib's (see the deploy test)
 ort = pytest.importorskip("onnxruntime")  # the [export] extra
 
 
@@ -133,6 +134,8 @@ def test_readme_deploy_recipe_embeds_and_searches_like_icdlib(tmp_path, monkeypa
     refs = sorted((tmp_path / "references").glob("*.jpg"))
     with torch.no_grad():
         expected = model(preprocess([Image.open(p) for p in refs], 32)).numpy()
-    np.testing.assert_allclose(ns["embed"](refs), expected, atol=ATOL, rtol=0)
+    # the recipe resizes with Pillow, icdlib with torch's kernel of the same filter: inputs within
+    # two grey levels (tests/test_pixels.py), unit descriptors within 6e-4 here
+    np.testing.assert_allclose(ns["embed"](refs), expected, atol=DEPLOY_ATOL, rtol=0)
     assert [hit[0] for hit in ns["ids"]] == [0, 1, 2]
     assert "\n0.jpg 0.jpg " in capsys.readouterr().out

@@ -95,6 +95,23 @@ def test_a_seedless_baseline_is_compared_with_every_seed_and_unshared_seeds_are_
         paired_interval(model, {9: _set(False, 5)})
 
 
+def test_resampling_only_seeds_or_only_queries_splits_the_noise():
+    """One seed: resampling seeds alone cannot move the gap. The same set on every seed: the
+    per-seed gaps are equal, so seeds alone give a point; queries alone still spread it."""
+    good, bad = {0: _set(True, 0)}, {0: _set(False, 10)}
+    one = paired_interval(good, bad, n_boot=200, resample="seeds")
+    assert one.low == one.high == pytest.approx(one.gap)
+    queries = paired_interval(good, bad, n_boot=200, resample="queries")
+    assert queries.low < queries.high
+    assert queries.gap == one.gap == paired_interval(good, bad, n_boot=20).gap
+    spread = {s: _set(s % 2 == 0, s) for s in range(4)}
+    seeds = paired_interval(spread, {s: bad[0] for s in range(4)}, n_boot=300, resample="seeds")
+    gaps = [spread[s].uap() - bad[0].uap() for s in range(4)]
+    assert min(gaps) - 1e-12 <= seeds.low <= seeds.high <= max(gaps) + 1e-12
+    with pytest.raises(ValueError, match="resample='query'"):
+        paired_interval(good, bad, resample="query")
+
+
 def test_bad_prediction_sets_are_refused_with_the_offending_value():
     with pytest.raises(ValueError, match="'qX'"):
         rank_predictions(preds([("qX", "r0", 1.0)]), GT_Q, GT_R, QUERIES)

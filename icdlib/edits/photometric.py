@@ -110,8 +110,8 @@ def noise(img, p, ctx):
     a = rgb_array(img)
     bits = np.frombuffer(np.random.default_rng(p["seed"]).bytes(2 * a.size), np.uint16)
     levels = np.rint(_normal_quantiles() * np.float32(p["sigma"])).astype(np.int16)
-    out = a.astype(np.int16) + levels[bits].reshape(a.shape)
-    return rgb_image(np.clip(out, 0, 255).astype(np.uint8)), []
+    # uint8 + int16 saturated to 0..255 by OpenCV: the same pixels as clip(a + noise, 0, 255)
+    return rgb_image(cv2.add(a, np.take(levels, bits).reshape(a.shape), dtype=cv2.CV_8U)), []
 
 
 @functools.cache

@@ -106,7 +106,7 @@ class Interval:
 
 
 def paired_interval(a: Mapping[int | None, RankedPredictions], b: Mapping[int | None, RankedPredictions],
-                    n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> Interval:
+                    n_boot: int = 2000, seed: int = 0, level: float = 0.95, resample: str = "both") -> Interval:
     """Bootstrap interval of ``mean over seeds of uAP(a[s]) - uAP(b[s])``.
 
     Args:
@@ -117,7 +117,11 @@ def paired_interval(a: Mapping[int | None, RankedPredictions], b: Mapping[int | 
             set, the queries.
         seed: seed of the resampling.
         level: coverage of the percentile interval.
+        resample: ``"both"`` (the tables' interval), or only ``"seeds"`` or only ``"queries"``,
+            to tell how much of the width each source of noise makes.
     """
+    if resample not in ("both", "seeds", "queries"):
+        raise ValueError(f"paired_interval: resample={resample!r} must be 'both', 'seeds' or 'queries'")
     seeds = _paired_seeds(a, b)
     pairs = [(a[s if s in a else None], b[s if s in b else None]) for s in seeds]
     n_q = len(pairs[0][0].positives)
@@ -127,7 +131,10 @@ def paired_interval(a: Mapping[int | None, RankedPredictions], b: Mapping[int | 
     rng = np.random.default_rng(seed)
     reps = np.empty(int(n_boot))
     for i in range(int(n_boot)):
-        picked = rng.integers(0, len(pairs), len(pairs))
+        picked = np.arange(len(pairs)) if resample == "queries" else rng.integers(0, len(pairs), len(pairs))
+        if resample == "seeds":
+            reps[i] = full[picked].mean()
+            continue
         weights = rng.multinomial(n_q, np.full(n_q, 1.0 / n_q))
         diffs = {j: pairs[j][0].uap(weights) - pairs[j][1].uap(weights) for j in set(picked.tolist())}
         reps[i] = np.mean([diffs[j] for j in picked])
