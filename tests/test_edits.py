@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from icdlib.edits import SAMPLERS
 from icdlib.edits import FAMILIES, OPS, EditConfig, apply, complete, list_ops, sample_chain, validate
@@ -25,6 +25,17 @@ def test_hflip_trace_sends_left_column_to_right():
     assert np.array_equal(b[:, 4], a[:, 0])
     assert np.allclose(tr.from_source([[0.5, 1.5]]), [[4.5, 1.5]])
     assert np.allclose(tr.to_dense()[:, 4, 0], 0.5)
+
+
+@pytest.mark.parametrize("spec, pillow", [
+    ({"op": "invert"}, lambda im: ImageOps.invert(im)),
+    *[({"op": "posterize", "bits": b}, lambda im, b=b: ImageOps.posterize(im, b)) for b in (1, 3, 8)],
+    *[({"op": "solarize", "threshold": t}, lambda im, t=t: ImageOps.solarize(im, t)) for t in (0, 128, 255)],
+])
+def test_value_maps_give_pillows_imageops_pixels(spec, pillow):
+    img = ramp(37, 23, seed=3)
+    out, tr = apply(img, [spec])
+    assert np.array_equal(np.asarray(out), np.asarray(pillow(img))) and tr.steps == ()
 
 
 def test_crop_offsets_are_whole_pixels_of_the_fractions():

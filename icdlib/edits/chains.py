@@ -15,6 +15,7 @@ and the chain survives a JSON round trip. ``edits.recipe`` picks the sampler:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -22,7 +23,7 @@ import numpy as np
 
 from icdlib.edits.recipe import checked_families, released_chain
 from icdlib.edits.registry import FAMILIES, OPS, complete
-from icdlib.edits.samplers import SAMPLERS
+from icdlib.edits.samplers import SAMPLERS, one_of
 
 RECIPES = ("chains", "released")
 # Ops added with the released recipe. The chains sampler leaves them out, so that its
@@ -114,12 +115,11 @@ def sample_chain(seed: int, families: Sequence[str] | None = None,
         slots = [fams[int(rng.integers(len(fams)))]]
     rng.shuffle(slots)
     slots = slots[: cfg.max_edits]
-    by_family = {f: sorted(n for n in SAMPLERS if OPS[n].family == f and n not in _NOT_IN_CHAINS)
-                 for f in FAMILIES}
+    by_family = _by_family(tuple(SAMPLERS))
     chain, keep = [], 1.0
     for f in slots:
         for _ in range(8):
-            name = str(rng.choice(by_family[f]))
+            name = one_of(rng, by_family[f])
             if any(s["op"] == name for s in chain):
                 continue  # one edit per op: repeated pastes would grow the canvas without end
             spec, k = SAMPLERS[name](rng, cfg)
@@ -131,3 +131,11 @@ def sample_chain(seed: int, families: Sequence[str] | None = None,
         mild = {"geometric": "hflip", "composite": "collage", "overlay": "sticker", "photometric": "grayscale"}
         chain.append(complete(SAMPLERS[mild[slots[0]]](rng, cfg)[0]))
     return chain
+
+
+@functools.lru_cache(maxsize=8)
+def _by_family(sampled: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+    """The chain-eligible sampled ops of each family, sorted (keyed by the sampler names,
+    so an op registered later is seen)."""
+    return {f: tuple(sorted(n for n in sampled if OPS[n].family == f and n not in _NOT_IN_CHAINS))
+            for f in FAMILIES}

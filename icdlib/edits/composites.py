@@ -71,7 +71,8 @@ def blend(bottom: Image.Image, top, alpha: np.ndarray, box=None) -> Image.Image:
 def occlusion_step(img: Image.Image, alpha: np.ndarray, ctx, name: str) -> list[Step]:
     """Occlusion step for foreign content drawn over the image with ``alpha`` [H, W]."""
     before = ctx.weight()
-    mask = ctx.covered(before * (1.0 - alpha), before)  # an opaque hard-edged layer leaves weight 0
+    left = np.subtract(1.0, alpha)
+    mask = ctx.covered(np.multiply(before, left, out=left), before)  # an opaque hard-edged layer leaves weight 0
     return [] if mask is None else [Step.occlusion(img.size, mask, name=name)]
 
 

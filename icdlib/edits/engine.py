@@ -64,7 +64,8 @@ class Context:
         candidates = weight_out > 0
         if before is not None:
             candidates |= before > 1.0 - self.occlusion_threshold
-        return None if not (candidates & ~visible).any() else visible
+        np.greater(candidates, visible, out=candidates)  # candidates & ~visible, in place
+        return visible if candidates.any() else None
 
     def donor(self, seed: int, size: tuple[int, int]) -> Image.Image:
         """An RGB donor image of exactly ``size`` (w, h), chosen by ``seed``.
@@ -113,7 +114,7 @@ def apply(
     if image.width * image.height > cfg.max_pixels:
         raise ValueError(f"apply: source image {image.width}x{image.height} has more than "
                          f"edits.max_pixels={cfg.max_pixels} pixels")
-    img = image.convert("RGB")
+    img = image if image.mode == "RGB" else image.convert("RGB")  # ops never draw on their input
     steps: list[Step] = []
     # Share of the source in every pixel. Translucent layers compound (two layers at
     # 0.4 leave 0.36 of the source), so occlusion is judged on this running weight.

@@ -11,7 +11,7 @@ import io
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 from scipy import special
 
 from icdlib.edits.raster import rgb_array, rgb_image
@@ -71,7 +71,7 @@ def grayscale(img, p, ctx):
 @register("invert", "photometric")
 def invert(img, p, ctx):
     """Colour negative."""
-    return ImageOps.invert(img), []
+    return rgb_image(cv2.bitwise_not(rgb_array(img))), []
 
 
 @register("blur", "photometric", Param("radius", "float", 0.0, 0.2, doc="Gaussian sigma, fraction of the shorter side"))
@@ -132,13 +132,15 @@ def jpeg(img, p, ctx):
 @register("posterize", "photometric", Param("bits", "int", 1, 8, doc="bits kept per channel"))
 def posterize(img, p, ctx):
     """Keep the top ``bits`` bits of every channel."""
-    return ImageOps.posterize(img, p["bits"]), []
+    return rgb_image(np.bitwise_and(rgb_array(img), np.uint8((0xFF << (8 - p["bits"])) & 0xFF))), []
 
 
 @register("solarize", "photometric", Param("threshold", "int", 0, 255, doc="grey level from which values invert"))
 def solarize(img, p, ctx):
     """Invert every value at or above ``threshold``."""
-    return ImageOps.solarize(img, p["threshold"]), []
+    lut = np.arange(256, dtype=np.uint8)
+    lut[p["threshold"]:] = 255 - lut[p["threshold"]:]
+    return rgb_image(cv2.LUT(rgb_array(img), lut)), []
 
 
 @register("pixelize", "photometric", Param("block", "float", 0.0, 0.5, doc="block side, fraction of the shorter side"))

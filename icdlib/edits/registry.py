@@ -8,6 +8,7 @@ with :func:`register`; :func:`validate` checks a spec against the table and rais
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -111,40 +112,53 @@ RESAMPLING = {
 
 # ------------------------------------------------------------------ validation
 def _check_value(op: str, p: Param, v: Any) -> Any:
-    where = f"{op}: parameter {p.name!r}"
     if p.kind in ("float", "int"):
-        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
-            raise ValueError(f"{where} must be a number, got {v!r}")
-        if not math.isfinite(float(v)):
-            raise ValueError(f"{where} must be finite, got {v!r}")
-        if p.kind == "int":
-            if not isinstance(v, (int, np.integer)) and not float(v).is_integer():
-                raise ValueError(f"{where} must be an integer, got {v!r}")
-            v = int(v)
+        if type(v) is float and p.kind == "float":  # the common case, checked as below
+            if not math.isfinite(v):
+                raise ValueError(f"{_where(op, p)} must be finite, got {v!r}")
         else:
-            v = float(v)
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+                raise ValueError(f"{_where(op, p)} must be a number, got {v!r}")
+            if not math.isfinite(float(v)):
+                raise ValueError(f"{_where(op, p)} must be finite, got {v!r}")
+            if p.kind == "int":
+                if not isinstance(v, (int, np.integer)) and not float(v).is_integer():
+                    raise ValueError(f"{_where(op, p)} must be an integer, got {v!r}")
+                v = int(v)
+            else:
+                v = float(v)
         if (p.low is not None and v < p.low) or (p.high is not None and v > p.high):
-            raise ValueError(f"{where}={v!r} is out of range [{p.low}, {p.high}]")
+            raise ValueError(f"{_where(op, p)}={v!r} is out of range [{p.low}, {p.high}]")
         return v
     if p.kind == "bool":
         if not isinstance(v, (bool, np.bool_)):
-            raise ValueError(f"{where} must be true/false, got {v!r}")
+            raise ValueError(f"{_where(op, p)} must be true/false, got {v!r}")
         return bool(v)
     if p.kind == "choice":
         if v not in p.choices:
-            raise ValueError(f"{where}={v!r} is not one of {p.choices}")
+            raise ValueError(f"{_where(op, p)}={v!r} is not one of {p.choices}")
         return v
     if p.kind == "text":
         if not isinstance(v, str):
-            raise ValueError(f"{where} must be a string, got {v!r}")
+            raise ValueError(f"{_where(op, p)} must be a string, got {v!r}")
         return v
     if p.kind in ("color", "floats"):
         n = 3 if p.kind == "color" else p.length
         if not isinstance(v, (list, tuple, np.ndarray)) or len(v) != n:
-            raise ValueError(f"{where} must be a list of {n} numbers, got {v!r}")
-        sub = Param(p.name, "int" if p.kind == "color" else "float", p.low, p.high)
+            raise ValueError(f"{_where(op, p)} must be a list of {n} numbers, got {v!r}")
+        sub = _element(p.name, "int" if p.kind == "color" else "float", p.low, p.high)
         return tuple(_check_value(op, sub, x) for x in v)
-    raise ValueError(f"{where}: unknown parameter kind {p.kind!r}")
+    raise ValueError(f"{_where(op, p)}: unknown parameter kind {p.kind!r}")
+
+
+def _where(op: str, p: Param) -> str:
+    return f"{op}: parameter {p.name!r}"
+
+
+@functools.lru_cache(maxsize=256)
+def _element(name: str, kind: str, low, high) -> Param:
+    """The parameter each element of a colour or float list is checked as."""
+    return Param(name, kind, low, high)
 
 
 def validate(spec: dict) -> tuple[Op, dict[str, Any]]:

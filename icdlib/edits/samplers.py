@@ -22,6 +22,12 @@ def _u(rng, lo, hi) -> float:
     return float(rng.uniform(lo, hi))
 
 
+def one_of(rng, options):
+    """``options[k]`` for a uniform ``k``: the same draw as ``rng.choice(options)`` (which
+    takes ``rng.integers(len(options))``), without building an array of the options."""
+    return options[int(rng.integers(len(options)))]
+
+
 def _seed(rng) -> int:
     return int(rng.integers(0, 2**31 - 1))
 
@@ -152,7 +158,7 @@ def _text(rng, cfg):
 
 def _sticker(rng, cfg):
     size = _u(rng, 0.1, 0.35)
-    spec = {"op": "sticker", "kind": str(rng.choice(["circle", "face", "star", "heart"])),
+    spec = {"op": "sticker", "kind": one_of(rng, ("circle", "face", "star", "heart")),
             "x": _u(rng, 0.05, 0.95), "y": _u(rng, 0.05, 0.95), "size": size, "degrees": _u(rng, -45, 45),
             "color": _color(rng), "opacity": _u(rng, 0.5, 1.0)}
     return spec, 1.0 - 0.8 * size * size
@@ -190,7 +196,7 @@ SAMPLERS = {
     "sticker": _sticker,
     "stripes": _stripes,
     "overlay_image": lambda rng, cfg: _covering(
-        rng, cfg, "overlay_image", math.pi / 4, shape=str(rng.choice(["rect", "ellipse"]))),
+        rng, cfg, "overlay_image", math.pi / 4, shape=one_of(rng, ("rect", "ellipse"))),
     "erase": _erase,
     # photometric (keep everything)
     "color_jitter": lambda rng, cfg: ({"op": "color_jitter", "brightness": _u(rng, 0.6, 1.4),
@@ -204,10 +210,10 @@ SAMPLERS = {
     "sharpen": lambda rng, cfg: ({"op": "sharpen", "amount": _u(rng, 1.5, 4.0)}, 1.0),
     "edge_enhance": lambda rng, cfg: ({"op": "edge_enhance"}, 1.0),
     "noise": lambda rng, cfg: ({"op": "noise", "sigma": _u(rng, 3, 25), "seed": _seed(rng)}, 1.0),
-    "jpeg": lambda rng, cfg: ({"op": "jpeg", "quality": int(rng.choice([10, 20, 30, 50, 75]))}, 1.0),
+    "jpeg": lambda rng, cfg: ({"op": "jpeg", "quality": one_of(rng, (10, 20, 30, 50, 75))}, 1.0),
     "posterize": lambda rng, cfg: ({"op": "posterize", "bits": int(rng.integers(3, 7))}, 1.0),
     "solarize": lambda rng, cfg: ({"op": "solarize", "threshold": int(rng.integers(96, 225))}, 1.0),
     "pixelize": lambda rng, cfg: ({"op": "pixelize", "block": _u(rng, 0.01, 0.04)}, 1.0),
-    "channel_shuffle": lambda rng, cfg: ({"op": "channel_shuffle", "order": str(rng.choice(_SHUFFLES))}, 1.0),
+    "channel_shuffle": lambda rng, cfg: ({"op": "channel_shuffle", "order": str(one_of(rng, _SHUFFLES))}, 1.0),
     "sepia": lambda rng, cfg: ({"op": "sepia"}, 1.0),
 }
