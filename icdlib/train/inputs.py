@@ -8,14 +8,13 @@ from typing import Sequence
 
 import numpy as np
 
-from icdlib.checkpoints import read_checkpoint
 from icdlib.data import Disc21, MatcherPairs, TracedPairs
 from icdlib.data.cache import build_pair_cache
 from icdlib.models.precision import bf16_enabled
 from icdlib.train.mining import cached_neighbours
 from icdlib.train.runs import RunConfig, TrainConfig
 from icdlib.train.schedule import global_batch
-from icdlib.train.state import same_run
+from icdlib.train.state import resumable_step
 
 CHECKPOINT = "checkpoint.pt"  # a run's latest resumable state, rewritten atomically
 
@@ -69,9 +68,7 @@ def prepare(run: RunConfig, out_path: str | Path, *, data_root: str | Path | Non
         return
     out = Path(out_path)
     paths = _sources(t, data_root, image_paths, "prepare")
-    ckpt, start = out / CHECKPOINT, 0
-    if ckpt.is_file() and same_run(ckpt, run):  # what train(resume="auto") would resume from
-        start = int(read_checkpoint(ckpt, "resume checkpoint")[0].get("step", 0))
+    start = resumable_step(out / CHECKPOINT, run) or 0  # what train(resume="auto") would resume from
     if start >= t.steps:
         return
     neighbours = _mine(t, paths, out, "cpu", bf16_enabled("cpu", t.amp, t.amp_cpu)) if t.knn_checkpoint else None

@@ -85,15 +85,23 @@ RESUME_FREE = {"workers", "checkpoint_every", "log_every", "knn_batch_size", "pa
 
 def same_run(ckpt: Path, run: RunConfig) -> bool:
     """Whether ``ckpt`` was written by the configuration of ``run`` (see :func:`check_same_run`)."""
+    return resumable_step(ckpt, run) is not None
+
+
+def resumable_step(ckpt: Path, run: RunConfig) -> int | None:
+    """The step ``train(resume="auto")`` would resume ``run`` from at ``ckpt``: None when the
+    file is missing, unreadable, unsafe or written by another configuration (read once)."""
+    if not Path(ckpt).is_file():
+        return None
     try:
         meta, _ = read_checkpoint(ckpt, "resume checkpoint")
     except CheckpointError:
-        return False  # unreadable or unsafe: "auto" starts over and overwrites it
+        return None  # unreadable or unsafe: "auto" starts over and overwrites it
     try:
         check_same_run(meta.get("run", {}), run, ckpt)
     except ValueError:
-        return False
-    return True
+        return None
+    return int(meta.get("step", 0))
 
 
 def check_same_run(saved: dict, run: RunConfig, ckpt: Path) -> None:
