@@ -24,11 +24,17 @@ REV, this tree, REV, ...) so a noisy machine slows both alike. The report gains 
 ``against`` block (REV's pairs/s, ms per pair and stages, per setting) and the speedups
 ``speedup_224`` (whole pair, fastest repeats) and ``edit_speedup_224`` (edit stage, the
 fastest repeat of each). Stage boundaries are each tree's own (``TracedPairs(timing=True)``).
+
+``edit_ops_224`` (this tree, one more pass at 224 px): each edit op's calls per pair, ms per
+call and ms per pair, heaviest first, and the edit stage's time outside the ops (chain
+sampling, spec checks, building the trace): where the next speed-up has to come from.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import gc
 import json
 import os
@@ -178,6 +184,49 @@ def _timed(ds: TracedPairs, paths: list[Path], cfg: PairsConfig, samples: int) -
     }
 
 
+@contextlib.contextmanager
+def timed_ops():
+    """Within the block every registered edit op counts its calls and CPU seconds into the
+    yielded ``{name: [calls, seconds]}``; the registry is restored afterwards."""
+    from icdlib.edits.registry import OPS
+
+    saved = dict(OPS)
+    acc: dict[str, list] = {name: [0, 0.0] for name in saved}
+
+    def counted(op):
+        def fn(img, params, ctx, _fn=op.fn, _tally=acc[op.name]):
+            t0 = time.process_time()
+            try:
+                return _fn(img, params, ctx)
+            finally:
+                _tally[0] += 1
+                _tally[1] += time.process_time() - t0
+        return dataclasses.replace(op, fn=fn)
+
+    OPS.update({name: counted(op) for name, op in saved.items()})
+    try:
+        yield acc
+    finally:
+        OPS.clear()
+        OPS.update(saved)
+
+
+def edit_ops(paths: list[Path], cfg: PairsConfig, samples: int) -> dict:
+    """Where the edit stage's time goes: per op, calls per pair, ms per call and ms per pair
+    (heaviest first), and the stage's time outside the ops (chain sampling, spec checks,
+    building the trace) -- one extra timed pass of ``samples`` pairs."""
+    ds = _warm(paths, cfg)
+    with timed_ops() as acc:
+        r = _timed(ds, paths, cfg, samples)
+    by_op = {name: {"calls_per_pair": round(n / samples, 3), "ms_per_call": round(sec / n * 1000, 3),
+                    "ms_per_pair": round(sec / samples * 1000, 3)}
+             for name, (n, sec) in sorted(acc.items(), key=lambda kv: -kv[1][1]) if n}
+    inside = sum(sec for _, sec in acc.values()) / samples * 1000
+    edit = r["ms_per_pair_by_stage"]["edit"]
+    return {"edit_ms_per_pair": edit, "ops_ms_per_pair": round(inside, 3),
+            "outside_ops_ms_per_pair": round(edit - inside, 3), "by_op": by_op}
+
+
 def measured_gpu_rate(path: Path = OUT.parent / "train.json") -> tuple[float, str]:
     """Best CopyNCE pairs/s of ViT-S/16 at 224 px measured on a GPU by benchmarks/train.py."""
     try:
@@ -223,6 +272,8 @@ def main(argv=None) -> dict:
                 results[name] = measure(paths, PairsConfig(size=size, patch=16), args.samples, args.repeats)
         for name, (src_px, _) in SETTINGS.items():
             results[name]["source_px"] = src_px
+        ops = edit_ops(sorted(folders["paper_224"].glob("*.jpg")), PairsConfig(size=SETTINGS["paper_224"][1], patch=16),
+                       args.samples)
     per_core = results["paper_224"]["pairs_per_s_per_core"]
     cores = args.gpu_pairs_per_s / per_core
     report = {
@@ -233,6 +284,7 @@ def main(argv=None) -> dict:
         "target_cores_per_gpu": TARGET_CORES_PER_GPU,
         "meets_target": bool(cores <= TARGET_CORES_PER_GPU),
         **extra,
+        "edit_ops_224": ops,
         "settings": results,
         "assumed_gpu_pairs_per_s": args.gpu_pairs_per_s,
         "gpu_assumption": "ViT-S/16 at 224 px, CopyNCE descriptor pairs (2 images) per second trained on one "

@@ -52,3 +52,24 @@ def test_against_block_gives_old_over_new_speedups_per_setting():
 def test_against_needs_a_revision_git_knows():
     with pytest.raises(subprocess.CalledProcessError):  # git rev-parse fails before any worktree
         _module().side_by_side("no-such-revision-xyz", {}, 1, 1)
+
+
+def test_edit_ops_splits_the_edit_stage_by_op_and_restores_the_registry(tmp_path):
+    from icdlib.data import PairsConfig
+    from icdlib.edits import apply
+    from icdlib.edits.registry import OPS
+    mod = _module()
+    before = dict(OPS)
+    with mod.timed_ops() as acc:
+        from PIL import Image
+        apply(Image.new("RGB", (8, 6)), [{"op": "hflip"}, {"op": "hflip"}, {"op": "grayscale"}])
+    assert acc["hflip"][0] == 2 and acc["grayscale"][0] == 1 and acc["vflip"][0] == 0
+    assert all(OPS[n] is before[n] for n in before) and len(OPS) == len(before)
+    paths = mod.write_sources(tmp_path, 4, 32)
+    r = mod.edit_ops(paths, PairsConfig(size=32, patch=16), 8)
+    assert r["by_op"] and all(v["calls_per_pair"] > 0 for v in r["by_op"].values())
+    per_pair = [v["ms_per_pair"] for v in r["by_op"].values()]
+    assert per_pair == sorted(per_pair, reverse=True)
+    assert abs(sum(per_pair) - r["ops_ms_per_pair"]) < 0.01 * len(per_pair)
+    assert r["outside_ops_ms_per_pair"] == round(r["edit_ms_per_pair"] - r["ops_ms_per_pair"], 3)
+    assert all(OPS[n] is before[n] for n in before)
