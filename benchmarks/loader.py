@@ -69,6 +69,16 @@ def write_sources(folder: Path, n: int, size: int) -> list[Path]:
     return paths
 
 
+def setting_config(name: str) -> PairsConfig:
+    """The pairs setting ``name`` times: its input size (``SETTINGS``), 16 px patches."""
+    return PairsConfig(size=SETTINGS[name][1], patch=16)
+
+
+def sources_in(folder: str | Path) -> list[Path]:
+    """The JPEG sources :func:`write_sources` left in ``folder``, in order."""
+    return sorted(Path(folder).glob("*.jpg"))
+
+
 def measure(paths: list[Path], cfg: PairsConfig, samples: int, repeats: int = 1) -> dict:
     """The fastest of ``repeats`` timings of ``samples`` pairs (same pairs each time)."""
     ds = _warm(paths, cfg)
@@ -122,9 +132,7 @@ def _child(args) -> None:
 
     cv2.setNumThreads(1)  # before any OpenCV call: one core, no thread pool
     torch.set_num_threads(1)
-    size = SETTINGS[args.child][1]
-    paths = sorted(Path(args.sources).glob("*.jpg"))
-    cfg = PairsConfig(size=size, patch=16)
+    paths, cfg = sources_in(args.sources), setting_config(args.child)
     r = _timed(_warm(paths, cfg), paths, cfg, args.samples)
     r["icdlib"] = str(Path(icdlib.__file__).parent)
     print("RESULT " + json.dumps(r))
@@ -267,13 +275,12 @@ def main(argv=None) -> dict:
             results, other, sha = side_by_side(args.against, folders, args.samples, args.repeats)
             extra = against_block(args.against, sha, results, other)
         else:
-            for name, (src_px, size) in SETTINGS.items():
+            for name, (src_px, _) in SETTINGS.items():
                 paths = write_sources(folders[name], 64, src_px)
-                results[name] = measure(paths, PairsConfig(size=size, patch=16), args.samples, args.repeats)
+                results[name] = measure(paths, setting_config(name), args.samples, args.repeats)
         for name, (src_px, _) in SETTINGS.items():
             results[name]["source_px"] = src_px
-        ops = edit_ops(sorted(folders["paper_224"].glob("*.jpg")), PairsConfig(size=SETTINGS["paper_224"][1], patch=16),
-                       args.samples)
+        ops = edit_ops(sources_in(folders["paper_224"]), setting_config("paper_224"), args.samples)
     per_core = results["paper_224"]["pairs_per_s_per_core"]
     cores = args.gpu_pairs_per_s / per_core
     report = {
