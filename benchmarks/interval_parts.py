@@ -23,7 +23,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from icdlib.eval.intervals import _paired_seeds, paired_interval, rank_predictions  # noqa: E402
+from icdlib.eval.intervals import paired_interval, rank_predictions  # noqa: E402
 from icdlib.eval.metrics import read_ground_truth, read_predictions  # noqa: E402
 from icdlib.pipeline.orderings import CLAIMS, HASHES, prediction_sets  # noqa: E402
 from icdlib.pipeline.stage import Stage  # noqa: E402
@@ -33,10 +33,9 @@ OUT = ROOT / "reports" / "tables" / "interval_parts.csv"
 
 def parts(a: dict, b: dict, boot: int, seed: int = 0) -> dict:
     """Per-seed gaps and the seeds-only, queries-only and joint intervals of ``a - b``."""
-    seeds = _paired_seeds(a, b)  # the seeds the tables pair, as paired_interval chooses them
-    gaps = [a[s if s in a else None].uap() - b[s if s in b else None].uap() for s in seeds]
     by = {r: paired_interval(a, b, n_boot=boot, seed=seed, resample=r) for r in ("seeds", "queries", "both")}
-    return {"seeds": ",".join(map(str, seeds)), "seed_gaps": " ".join(f"{g:+.4f}" for g in gaps),
+    both = by["both"]  # its seeds and per-seed gaps are the ones the tables pair
+    return {"seeds": ",".join(map(str, both.seeds)), "seed_gaps": " ".join(f"{g:+.4f}" for g in both.seed_gaps),
             "gap": by["both"].gap,
             "seeds_only_low": by["seeds"].low, "seeds_only_high": by["seeds"].high,
             "queries_only_low": by["queries"].low, "queries_only_high": by["queries"].high,

@@ -89,7 +89,9 @@ def test_identical_sets_give_zero_gap_and_an_interval_around_it():
 
 def test_a_seedless_baseline_is_compared_with_every_seed_and_unshared_seeds_are_dropped():
     model = {s: _set(True, s) for s in (0, 1, 2)}
-    assert paired_interval(model, {None: _set(False, 5)}, n_boot=50).seeds == (0, 1, 2)
+    vs_hash = paired_interval(model, {None: _set(False, 5)}, n_boot=50)
+    assert vs_hash.seeds == (0, 1, 2)
+    assert vs_hash.seed_gaps == pytest.approx([model[s].uap() - _set(False, 5).uap() for s in (0, 1, 2)], abs=1e-15)
     assert paired_interval(model, {1: _set(False, 5), 7: _set(False, 6)}, n_boot=50).seeds == (1,)
     with pytest.raises(ValueError, match="no seed in common"):
         paired_interval(model, {9: _set(False, 5)})
@@ -108,6 +110,8 @@ def test_resampling_only_seeds_or_only_queries_splits_the_noise():
     seeds = paired_interval(spread, {s: bad[0] for s in range(4)}, n_boot=300, resample="seeds")
     gaps = [spread[s].uap() - bad[0].uap() for s in range(4)]
     assert min(gaps) - 1e-12 <= seeds.low <= seeds.high <= max(gaps) + 1e-12
+    assert seeds.seeds == (0, 1, 2, 3) and seeds.seed_gaps == pytest.approx(gaps, abs=1e-15)
+    assert seeds.gap == pytest.approx(sum(gaps) / 4, abs=1e-15)
     with pytest.raises(ValueError, match="resample='query'"):
         paired_interval(good, bad, resample="query")
 

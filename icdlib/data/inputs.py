@@ -9,8 +9,6 @@ Output pixel centre ``c + 0.5`` samples input ``(c + 0.5) * w / S``, the continu
 
 from __future__ import annotations
 
-import cv2
-import numpy as np
 import torch
 from PIL import Image
 
@@ -29,8 +27,7 @@ def to_tensor(img) -> torch.Tensor:
     ``(x / 255 - mean) / std``: the channels are moved first while still uint8 (``cv2.split``), and the float ops
     run in place (the same float32 operations, in the same order, as the out-of-place form).
     """
-    a = np.asarray(img) if isinstance(img, np.ndarray) else raster.rgb_array(img)
-    return _normalised(torch.from_numpy(np.stack(cv2.split(np.ascontiguousarray(a)))))
+    return _normalised(raster.rgb_planes(raster.rgb_array(img)))
 
 
 def _normalised(planes: torch.Tensor) -> torch.Tensor:

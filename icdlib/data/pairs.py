@@ -40,6 +40,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from icdlib import edits
+from icdlib.edits import raster
 from icdlib.data.disc21 import load_image
 from icdlib.data.inputs import (  # noqa: F401 (re-exported)
     IMAGENET_MEAN,
@@ -183,25 +184,26 @@ class _PairBase(Dataset):
             self.stats[stage] += t1 - t0
         return t1
 
-    def _load(self, index: int) -> Image.Image:
+    def _load(self, index: int) -> np.ndarray:
+        """Image ``index`` decoded once, as a read-only ``[H, W, 3]`` uint8 array (both views use it)."""
         t0 = time.process_time()
-        img = load_image(self.paths[index])
+        img = raster.rgb_array(load_image(self.paths[index]))
         self._tick("decode", t0)
         return img
 
     def _donor(self, seed: int, size: tuple[int, int] | None = None) -> Image.Image:
-        """Training image ``seed % n`` as a donor; JPEGs decode reduced when ``size`` (the
-        size the donor is resized to) allows it."""
+        """Training image ``seed % n`` as a donor; a JPEG decodes reduced when ``size`` (its size to be) allows."""
         return load_image(self.paths[int(seed) % len(self.paths)], draft=size)
 
     _donor.sized = True  # icdlib.edits.Context.donor passes the target size
 
-    def _edit(self, img: Image.Image, rng: np.random.Generator, families) -> tuple[Image.Image, Trace]:
+    def _edit(self, img: np.ndarray, rng: np.random.Generator, families) -> tuple[np.ndarray, Trace]:
+        """A sampled chain on ``img``; the edited image as an array (no PIL image is made)."""
         t0 = time.process_time()
         specs = edits.sample_chain(int(rng.integers(2**63 - 1)), families=families, config=self.edit_config,
                                    role=self.role)
         donors = self._donor if self.config.donors == "training" else None
-        out = edits.apply(img, specs, donors=donors, config=self.edit_config)
+        out = edits.apply_array(img, specs, donors=donors, config=self.edit_config)
         self._tick("edit", t0)
         return out
 
@@ -272,7 +274,7 @@ class TracedPairs(_PairBase):
         if copy_vs_copy:
             r_img, r_tr = self._edit(src, rng, self.config.reference_families)
         else:
-            r_img, r_tr = src, Trace(src.size)
+            r_img, r_tr = src, Trace(raster.size_of(src))
         out = self._finish(q_img, q_tr, r_img, r_tr, traced_pair=True)
         out["copy_vs_copy"] = torch.tensor(bool(copy_vs_copy))
         out["index"] = torch.tensor(index, dtype=torch.int64)
@@ -317,7 +319,7 @@ class MatcherPairs(_PairBase):
             if rng.random() < cfg.copy_vs_copy:
                 r_img, r_tr = self._edit(ref, rng, cfg.reference_families)
             else:
-                r_img, r_tr = ref, Trace(ref.size)
+                r_img, r_tr = ref, Trace(raster.size_of(ref))
             out = self._finish(q_img, q_tr, r_img, r_tr, traced_pair=True)
             out["label"], qi = torch.tensor(1.0), index
         else:
@@ -331,8 +333,8 @@ class MatcherPairs(_PairBase):
             if rng.random() < cfg.neg_edit_p:
                 q_img, q_tr = self._edit(q_src, rng, cfg.families)
             else:
-                q_img, q_tr = q_src, Trace(q_src.size)
-            out = self._finish(q_img, q_tr, ref, Trace(ref.size), traced_pair=False)
+                q_img, q_tr = q_src, Trace(raster.size_of(q_src))
+            out = self._finish(q_img, q_tr, ref, Trace(raster.size_of(ref)), traced_pair=False)
             out["label"] = torch.tensor(0.0)
         out["index"] = torch.tensor(index, dtype=torch.int64)
         out["query_index"] = torch.tensor(qi, dtype=torch.int64)

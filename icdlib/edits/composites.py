@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 
+import cv2
 import numpy as np
 from PIL import Image, ImageDraw
 
@@ -34,46 +35,73 @@ def nonzero_box(alpha: np.ndarray) -> tuple[int, int, int, int] | None:
     return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
 
 
-def blend(bottom: Image.Image, top, alpha: np.ndarray, box=None) -> Image.Image:
-    """``alpha * top + (1 - alpha) * bottom``; ``alpha`` ``[H, W]`` float in [0, 1].
+def blend(bottom, top, alpha: np.ndarray, box=None) -> np.ndarray:
+    """``alpha * top + (1 - alpha) * bottom`` as a new ``[H, W, 3]`` uint8 array; ``alpha``
+    ``[H, W]`` float in [0, 1], ``bottom`` an RGB PIL image or ``[H, W, 3]`` uint8 array.
 
-    ``top`` is an RGB image of the same size, an ``[h, w, 3]`` array of the box only,
-    or an RGB colour. Only the box where
-    ``alpha`` is non-zero (``box``, default :func:`nonzero_box`) is computed: elsewhere
-    ``rint(0 * top + 1 * bottom)`` is ``bottom`` exactly, so the pixels are those of
-    the whole-image formula.
+    ``top`` is an RGB image or array of the same size, an ``[h, w, 3]`` array of the box
+    only, or an RGB colour. Only the box where ``alpha`` is non-zero (``box``, default
+    :func:`nonzero_box`) is computed: elsewhere ``rint(0 * top + 1 * bottom)`` is
+    ``bottom`` exactly, so the pixels are those of the whole-image formula.
     """
+    bottom = R.rgb_array(bottom)
+    out = bottom.copy()
     box = nonzero_box(alpha) if box is None else box
     if box is None:
-        return bottom.copy()
+        return out
     left, t0, right, b0 = box
     a = np.ascontiguousarray(alpha[t0:b0, left:right], dtype=np.float32)
     rest = np.subtract(1, a)
-    if isinstance(top, Image.Image):
-        tops = [np.asarray(band, np.float32) for band in top.crop(box).split()]
+    if isinstance(top, Image.Image) or (np.ndim(top) == 3 and top.shape[:2] == bottom.shape[:2]):
+        tops = cv2.split(np.ascontiguousarray(R.rgb_array(top)[t0:b0, left:right]))
     elif np.ndim(top) == 3:  # already the box
-        tops = [np.asarray(top[..., c], np.float32) for c in range(3)]
+        tops = cv2.split(np.ascontiguousarray(top))
     else:  # a plain colour
         tops = [np.float32(v) for v in top]
     # one channel plane at a time (contiguous float32 planes run numpy's vector loops),
-    # each the same float32 operations as a * t + (1 - a) * b, then merged by Pillow
+    # each the same float32 operations as a * t + (1 - a) * b
     planes = []
-    for band, t in zip(bottom.crop(box).split(), tops):
-        v = a * t
-        v += rest * np.asarray(band, np.float32)
+    for band, t in zip(cv2.split(np.ascontiguousarray(bottom[t0:b0, left:right])), tops):
+        v = a * np.asarray(t, np.float32)
+        v += rest * band.astype(np.float32)
         np.rint(v, out=v)
-        planes.append(Image.fromarray(np.clip(v, 0, 255, out=v).astype(np.uint8), "L"))
-    out = bottom.copy()
-    out.paste(Image.merge("RGB", planes), (left, t0))
+        planes.append(np.clip(v, 0, 255, out=v).astype(np.uint8))
+    out[t0:b0, left:right] = cv2.merge(planes)
     return out
 
 
-def occlusion_step(img: Image.Image, alpha: np.ndarray, ctx, name: str) -> list[Step]:
-    """Occlusion step for foreign content drawn over the image with ``alpha`` [H, W]."""
+def blend_flat(bottom: np.ndarray, color, mask: np.ndarray, opacity: float) -> np.ndarray:
+    """:func:`blend` of a plain ``color`` over ``bottom`` with alpha ``opacity`` where
+    ``mask`` (``[H, W]`` bool) is set and 0 elsewhere, by table lookup.
+
+    With one alpha value each channel's result depends on the bottom value alone, so a
+    256-entry table per channel, built with :func:`blend`'s float32 operations in its
+    order, gives the same pixels.
+    """
+    a = np.float32(opacity)
+    levels = np.arange(256, dtype=np.float32)
+    table = np.empty((1, 256, 3), np.uint8)
+    for c, t in enumerate(color):
+        v = a * np.float32(t)
+        v = v + np.subtract(1, a) * levels
+        table[0, :, c] = np.clip(np.rint(v), 0, 255)
+    out = bottom.copy()
+    cv2.copyTo(cv2.LUT(bottom, table), mask.view(np.uint8), out)
+    return out
+
+
+def _pil_blend(bottom: np.ndarray, top: np.ndarray, opacity: float) -> np.ndarray:
+    """Pillow's ``Image.blend`` of two same-size ``[h, w, 3]`` uint8 arrays (its own
+    rounding: ``bottom + opacity * (top - bottom)`` truncated), as an array."""
+    return np.asarray(Image.blend(R.rgb_image(bottom), R.rgb_image(top), opacity))
+
+
+def occlusion_step(img, alpha: np.ndarray, ctx, name: str) -> list[Step]:
+    """Occlusion step for foreign content drawn over the image (PIL or array) with ``alpha`` [H, W]."""
     before = ctx.weight()
     left = np.subtract(1.0, alpha)
     mask = ctx.covered(np.multiply(before, left, out=left), before)  # an opaque hard-edged layer leaves weight 0
-    return [] if mask is None else [Step.occlusion(img.size, mask, name=name)]
+    return [] if mask is None else [Step.occlusion(R.size_of(img), mask, name=name)]
 
 
 def carried_weight(ctx, matrix: np.ndarray, out_size) -> np.ndarray:
@@ -105,27 +133,27 @@ def rect_box(size, area: float, ratio: float, x: float, y: float) -> tuple[int, 
     color_param("color", doc="canvas colour when background='color'"),
     SEED,
     RESAMPLE,
+    arrays=True,
 )
 def paste_onto(img, p, ctx):
     """Scale the image and paste it, with opacity, onto a larger donor or plain canvas."""
-    w, h = img.size
+    w, h = R.size_of(img)
     cw, ch = max(1, int(round(p["canvas_w"] * w))), max(1, int(round(p["canvas_h"] * h)))
     s = min(math.sqrt(p["area"] * cw * ch / (w * h)), cw / w, ch / h)
     pw, ph = max(1, min(cw, int(round(s * w)))), max(1, min(ch, int(round(s * h))))
     left, top = int(round(p["x"] * (cw - pw))), int(round(p["y"] * (ch - ph)))
     if p["background"] == "donor":
-        canvas = ctx.donor(p["seed"], (cw, ch))
+        out = ctx.donor_array(p["seed"], (cw, ch))  # a new array: drawn on in place
     else:
-        canvas = Image.new("RGB", (cw, ch), tuple(p["color"]))
-    box = (left, top, left + pw, top + ph)
-    resized = R.resize_image(img, (pw, ph), p["resample"])
-    out = canvas.copy()
-    out.paste(Image.blend(canvas.crop(box), resized, p["opacity"]), box)
+        out = np.full((ch, cw, 3), p["color"], np.uint8)
+    resized = R.resize_array(img, (pw, ph), p["resample"])
+    inside = out[top : top + ph, left : left + pw]
+    inside[...] = _pil_blend(inside, resized, p["opacity"])
     alpha = np.zeros((ch, cw), np.float32)
     alpha[top : top + ph, left : left + pw] = p["opacity"]
     m = W.translate(left, top) @ W.scaling(pw / w, ph / h)
     mask = ctx.covered(carried_weight(ctx, m, (cw, ch)) * alpha)
-    return out, [Step(m, img.size, (cw, ch), mask=mask, name="paste_onto")]
+    return out, [Step(m, (w, h), (cw, ch), mask=mask, name="paste_onto")]
 
 
 def _object_alpha(size, p) -> Image.Image:
@@ -164,10 +192,11 @@ def _object_alpha(size, p) -> Image.Image:
     opacity_param(),
     SEED,
     RESAMPLE,
+    arrays=True,
 )
 def paste_object(img, p, ctx):
     """Cut a masked object (ellipse or random polygon), transform it, paste it on a donor."""
-    w, h = img.size
+    w, h = R.size_of(img)
     for k, lim in (("box_x", "box_w"), ("box_y", "box_h")):
         if p[k] + p[lim] > 1.0 + 1e-9:
             raise ValueError(f"paste_object: object box leaves the image: {k} + {lim} = {p[k] + p[lim]:.4g} > 1")
@@ -175,11 +204,11 @@ def paste_object(img, p, ctx):
     centre = ((p["box_x"] + p["box_w"] / 2) * w, (p["box_y"] + p["box_h"] / 2) * h)
     m = (W.translate(p["x"] * cw, p["y"] * ch) @ W.rotation(p["degrees"])
          @ W.scaling(p["scale"], p["scale"]) @ W.translate(-centre[0], -centre[1]))
-    moved = W.warp(img, m, (cw, ch), p["resample"])
-    alpha = W.warp_band(_object_alpha(img.size, p), m, (cw, ch)) / 255.0 * p["opacity"]
-    out = blend(ctx.donor(p["seed"], (cw, ch)), moved, alpha)
+    moved = R.warp_array(img, m, (cw, ch), p["resample"], (0, 0, 0))
+    alpha = W.warp_band(_object_alpha((w, h), p), m, (cw, ch)) / 255.0 * p["opacity"]
+    out = blend(ctx.donor_array(p["seed"], (cw, ch)), moved, alpha)
     mask = ctx.covered(carried_weight(ctx, m, (cw, ch)) * alpha)
-    return out, [Step(m, img.size, (cw, ch), mask=mask, name="paste_object")]
+    return out, [Step(m, (w, h), (cw, ch), mask=mask, name="paste_object")]
 
 
 @register(
@@ -192,6 +221,7 @@ def paste_object(img, p, ctx):
     color_param("color", default=(255, 255, 255), doc="gap colour"),
     SEED,
     RESAMPLE,
+    arrays=True,
 )
 def collage(img, p, ctx):
     """A rows x cols mosaic; one tile is the image, the others are donors."""
@@ -200,18 +230,19 @@ def collage(img, p, ctx):
         raise ValueError(f"collage: parameters 'rows'={rows}, 'cols'={cols} give a single tile; need >= 2")
     if idx >= rows * cols:
         raise ValueError(f"collage: parameter 'index'={idx} is outside the {rows}x{cols} grid")
-    w, h = img.size
+    w, h = R.size_of(img)
     tw, th = max(1, int(round(p["tile_scale"] * w))), max(1, int(round(p["tile_scale"] * h)))
     g = int(round(p["gap"] * tw))
-    out = Image.new("RGB", (cols * tw + (cols + 1) * g, rows * th + (rows + 1) * g), tuple(p["color"]))
+    size = (cols * tw + (cols + 1) * g, rows * th + (rows + 1) * g)
+    out = np.full((size[1], size[0], 3), p["color"], np.uint8)
     seeds = np.random.SeedSequence(p["seed"]).generate_state(rows * cols, np.uint64)
     for k in range(rows * cols):
         x0, y0 = g + (k % cols) * (tw + g), g + (k // cols) * (th + g)
-        tile = R.resize_image(img, (tw, th), p["resample"]) if k == idx else ctx.donor(int(seeds[k] >> 1), (tw, th))
-        out.paste(tile, (x0, y0))
+        tile = R.resize_array(img, (tw, th), p["resample"]) if k == idx else ctx.donor_array(int(seeds[k] >> 1), (tw, th))
+        out[y0 : y0 + th, x0 : x0 + tw] = tile
     x0, y0 = g + (idx % cols) * (tw + g), g + (idx // cols) * (th + g)
     m = W.translate(x0, y0) @ W.scaling(tw / w, th / h)
-    return out, [Step(m, img.size, out.size, name="collage")]
+    return out, [Step(m, (w, h), size, name="collage")]
 
 
 @register(
@@ -225,27 +256,35 @@ def collage(img, p, ctx):
     color_param("bar_color", default=(255, 255, 255), doc="bar colour"),
     color_param("text_color", default=(0, 0, 0), doc="caption colour"),
     RESAMPLE,
+    arrays=True,
 )
 def frame(img, p, ctx):
     """Shrink the image into a same-size frame with caption bars (meme or screenshot)."""
-    w, h = img.size
+    w, h = R.size_of(img)
     tb, bb, bd = int(round(p["top"] * h)), int(round(p["bottom"] * h)), int(round(p["border"] * w))
     iw, ih = w - 2 * bd, h - tb - bb
     if iw < 1 or ih < 1:
-        raise ValueError(f"frame: parameters 'top'/'bottom'/'border' leave no room at size {img.size}")
+        raise ValueError(f"frame: parameters 'top'/'bottom'/'border' leave no room at size {(w, h)}")
     s = min(iw / w, ih / h)
     pw, ph = max(1, int(round(s * w))), max(1, int(round(s * h)))
     left, top = bd + (iw - pw) // 2, tb + (ih - ph) // 2
+    inner = R.resize_array(img, (pw, ph), p["resample"])
+    m = W.translate(left, top) @ W.scaling(pw / w, ph / h)
+    steps = [Step(m, (w, h), (w, h), name="frame")]
+    dots = p["style"] == "screenshot" and tb >= 4
+    captions = [(t, y0, bh) for t, y0, bh in ((p["text_top"], 0, tb), (p["text_bottom"], h - bb, bb)) if t and bh >= 4]
+    if not (dots or captions):  # nothing to draw: stay an array
+        out = np.full((h, w, 3), p["bar_color"], np.uint8)
+        out[top : top + ph, left : left + pw] = inner
+        return out, steps
     out = Image.new("RGB", (w, h), tuple(p["bar_color"]))
-    out.paste(R.resize_image(img, (pw, ph), p["resample"]), (left, top))
+    out.paste(R.rgb_image(inner), (left, top))
     draw = ImageDraw.Draw(out)
-    if p["style"] == "screenshot" and tb >= 4:
+    if dots:
         r = max(1, tb // 5)
         for k, col in enumerate(((237, 106, 94), (245, 191, 79), (98, 197, 84))):
             cx = bd + 2 * r + k * 3 * r
             draw.ellipse((cx - r, tb / 2 - r, cx + r, tb / 2 + r), fill=col)
-    for text, y0, bh in ((p["text_top"], 0, tb), (p["text_bottom"], h - bb, bb)):
-        if text and bh >= 4:
-            draw_text_centered(draw, text, (w / 2, y0 + bh / 2), int(bh * 0.6), tuple(p["text_color"]), w)
-    m = W.translate(left, top) @ W.scaling(pw / w, ph / h)
-    return out, [Step(m, img.size, (w, h), name="frame")]
+    for text, y0, bh in captions:
+        draw_text_centered(draw, text, (w / 2, y0 + bh / 2), int(bh * 0.6), tuple(p["text_color"]), w)
+    return out, steps

@@ -10,11 +10,11 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from icdlib.edits.raster import resize_array, rgb_array, rgb_image
+from icdlib.edits.raster import resize_array, rgb_array, size_of
 
 
-def procedural_donor(seed: int, size: tuple[int, int]) -> Image.Image:
-    """An RGB image of ``size`` (w, h) drawn from ``seed`` (same seed, same bytes).
+def procedural_donor_array(seed: int, size: tuple[int, int]) -> np.ndarray:
+    """An ``[h, w, 3]`` uint8 RGB image of ``size`` (w, h) drawn from ``seed`` (same seed, same bytes).
 
     A linear gradient between two random colours at a random angle, plus 3-6 Gaussian
     blobs of random colours and +-6 grey levels of grain.
@@ -42,13 +42,14 @@ def procedural_donor(seed: int, size: tuple[int, int]) -> Image.Image:
     small = Image.fromarray(np.clip(np.rint(img), 0, 255).astype(np.uint8), "RGB")
     big = np.asarray(small.resize((w, h), Image.Resampling.BICUBIC), np.float32)
     big = big + 3.0 * rng.standard_normal((h, w, 1), dtype=np.float32)
-    return Image.fromarray(np.clip(np.rint(big), 0, 255).astype(np.uint8), "RGB")
+    return np.clip(np.rint(big), 0, 255).astype(np.uint8)
 
 
-def cover_resize(image: Image.Image, size: tuple[int, int]) -> Image.Image:
-    """Centre-crop ``image`` to the aspect ratio of ``size`` (whole pixels) and resize it
-    to ``size`` (bilinear, pixel-area averaging when shrinking)."""
-    w, h = image.size
+def cover_resize_array(image, size: tuple[int, int]) -> np.ndarray:
+    """Centre-crop ``image`` (RGB PIL or ``[H, W, 3]`` uint8) to the aspect ratio of ``size``
+    (whole pixels) and resize it to ``size`` (bilinear, pixel-area averaging when shrinking),
+    as an ``[h, w, 3]`` uint8 array."""
+    w, h = size_of(image)
     tw, th = int(size[0]), int(size[1])
     if w * th > h * tw:  # too wide: crop width
         cw = min(w, max(1, round(h * tw / th)))
@@ -57,4 +58,4 @@ def cover_resize(image: Image.Image, size: tuple[int, int]) -> Image.Image:
         ch = min(h, max(1, round(w * th / tw)))
         box = (0, (h - ch) // 2, w, (h - ch) // 2 + ch)
     a = rgb_array(image)[box[1]:box[3], box[0]:box[2]]
-    return rgb_image(resize_array(a, (tw, th), "bilinear"))
+    return resize_array(a, (tw, th), "bilinear")

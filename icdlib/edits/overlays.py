@@ -22,22 +22,25 @@ from icdlib.edits.text import font
 FRAC = dict(low=0.0, high=1.0)
 
 
-def _layer_blend(img: Image.Image, layer: Image.Image, opacity: float, ctx, name: str):
-    """Blend an RGBA ``layer`` (same size as ``img``) over ``img`` and log occlusion.
+def _layer_blend(img: np.ndarray, layer: Image.Image | None, opacity: float, ctx, name: str, origin=(0, 0)):
+    """Blend an RGBA ``layer`` whose top-left corner sits at ``origin`` (whole pixels, the
+    layer inside the image; None: nothing drawn) over ``img`` and log occlusion.
 
     Only the box holding the layer's non-zero alpha is read and blended (alpha is 0
     elsewhere, which leaves the image as it is)."""
-    w, h = img.size
+    h, w = img.shape[:2]
     alpha = np.zeros((h, w), np.float32)
-    box = layer.getbbox(alpha_only=True)
+    box = None if layer is None else layer.getbbox(alpha_only=True)
     if box is None:
         return img.copy(), C.occlusion_step(img, alpha, ctx, name)
-    left, top, right, bottom = box
     rgba = np.asarray(layer.crop(box), np.float32)
+    left, top, right, bottom = box[0] + origin[0], box[1] + origin[1], box[2] + origin[0], box[3] + origin[1]
     alpha[top:bottom, left:right] = rgba[..., 3] / 255.0 * opacity
-    out = C.blend(img, rgba[..., :3], alpha, box=box)  # RGB values as stored: whole numbers
+    out = C.blend(img, rgba[..., :3], alpha, box=(left, top, right, bottom))  # RGB values as stored: whole numbers
     return out, C.occlusion_step(img, alpha, ctx, name)
 
+
+_MEASURE = ImageDraw.Draw(Image.new("RGBA", (1, 1)))  # measures text boxes only: never drawn on
 
 @register(
     "text", "overlay",
@@ -47,15 +50,23 @@ def _layer_blend(img: Image.Image, layer: Image.Image, opacity: float, ctx, name
     Param("size", "float", 0.02, 0.6, doc="font size, fraction of the image height"),
     color_param("color", default=(255, 255, 255)),
     opacity_param(),
+    arrays=True,
 )
 def text(img, p, ctx):
     """Draw a line of text (built-in font) with opacity."""
-    w, h = img.size
-    layer = Image.new("RGBA", img.size, (0, 0, 0, 0))
-    ImageDraw.Draw(layer).text(
-        (p["x"] * w, p["y"] * h), p["text"], font=font(p["size"] * h), fill=tuple(p["color"]) + (255,)
-    )
-    return _layer_blend(img, layer, p["opacity"], ctx, "text")
+    h, w = img.shape[:2]
+    x, y, f = p["x"] * w, p["y"] * h, font(p["size"] * h)
+    # The layer covers the text's box (2 px to spare) inside the image, not the whole image.
+    # Its corner is whole pixels left of and above (x, y), so the text is drawn at the same
+    # fractional position, clipped by the image edges as before: the same pixels.
+    bl, bt, br, bb = _MEASURE.textbbox((x, y), p["text"], font=f)
+    left, top = max(0, min(math.floor(x), math.floor(bl)) - 2), max(0, min(math.floor(y), math.floor(bt)) - 2)
+    right, bottom = min(w, math.ceil(br) + 2), min(h, math.ceil(bb) + 2)
+    if right <= left or bottom <= top:
+        return _layer_blend(img, None, p["opacity"], ctx, "text")
+    layer = Image.new("RGBA", (right - left, bottom - top), (0, 0, 0, 0))
+    ImageDraw.Draw(layer).text((x - left, y - top), p["text"], font=f, fill=tuple(p["color"]) + (255,))
+    return _layer_blend(img, layer, p["opacity"], ctx, "text", (left, top))
 
 
 def _sticker_shape(kind: str, side: int, color) -> Image.Image:
@@ -96,17 +107,24 @@ def _sticker_shape(kind: str, side: int, color) -> Image.Image:
     Param("degrees", "float", -360.0, 360.0, default=0.0, doc="rotation, counter-clockwise"),
     color_param("color", default=(255, 204, 0)),
     opacity_param(),
+    arrays=True,
 )
 def sticker(img, p, ctx):
     """Draw an emoji-like sticker (circle, smiley face, star, heart) with opacity."""
-    w, h = img.size
+    h, w = img.shape[:2]
     side = max(2, int(round(p["size"] * min(w, h))))
     st = _sticker_shape(p["kind"], side, p["color"])
     if p["degrees"]:
         st = st.rotate(p["degrees"], resample=Image.Resampling.BILINEAR, expand=True)
-    layer = Image.new("RGBA", img.size, (0, 0, 0, 0))
-    layer.paste(st, (int(round(p["x"] * w - st.width / 2)), int(round(p["y"] * h - st.height / 2))))
-    return _layer_blend(img, layer, p["opacity"], ctx, "sticker")
+    # the part of the sticker inside the image is the layer (pasting it on a transparent
+    # full-size layer copies its pixels there)
+    x0, y0 = int(round(p["x"] * w - st.width / 2)), int(round(p["y"] * h - st.height / 2))
+    left, top = max(0, x0), max(0, y0)
+    right, bottom = min(w, x0 + st.width), min(h, y0 + st.height)
+    if right <= left or bottom <= top:
+        return _layer_blend(img, None, p["opacity"], ctx, "sticker")
+    layer = st.crop((left - x0, top - y0, right - x0, bottom - y0))
+    return _layer_blend(img, layer, p["opacity"], ctx, "sticker", (left, top))
 
 
 @register(
@@ -117,10 +135,11 @@ def sticker(img, p, ctx):
     Param("phase", "float", 0.0, 1.0, default=0.0, doc="shift, fraction of a period"),
     color_param("color"),
     opacity_param(),
+    arrays=True,
 )
 def stripes(img, p, ctx):
     """Parallel stripes across the image with opacity."""
-    w, h = img.size
+    h, w = img.shape[:2]
     period = math.hypot(w, h) / p["count"]
     xs = np.arange(w, dtype=np.float64)[None, :] + 0.5  # pixel centres, broadcast to [H, W]
     ys = np.arange(h, dtype=np.float64)[:, None] + 0.5
@@ -129,9 +148,10 @@ def stripes(img, p, ctx):
     u /= period
     u += p["phase"]
     u -= np.floor(u)
-    alpha = (u < p["thickness"]).astype(np.float32)
+    covered = u < p["thickness"]
+    alpha = covered.astype(np.float32)
     alpha *= np.float32(p["opacity"])
-    return C.blend(img, p["color"], alpha), C.occlusion_step(img, alpha, ctx, "stripes")
+    return C.blend_flat(img, p["color"], covered, p["opacity"]), C.occlusion_step(img, alpha, ctx, "stripes")
 
 
 def _donor_over(img, p, ctx, shape: str, name: str):
@@ -139,15 +159,16 @@ def _donor_over(img, p, ctx, shape: str, name: str):
 
     Only the patch's box is blended: the same pixels as :func:`_layer_blend` of a
     full-size layer holding the patch (alpha 0 elsewhere leaves the image as it is)."""
-    left, top, bw, bh = C.rect_box(img.size, p["area"], p["ratio"], p["x"], p["y"])
-    patch = np.asarray(ctx.donor(p["seed"], (bw, bh)), np.float32)
+    h, w = img.shape[:2]
+    left, top, bw, bh = C.rect_box((w, h), p["area"], p["ratio"], p["x"], p["y"])
+    patch = ctx.donor_array(p["seed"], (bw, bh))
     if shape == "ellipse":
         m = Image.new("L", (bw, bh), 0)
         ImageDraw.Draw(m).ellipse((0, 0, bw - 1, bh - 1), fill=255)
         cover = np.asarray(m, np.float32)
     else:
         cover = np.full((bh, bw), 255.0, np.float32)
-    alpha = np.zeros((img.height, img.width), np.float32)
+    alpha = np.zeros((h, w), np.float32)
     alpha[top : top + bh, left : left + bw] = cover / 255.0 * p["opacity"]
     out = C.blend(img, patch, alpha, box=(left, top, left + bw, top + bh))
     return out, C.occlusion_step(img, alpha, ctx, name)
@@ -161,7 +182,7 @@ _DONOR_PARAMS = (
 )
 
 
-@register("paste_over", "composite", *_DONOR_PARAMS, opacity_param(), SEED)
+@register("paste_over", "composite", *_DONOR_PARAMS, opacity_param(), SEED, arrays=True)
 def paste_over(img, p, ctx):
     """Paste a rectangular donor image over the image (the image is the background)."""
     return _donor_over(img, p, ctx, "rect", "paste_over")
@@ -170,16 +191,18 @@ def paste_over(img, p, ctx):
 @register(
     "overlay_image", "overlay", *_DONOR_PARAMS, opacity_param(),
     Param("shape", "choice", default="ellipse", choices=("rect", "ellipse"), doc="patch outline"), SEED,
+    arrays=True,
 )
 def overlay_image(img, p, ctx):
     """Put another image (a rectangle or an ellipse cut of a donor) on top, with opacity."""
     return _donor_over(img, p, ctx, p["shape"], "overlay_image")
 
 
-@register("erase", "overlay", *_DONOR_PARAMS, color_param("color", doc="RGB 0..255 of the erased box"))
+@register("erase", "overlay", *_DONOR_PARAMS, color_param("color", doc="RGB 0..255 of the erased box"), arrays=True)
 def erase(img, p, ctx):
     """Fill a box with a plain colour (random erasing): its pixels become untraceable."""
-    left, top, bw, bh = C.rect_box(img.size, p["area"], p["ratio"], p["x"], p["y"])
-    alpha = np.zeros((img.height, img.width), np.float32)
+    h, w = img.shape[:2]
+    left, top, bw, bh = C.rect_box((w, h), p["area"], p["ratio"], p["x"], p["y"])
+    alpha = np.zeros((h, w), np.float32)
     alpha[top : top + bh, left : left + bw] = 1.0
     return C.blend(img, p["color"], alpha), C.occlusion_step(img, alpha, ctx, "erase")

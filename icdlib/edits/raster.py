@@ -96,7 +96,7 @@ def model_resize_planes(a: np.ndarray, size: int) -> torch.Tensor:
                          f"{getattr(a, 'shape', '')}")
     s = int(size)
     if a.shape[:2] == (s, s):
-        return torch.from_numpy(np.stack(cv2.split(np.ascontiguousarray(a))))
+        return rgb_planes(a)
     x = torch.from_numpy(np.require(a, requirements=["C", "W"])).permute(2, 0, 1)[None]  # channels-last: the fast path
     return F.interpolate(x, size=(s, s), mode="bicubic", antialias=True, align_corners=False)[0]
 
@@ -106,22 +106,33 @@ def model_resize(a: np.ndarray, size: int) -> np.ndarray:
     return cv2.merge(list(model_resize_planes(a, size).numpy()))
 
 
-def rgb_array(img: Image.Image) -> np.ndarray:
-    """``[H, W, 3]`` uint8 view of an RGB PIL image (read-only)."""
+def rgb_array(img) -> np.ndarray:
+    """``[H, W, 3]`` uint8 array of an RGB PIL image (read-only), or the array itself."""
+    if isinstance(img, np.ndarray):
+        return img
     return np.asarray(img if img.mode == "RGB" else img.convert("RGB"))
 
 
-def rgb_image(a: np.ndarray) -> Image.Image:
-    """PIL RGB image of a ``[H, W, 3]`` uint8 array."""
+def rgb_image(a) -> Image.Image:
+    """PIL RGB image of a ``[H, W, 3]`` uint8 array (a PIL image is returned as it is)."""
+    if isinstance(a, Image.Image):
+        return a
     return Image.fromarray(np.ascontiguousarray(a), "RGB")
+
+
+def size_of(img) -> Size:
+    """``(width, height)`` of a PIL image or of an ``[H, W(, C)]`` array."""
+    if isinstance(img, np.ndarray):
+        return int(img.shape[1]), int(img.shape[0])
+    return img.size
+
+
+def rgb_planes(a: np.ndarray) -> torch.Tensor:
+    """``[H, W, 3]`` uint8 array -> ``[3, H, W]`` uint8 tensor (a new one)."""
+    return torch.from_numpy(np.stack(cv2.split(np.ascontiguousarray(a))))
 
 
 def warp_image(image: Image.Image, matrix: np.ndarray, out_size: Size, resample: str = "bilinear",
                fill=(0, 0, 0)) -> Image.Image:
     """:func:`warp_array` of an RGB PIL image."""
     return rgb_image(warp_array(rgb_array(image), matrix, out_size, resample, tuple(fill)))
-
-
-def resize_image(image: Image.Image, size: Size, resample: str = "bilinear") -> Image.Image:
-    """:func:`resize_array` of an RGB PIL image."""
-    return rgb_image(resize_array(rgb_array(image), size, resample))

@@ -51,13 +51,19 @@ class Param:
 
 @dataclass(frozen=True)
 class Op:
-    """A registered edit: ``fn(image, params, ctx) -> (image, [Step, ...])``."""
+    """A registered edit: ``fn(image, params, ctx) -> (image, [Step, ...])``.
+
+    ``image`` is an RGB PIL image, or, for an op registered with ``arrays=True``, a
+    read-only ``[H, W, 3]`` uint8 array; either kind may be returned (the engine converts
+    between them only where consecutive ops differ, see :func:`icdlib.edits.apply`).
+    """
 
     name: str
     family: str
     fn: Callable
     params: tuple[Param, ...]
     doc: str = ""
+    arrays: bool = False
 
     def defaults(self) -> dict[str, Any]:
         """Defaults of the optional parameters (required ones are absent)."""
@@ -67,8 +73,9 @@ class Op:
 OPS: dict[str, Op] = {}
 
 
-def register(name: str, family: str, *params: Param):
-    """Decorator adding ``fn`` to :data:`OPS` under ``name``."""
+def register(name: str, family: str, *params: Param, arrays: bool = False):
+    """Decorator adding ``fn`` to :data:`OPS` under ``name``; ``arrays``: ``fn`` takes a
+    ``[H, W, 3]`` uint8 array instead of a PIL image (see :class:`Op`)."""
     if family not in FAMILIES:
         raise ValueError(f"register {name}: unknown family {family!r}; expected one of {FAMILIES}")
 
@@ -76,7 +83,7 @@ def register(name: str, family: str, *params: Param):
         if name in OPS:
             raise ValueError(f"register: op {name!r} is already registered")
         doc = (fn.__doc__ or "").strip().splitlines()
-        OPS[name] = Op(name, family, fn, tuple(params), doc[0] if doc else "")
+        OPS[name] = Op(name, family, fn, tuple(params), doc[0] if doc else "", bool(arrays))
         return fn
 
     return deco
@@ -113,23 +120,18 @@ RESAMPLING = {
 # ------------------------------------------------------------------ validation
 def _check_value(op: str, p: Param, v: Any) -> Any:
     if p.kind in ("float", "int"):
-        if type(v) is float and p.kind == "float":  # the common case, checked as below
-            if not math.isfinite(v):
-                raise ValueError(f"{_where(op, p)} must be finite, got {v!r}")
-        else:
-            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
-                raise ValueError(f"{_where(op, p)} must be a number, got {v!r}")
-            if not math.isfinite(float(v)):
-                raise ValueError(f"{_where(op, p)} must be finite, got {v!r}")
-            if p.kind == "int":
-                if not isinstance(v, (int, np.integer)) and not float(v).is_integer():
-                    raise ValueError(f"{_where(op, p)} must be an integer, got {v!r}")
-                v = int(v)
-            else:
-                v = float(v)
+        if type(v) is not float and (isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating))):
+            raise ValueError(f"{_where(op, p)} must be a number, got {v!r}")
+        whole = isinstance(v, (int, np.integer))  # always finite, and may be too large for a float
+        if not whole and not math.isfinite(v):
+            raise ValueError(f"{_where(op, p)} must be finite, got {v!r}")
+        if p.kind == "int":
+            if not whole and not float(v).is_integer():
+                raise ValueError(f"{_where(op, p)} must be an integer, got {v!r}")
+            v = int(v)
         if (p.low is not None and v < p.low) or (p.high is not None and v > p.high):
             raise ValueError(f"{_where(op, p)}={v!r} is out of range [{p.low}, {p.high}]")
-        return v
+        return float(v) if p.kind == "float" and type(v) is not float else v
     if p.kind == "bool":
         if not isinstance(v, (bool, np.bool_)):
             raise ValueError(f"{_where(op, p)} must be true/false, got {v!r}")

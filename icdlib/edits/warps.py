@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -62,6 +63,11 @@ def warp(image: Image.Image, matrix: np.ndarray, out_size: Size, resample: str =
     return R.warp_image(image, matrix, out_size, resample, fill)
 
 
+def _warped(img: np.ndarray, matrix: np.ndarray, out_size: Size, p: dict) -> np.ndarray:
+    """The array ``img`` through ``matrix`` with the op's ``resample`` and ``fill``."""
+    return R.warp_array(img, matrix, out_size, p["resample"], tuple(p["fill"]))
+
+
 def warp_band(band: Image.Image, matrix: np.ndarray, out_size: Size) -> np.ndarray:
     """One channel (mode ``L`` or ``F``) through ``matrix``, bilinear, 0 outside.
 
@@ -84,10 +90,11 @@ FRAC = dict(low=0.0, high=1.0)
     Param("top", "float", **FRAC, doc="top edge, fraction of the height"),
     Param("width", "float", **FRAC, doc="box width, fraction of the width"),
     Param("height", "float", **FRAC, doc="box height, fraction of the height"),
+    arrays=True,
 )
 def crop(img, p, ctx):
     """Keep the box; edges are rounded to whole pixels."""
-    w, h = img.size
+    w, h = size = R.size_of(img)
     left, top = _px(p["left"], w), _px(p["top"], h)
     cw, ch = _px(p["width"], w), _px(p["height"], h)
     for key, v, lim in (("left", p["left"] + p["width"], "width"), ("top", p["top"] + p["height"], "height")):
@@ -95,25 +102,24 @@ def crop(img, p, ctx):
             raise ValueError(f"crop: box leaves the image: {key} + {lim} = {v:.4g} > 1")
     for key, v in (("width", cw), ("height", ch)):
         if v < 1:
-            raise ValueError(f"crop: parameter {key!r}={p[key]} gives an empty box at size {img.size}")
+            raise ValueError(f"crop: parameter {key!r}={p[key]} gives an empty box at size {size}")
     cw, ch = min(cw, w - left), min(ch, h - top)
     if cw < 1 or ch < 1:
-        raise ValueError(f"crop: box at left={p['left']}, top={p['top']} is empty at size {img.size}")
-    out = img.crop((left, top, left + cw, top + ch))
-    return out, [Step(translate(-left, -top), img.size, out.size, name="crop")]
+        raise ValueError(f"crop: box at left={p['left']}, top={p['top']} is empty at size {size}")
+    out = np.ascontiguousarray(img[top : top + ch, left : left + cw])
+    return out, [Step(translate(-left, -top), size, (cw, ch), name="crop")]
 
 
 def _resized(img, size: Size, name: str, resample: str = "bilinear", box=None):
-    w, h = img.size
-    a = R.rgb_array(img)
+    w, h = R.size_of(img)
+    a = img
     if box is None:
         m = scaling(size[0] / w, size[1] / h)
     else:  # whole-pixel box: cut it, then resize
         l, t, r, b = box
         a = a[t:b, l:r]
         m = scaling(size[0] / (r - l), size[1] / (b - t)) @ translate(-l, -t)
-    out = R.rgb_image(R.resize_array(a, size, resample))
-    return out, [Step(m, img.size, out.size, name=name)]
+    return R.resize_array(a, size, resample), [Step(m, (w, h), tuple(size), name=name)]
 
 
 @register(
@@ -121,6 +127,7 @@ def _resized(img, size: Size, name: str, resample: str = "bilinear", box=None):
     Param("width", "int", 1, 8192, doc="output width in pixels"),
     Param("height", "int", 1, 8192, doc="output height in pixels"),
     RESAMPLE,
+    arrays=True,
 )
 def resize(img, p, ctx):
     """Resize to an absolute size (aspect ratio may change)."""
@@ -131,10 +138,11 @@ def resize(img, p, ctx):
     "scale", "geometric",
     Param("factor", "float", 0.02, 8.0, doc="uniform scale factor of both sides"),
     RESAMPLE,
+    arrays=True,
 )
 def scale(img, p, ctx):
     """Resize both sides by ``factor`` (rounded to whole pixels, at least 1)."""
-    w, h = img.size
+    w, h = R.size_of(img)
     size = (max(1, _px(p["factor"], w)), max(1, _px(p["factor"], h)))
     return _resized(img, size, "scale", p["resample"])
 
@@ -143,10 +151,11 @@ def scale(img, p, ctx):
     "aspect", "geometric",
     Param("ratio", "float", 0.2, 5.0, doc="factor applied to width/height, area kept"),
     RESAMPLE,
+    arrays=True,
 )
 def aspect(img, p, ctx):
     """Change the aspect ratio by ``ratio`` keeping the pixel area (a squash/stretch)."""
-    w, h = img.size
+    w, h = R.size_of(img)
     r = math.sqrt(p["ratio"])
     size = (max(1, int(round(w * r))), max(1, int(round(h / r))))
     return _resized(img, size, "aspect", p["resample"])
@@ -159,10 +168,11 @@ def aspect(img, p, ctx):
     Param("x", "float", **FRAC, doc="box position in the free horizontal range, 0 left .. 1 right"),
     Param("y", "float", **FRAC, doc="box position in the free vertical range, 0 top .. 1 bottom"),
     RESAMPLE,
+    arrays=True,
 )
 def random_resized_crop(img, p, ctx):
     """Crop a box of given area and aspect ratio, then resize it back to the input size."""
-    w, h = img.size
+    w, h = R.size_of(img)
     a = p["area"] * w * h
     bw = min(w, max(1, int(round(math.sqrt(a * p["ratio"])))))
     bh = min(h, max(1, int(round(math.sqrt(a / p["ratio"])))))
@@ -171,20 +181,20 @@ def random_resized_crop(img, p, ctx):
 
 
 # ------------------------------------------------------------------ flips and warps
-@register("hflip", "geometric")
+@register("hflip", "geometric", arrays=True)
 def hflip(img, p, ctx):
     """Mirror left-right: x -> W - x."""
-    w, h = img.size
+    w, h = R.size_of(img)
     m = np.array([[-1.0, 0, w], [0, 1, 0], [0, 0, 1]])
-    return img.transpose(Image.Transpose.FLIP_LEFT_RIGHT), [Step(m, img.size, img.size, name="hflip")]
+    return cv2.flip(img, 1), [Step(m, (w, h), (w, h), name="hflip")]
 
 
-@register("vflip", "geometric")
+@register("vflip", "geometric", arrays=True)
 def vflip(img, p, ctx):
     """Mirror top-bottom: y -> H - y."""
-    w, h = img.size
+    w, h = R.size_of(img)
     m = np.array([[1.0, 0, 0], [0, -1, h], [0, 0, 1]])
-    return img.transpose(Image.Transpose.FLIP_TOP_BOTTOM), [Step(m, img.size, img.size, name="vflip")]
+    return cv2.flip(img, 0), [Step(m, (w, h), (w, h), name="vflip")]
 
 
 @register(
@@ -193,10 +203,11 @@ def vflip(img, p, ctx):
     Param("expand", "bool", default=False, doc="grow the canvas to hold the whole rotated image"),
     color_param("fill", doc="RGB 0..255 of uncovered canvas"),
     RESAMPLE,
+    arrays=True,
 )
 def rotate(img, p, ctx):
     """Rotate about the image centre; with ``expand`` the canvas is the bounding box."""
-    w, h = img.size
+    w, h = R.size_of(img)
     rot = rotation(p["degrees"])
     if p["expand"]:
         c, s = abs(rot[0, 0]), abs(rot[0, 1])
@@ -204,7 +215,7 @@ def rotate(img, p, ctx):
     else:
         out = (w, h)
     m = translate(out[0] / 2, out[1] / 2) @ rot @ translate(-w / 2, -h / 2)
-    return warp(img, m, out, p["resample"], p["fill"]), [Step(m, img.size, out, name="rotate")]
+    return _warped(img, m, out, p), [Step(m, (w, h), out, name="rotate")]
 
 
 @register(
@@ -217,10 +228,11 @@ def rotate(img, p, ctx):
     Param("translate_y", "float", -1.0, 1.0, default=0.0, doc="shift, fraction of the height"),
     color_param("fill", doc="RGB 0..255 of uncovered canvas"),
     RESAMPLE,
+    arrays=True,
 )
 def affine(img, p, ctx):
     """Shear, zoom, rotate about the centre, then shift; the canvas size is kept."""
-    w, h = img.size
+    w, h = R.size_of(img)
     tx, ty = math.tan(math.radians(p["shear_x"])), math.tan(math.radians(p["shear_y"]))
     shear = np.array([[1.0, tx, 0], [ty, 1.0, 0], [0, 0, 1]])
     det = 1.0 - tx * ty
@@ -233,7 +245,7 @@ def affine(img, p, ctx):
         translate(w / 2 + p["translate_x"] * w, h / 2 + p["translate_y"] * h)
         @ rotation(p["degrees"]) @ scaling(p["scale"], p["scale"]) @ shear @ translate(-w / 2, -h / 2)
     )
-    return warp(img, m, img.size, p["resample"], p["fill"]), [Step(m, img.size, img.size, name="affine")]
+    return _warped(img, m, (w, h), p), [Step(m, (w, h), (w, h), name="affine")]
 
 
 @register(
@@ -242,10 +254,11 @@ def affine(img, p, ctx):
           doc="corner moves (dx, dy) as fractions of (W, H), corners TL, TR, BR, BL"),
     color_param("fill", doc="RGB 0..255 of uncovered canvas"),
     RESAMPLE,
+    arrays=True,
 )
 def perspective(img, p, ctx):
     """Move the four corners and warp projectively; the canvas size is kept."""
-    w, h = img.size
+    w, h = R.size_of(img)
     src = np.array([[0, 0], [w, 0], [w, h], [0, h]], float)
     dst = src + np.asarray(p["offsets"], float).reshape(4, 2) * [w, h]
     edges = np.roll(dst, -1, 0) - dst
@@ -253,15 +266,14 @@ def perspective(img, p, ctx):
     if not (cross > 1e-6 * w * h).all():
         raise ValueError(f"perspective: parameter 'offsets'={list(p['offsets'])} gives a non-convex quad")
     m = homography(src, dst)
-    return warp(img, m, img.size, p["resample"], p["fill"]), [Step(m, img.size, img.size, name="perspective")]
+    return _warped(img, m, (w, h), p), [Step(m, (w, h), (w, h), name="perspective")]
 
 
 # ------------------------------------------------------------------ padding
 def _padded(img, left: int, top: int, right: int, bottom: int, fill, name: str):
-    w, h = img.size
-    out = Image.new("RGB", (w + left + right, h + top + bottom), tuple(fill))
-    out.paste(img, (left, top))
-    return out, [Step(translate(left, top), img.size, out.size, name=name)]
+    w, h = R.size_of(img)
+    out = cv2.copyMakeBorder(img, top, bottom, left, right, cv2.BORDER_CONSTANT, value=tuple(int(v) for v in fill))
+    return out, [Step(translate(left, top), (w, h), (w + left + right, h + top + bottom), name=name)]
 
 
 @register(
@@ -271,10 +283,11 @@ def _padded(img, left: int, top: int, right: int, bottom: int, fill, name: str):
     Param("right", "float", 0.0, 2.0, doc="fraction of the width"),
     Param("bottom", "float", 0.0, 2.0, doc="fraction of the height"),
     color_param("color"),
+    arrays=True,
 )
 def pad(img, p, ctx):
     """Add borders of the given relative widths (rounded to whole pixels)."""
-    w, h = img.size
+    w, h = R.size_of(img)
     return _padded(img, _px(p["left"], w), _px(p["top"], h), _px(p["right"], w),
                    _px(p["bottom"], h), p["color"], "pad")
 
@@ -283,10 +296,11 @@ def pad(img, p, ctx):
     "pad_square", "geometric",
     Param("position", "float", 0.0, 1.0, default=0.5, doc="where the image sits along the padded side"),
     color_param("color"),
+    arrays=True,
 )
 def pad_square(img, p, ctx):
     """Pad the shorter side so the image becomes square."""
-    w, h = img.size
+    w, h = R.size_of(img)
     extra = abs(w - h)
     a = int(round(p["position"] * extra))
     if w >= h:

@@ -94,6 +94,7 @@ class Interval:
     low: float
     high: float
     seeds: tuple[int, ...]  # the seeds the difference is paired over
+    seed_gaps: tuple[float, ...] = ()  # uAP(a) - uAP(b) of each paired seed (a hash side: of each seed of the other)
 
     @property
     def verdict(self) -> str:
@@ -140,7 +141,8 @@ def paired_interval(a: Mapping[int | None, RankedPredictions], b: Mapping[int | 
         reps[i] = np.mean([diffs[j] for j in picked])
     tail = (1.0 - level) / 2 * 100
     low, high = np.nanpercentile(reps, [tail, 100 - tail])
-    return Interval(float(full.mean()), float(low), float(high), tuple(s for s in seeds if s is not None))
+    return Interval(float(full.mean()), float(low), float(high), tuple(s for s in seeds if s is not None),
+                    tuple(float(g) for g in full))
 
 
 def _paired_seeds(a: Mapping, b: Mapping) -> list:

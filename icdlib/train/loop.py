@@ -60,7 +60,7 @@ import torch
 from torch import nn
 from tqdm import tqdm  # text bars: logged by papermill --log-output, kept by the saved notebook
 
-from icdlib.checkpoints import load_backbone_weights
+from icdlib.checkpoints import load_backbone_weights, read_checkpoint
 from icdlib.data import collate, worker_errors
 from icdlib.data.cache import CachedPairs, build_pair_cache, cache_folder
 from icdlib.models import build_descriptor, build_matcher
@@ -71,7 +71,8 @@ from icdlib.train.mining import load_table, neighbours_file
 from icdlib.train.objectives import DescriptorObjective, MatcherObjective
 from icdlib.params import to_dict
 from icdlib.train.runs import RunConfig, TrainConfig, model_section, resolve_run  # noqa: F401
-from icdlib.train.state import check_same_run, load_weights, same_run, save_snapshot, save_state, set_rng_state, trim_live
+from icdlib.train.state import (check_same_run, fit_weights, load_weights, resumable, save_snapshot, save_state,
+                                set_rng_state, trim_live)
 from icdlib.train.schedule import global_batch, lr_schedule, shard
 from icdlib.train.telemetry import UNAVAILABLE_PARAM, GpuUtilisation, device_name
 from icdlib.train.inputs import (  # noqa: F401  (training_images, prepare, schedule_keys: re-exported)
@@ -212,14 +213,19 @@ def train(
     objective = _objective(run, model).to(dist.device)
     optimizer = _optimizer(objective, t)
 
-    ckpt, start = out / CHECKPOINT, 0
-    if resume == "auto" and ckpt.is_file() and not same_run(ckpt, run):
-        if dist.is_main:
-            print(f"{ckpt}: written by another configuration (or unreadable); starting over", file=sys.stderr)
-        resume = False
-    if resume and ckpt.is_file():
-        meta = load_weights(model, ckpt, "resume checkpoint")
-        check_same_run(meta.get("run", {}), run, ckpt)
+    ckpt, start, saved = out / CHECKPOINT, 0, None
+    if resume == "auto" and ckpt.is_file():
+        saved = resumable(ckpt, run)  # the checkpoint is read once
+        if saved is None:
+            if dist.is_main:
+                print(f"{ckpt}: written by another configuration (or unreadable); starting over", file=sys.stderr)
+            resume = False
+    elif resume and ckpt.is_file():
+        saved = read_checkpoint(ckpt, "resume checkpoint")
+        check_same_run(saved[0].get("run", {}), run, ckpt)
+    if saved is not None:
+        meta = saved[0]
+        fit_weights(model, saved[1], meta, ckpt, "resume checkpoint")
         try:
             objective.load_state_dict({**objective.state_dict(), **meta.get("loss_state", {})})
             optimizer.load_state_dict(meta["optimizer"])

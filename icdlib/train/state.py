@@ -64,8 +64,14 @@ def load_weights(model: nn.Module, path: str | Path, what: str = "checkpoint") -
     does not fit ``model`` (another kind, width or depth).
     """
     loaded, meta = load_model(path, what=what)
+    fit_weights(model, loaded.state_dict(), meta, path, what)
+    return meta
+
+
+def fit_weights(model: nn.Module, source: dict, meta: dict, path: str | Path, what: str = "checkpoint") -> None:
+    """Load the state dict ``source`` (read from ``path``) into ``model``, or raise
+    ``CheckpointError`` naming the file when it does not fit (missing or unexpected keys, shapes)."""
     target = model.state_dict()
-    source = loaded.state_dict()
     missing = sorted(set(target) - set(source))
     unexpected = sorted(set(source) - set(target))
     shapes = [f"{k}: checkpoint {tuple(source[k].shape)} vs model {tuple(target[k].shape)}"
@@ -76,32 +82,33 @@ def load_weights(model: nn.Module, path: str | Path, what: str = "checkpoint") -
             f"missing {missing[:5]}, unexpected {unexpected[:5]}, shapes {shapes[:3]}"
         )
     model.load_state_dict(source)
-    return meta
 
 
 # keys that change neither the data nor the arithmetic: a run may resume with others
 RESUME_FREE = {"workers", "checkpoint_every", "log_every", "knn_batch_size", "pair_cache"}
 
 
-def same_run(ckpt: Path, run: RunConfig) -> bool:
-    """Whether ``ckpt`` was written by the configuration of ``run`` (see :func:`check_same_run`)."""
-    return resumable_step(ckpt, run) is not None
-
-
 def resumable_step(ckpt: Path, run: RunConfig) -> int | None:
     """The step ``train(resume="auto")`` would resume ``run`` from at ``ckpt``: None when the
     file is missing, unreadable, unsafe or written by another configuration (read once)."""
+    saved = resumable(ckpt, run)
+    return None if saved is None else int(saved[0].get("step", 0))
+
+
+def resumable(ckpt: Path, run: RunConfig) -> tuple[dict, dict] | None:
+    """``(meta, state_dict)`` of ``ckpt`` (read once) when ``train(resume="auto")`` would resume
+    ``run`` from it; None when it is missing, unreadable, unsafe or written by another configuration."""
     if not Path(ckpt).is_file():
         return None
     try:
-        meta, _ = read_checkpoint(ckpt, "resume checkpoint")
+        meta, state = read_checkpoint(ckpt, "resume checkpoint")
     except CheckpointError:
         return None  # unreadable or unsafe: "auto" starts over and overwrites it
     try:
         check_same_run(meta.get("run", {}), run, ckpt)
     except ValueError:
         return None
-    return int(meta.get("step", 0))
+    return meta, state
 
 
 def check_same_run(saved: dict, run: RunConfig, ckpt: Path) -> None:
