@@ -221,8 +221,9 @@ def timed_ops():
 
 def edit_ops(paths: list[Path], cfg: PairsConfig, samples: int) -> dict:
     """Where the edit stage's time goes: per op, calls per pair, ms per call and ms per pair
-    (heaviest first), and the stage's time outside the ops (chain sampling, spec checks,
-    building the trace) -- one extra timed pass of ``samples`` pairs."""
+    (heaviest first), and the stage's time outside the ops (chain sampling, spec checks, the
+    engine's PIL/array conversions where a PIL op meets an array op, building the trace) --
+    one extra timed pass of ``samples`` pairs."""
     ds = _warm(paths, cfg)
     with timed_ops() as acc:
         r = _timed(ds, paths, cfg, samples)

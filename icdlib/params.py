@@ -218,3 +218,24 @@ def resolve(params_path: str | Path, value: str | Path) -> Path:
     """A path from params.yaml: relative paths are relative to the params file's folder."""
     value = Path(value).expanduser()
     return value if value.is_absolute() else (Path(params_path).resolve().parent / value)
+
+
+def project_root() -> Path:
+    """The folder of the params file in use (:func:`locate`), else the working directory."""
+    try:
+        return locate().parent
+    except FileNotFoundError:
+        return Path.cwd().resolve()
+
+
+def portable(value: Any, root: str | Path | None = None) -> Any:
+    """``value`` as a report may keep it: an absolute path inside ``root`` (default
+    :func:`project_root`) becomes relative to it, so no machine's folders are written into
+    ``reports/``; anything else comes back as it is."""
+    if not isinstance(value, (str, Path)) or not os.path.isabs(value):
+        return value
+    base = Path(root if root is not None else project_root()).resolve()
+    try:
+        return str(Path(value).resolve().relative_to(base))
+    except ValueError:
+        return value if isinstance(value, str) else str(value)

@@ -216,3 +216,15 @@ def test_the_data_stage_writes_its_fingerprint_in_both_places(tmp_path):
     prepare_data(p, progress=False)
     kept, local = tmp_path / "reports/data/images.json", tmp_path / "runs/data/images.json"
     assert kept.is_file() and local.read_text() == kept.read_text()
+
+
+def test_reports_keep_paths_relative_to_the_project(tmp_path, monkeypatch):
+    from icdlib.params import PARAMS_ENV, portable, project_root
+
+    (tmp_path / "params.yaml").write_text("seed: 0\n")
+    monkeypatch.setenv(PARAMS_ENV, str(tmp_path / "params.yaml"))
+    assert project_root() == tmp_path.resolve()
+    assert portable(str(tmp_path / "models" / "trunk.pt")) == "models/trunk.pt"
+    assert portable(tmp_path / "runs" / "pairs") == "runs/pairs"
+    assert portable("/elsewhere/weights.pth") == "/elsewhere/weights.pth"  # outside the project: as given
+    assert portable("runs/knn") == "runs/knn" and portable(3) == 3 and portable(None) is None

@@ -105,3 +105,18 @@ def test_every_stage_cmd_slims_the_notebook_it_writes(name):
     cmd = next(c for c in cmds if f"notebooks/{name}.ipynb " in c)
     out = f"${{paths.reports}}/notebooks/{name}.ipynb"
     assert "--log-output" in cmd and cmd.rstrip().endswith(f"python -m icdlib.pipeline.slim {out}")
+
+
+def test_paths_under_the_project_are_cut_to_project_relative(tmp_path):
+    root = tmp_path / "proj"
+    nb = nbformat.v4.new_notebook()
+    printed = nbformat.v4.new_output("execute_result", execution_count=1, data={
+        "text/plain": f"{{'trunk': PosixPath('{root}/models/trunk.pt')}}"})
+    log = nbformat.v4.new_output("stream", name="stderr", text=f"wrote {root}/runs/pairs\nroot {root}\n")
+    other = nbformat.v4.new_output("stream", name="stdout", text=f"{root}x/elsewhere /data/disc21\n")
+    nb.cells = [nbformat.v4.new_code_cell("paths", outputs=[printed, log]), nbformat.v4.new_code_cell("o", outputs=[other])]
+    out = slim.slim_notebook(nb, root=root)
+    assert out.cells[0].outputs[0]["data"]["text/plain"] == "{'trunk': PosixPath('models/trunk.pt')}"
+    assert out.cells[0].outputs[1]["text"] == "wrote runs/pairs\nroot .\n"
+    assert out.cells[1].outputs[0]["text"] == f"{root}x/elsewhere /data/disc21\n"  # not under the project: kept
+    assert str(root) not in json.dumps(out.cells[0].outputs)

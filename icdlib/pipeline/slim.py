@@ -13,8 +13,12 @@ makes them heavy is not the figures but live-kernel state:
   Consecutive fragments of one stream are merged and each line keeps what a terminal
   would finally show (the text after its last carriage return).
 
+- absolute paths: the project folder of the machine that ran the notebook, wherever an
+  output prints it (``PosixPath('/home/me/icd/models/trunk.pt')``), is cut to the
+  project-relative path (``models/trunk.pt``); no machine's folders go into git.
+
 Plotly figures (``application/vnd.plotly.v1+json`` and their ``text/html`` twin) are
-left as they are. ::
+otherwise left as they are. ::
 
     python -m icdlib.pipeline.slim reports/notebooks/02_pixtrace.ipynb [--max-mb 2]
 """
@@ -29,6 +33,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import nbformat
+
+from icdlib.params import project_root
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 PROGRESS_MODELS = ("FloatProgressModel", "IntProgressModel")
@@ -84,8 +90,28 @@ def widget_text(states: dict[str, Any], model_id: str) -> str | None:
     return " ".join(p for p in (q if q is not None else ("" if has_counts else counts) for q in parts) if p)
 
 
-def slim_notebook(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    """Drop widget state and widget views (kept as text) and collapse progress streams, in place."""
+def relative_paths(obj: Any, root: str | Path) -> Any:
+    """``obj`` (nested dicts, lists and strings) with every ``root/`` cut from its strings
+    and a bare ``root`` made ``.`` (``root`` as given and resolved)."""
+    roots = sorted({str(Path(root)), str(Path(root).resolve())}, key=len, reverse=True)
+    pattern = re.compile("|".join(re.escape(r) for r in roots) + r"(/|\b)")
+
+    def walk(x: Any) -> Any:
+        if isinstance(x, str):
+            return pattern.sub(lambda m: "" if m.group(1) == "/" else ".", x)
+        if isinstance(x, list):
+            return [walk(v) for v in x]
+        if isinstance(x, dict):
+            return type(x)({k: walk(v) for k, v in x.items()})
+        return x
+
+    return walk(obj)
+
+
+def slim_notebook(nb: nbformat.NotebookNode, root: str | Path | None = None) -> nbformat.NotebookNode:
+    """Drop widget state and widget views (kept as text), collapse progress streams and make
+    paths under ``root`` (default: the project, :func:`icdlib.params.project_root`) relative, in place."""
+    root = project_root() if root is None else root
     states = nb.metadata.pop("widgets", {}).get("application/vnd.jupyter.widget-state+json", {}).get("state", {})
     for cell in nb.cells:
         if cell.cell_type != "code":
@@ -101,7 +127,7 @@ def slim_notebook(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
                     name = "stdout"
                 o = nbformat.v4.new_output("stream", name=name, text=text + "\n")
             outputs.append(o)
-        cell.outputs = _merge_streams(outputs)
+        cell.outputs = [nbformat.from_dict(relative_paths(o, root)) for o in _merge_streams(outputs)]
     return nb
 
 

@@ -69,7 +69,7 @@ from icdlib.models.precision import bf16_enabled
 from icdlib.train import distributed as D
 from icdlib.train.mining import load_table, neighbours_file
 from icdlib.train.objectives import DescriptorObjective, MatcherObjective
-from icdlib.params import to_dict
+from icdlib.params import portable, to_dict
 from icdlib.train.runs import RunConfig, TrainConfig, model_section, resolve_run  # noqa: F401
 from icdlib.train.state import (check_same_run, fit_weights, load_weights, resumable, save_snapshot, save_state,
                                 set_rng_state, trim_live)
@@ -282,7 +282,7 @@ def train(
         live = Live(dir=str(live_dir), resume=start > 0, save_dvc_exp=False, dvcyaml=None)
         live.log_params({"arm": run.arm, "seed": t.seed, "world_size": dist.world_size,
                          "device": dist.device, "device_name": device_name(dist.device),
-                         **{f"train.{k}": v for k, v in to_dict(t).items() if v is not None}})
+                         **{f"train.{k}": portable(v) for k, v in to_dict(t).items() if v is not None}})
     bar = tqdm(total=t.steps, initial=start, desc=f"train {run.arm or t.kind}", unit="step",
                disable=not (progress and dist.is_main))
     params = [p for p in objective.parameters() if p.requires_grad]
