@@ -136,7 +136,10 @@ def test_matcher_negatives_have_all_mass_in_the_invalid_column(paths):
     for i in range(len(paths)):
         s = neg[i]
         assert float(s["label"]) == 0.0 and int(s["query_index"]) != i
-        assert torch.equal(s["overlap_qr"], invalid_overlap(N)) and not bool(s["copynce"])
+        # the released reduction counts every pair (min_traced 0); a threshold leaves negatives out
+        assert torch.equal(s["overlap_qr"], invalid_overlap(N)) and bool(s["copynce"])
+    strict = MatcherPairs(paths, dataclasses.replace(CFG, pos_rate=0.0, min_traced=0.1), seed=0)
+    assert not any(bool(strict[i]["copynce"]) for i in range(len(paths)))
     pos = MatcherPairs(paths, dataclasses.replace(CFG, pos_rate=1.0, families=("photometric",)), seed=0)[3]
     assert float(pos["label"]) == 1.0 and int(pos["query_index"]) == 3
     assert torch.equal(pos["overlap_qr"][:, :-1], torch.eye(N))

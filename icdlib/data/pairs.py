@@ -14,7 +14,7 @@ A *pair* (one dict) holds:
   (:func:`icdlib.pixtrace.overlap_batch`; patches row-major, ``N = (S // patch) ** 2``).
 - ``overlap_rq``: ``[N, N + 1]``, the same from reference to query.
 - ``copynce``: bool, the traced share of query pixels (mean of ``1 - overlap_qr[:, -1]``)
-  is at least ``min_traced``: the pair is traceable enough to train CopyNCE on.
+  is at least ``min_traced`` (0, the released setting: every pair counts in CopyNCE's mean).
 - ``traced``: float32, that traced share.
 - ``index``: int64, the training image the pair is made from (for MatcherPairs: the
   reference's image; ``query_index`` is the query's image).
@@ -63,7 +63,7 @@ class PairsConfig:
     patch: int = 16  # ViT patch size: the overlap grid must match the tokens
     copy_vs_copy: float = 0.0  # share of pairs whose reference is edited too (released configs: 0)
     targets: str = "pixtrace"  # "uniform" / "same_position": weight-matched no-tracing controls, applied by the loss
-    min_traced: float = 0.1  # copynce flag: at least 10% of query pixels trace into the reference
+    min_traced: float = 0.0  # copynce flag: share of query pixels that must trace (0: every pair counts, released)
     families: tuple[str, ...] | None = None  # edit families of the query chain (None: all)
     reference_families: tuple[str, ...] | None = ("geometric", "photometric")  # copy-vs-copy reference edits: milder
     donors: str = "training"  # composite edits paste other training images ("procedural": drawn ones)
@@ -234,7 +234,7 @@ class _PairBase(Dataset):
             "reference": model_input(r_img, cfg.size),
             "overlap_qr": o_qr,
             "overlap_rq": o_rq,
-            "copynce": torch.tensor(traced >= cfg.min_traced and traced > 0),
+            "copynce": torch.tensor(traced >= cfg.min_traced),
             "traced": torch.tensor(traced, dtype=torch.float32),
         }
         self._tick("tensor", t0)

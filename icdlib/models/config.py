@@ -128,9 +128,12 @@ class MatcherConfig:
     mlp_ratio: float = 4.0  # standard ViT MLP width
     frozen_patch_embed: bool = False  # the paper trains the matcher's patch embedding
     ln_eps: float = 1e-4  # every LayerNorm of the released matcher (was 1e-6, DINO's, before)
+    head_init: str = "trunc_normal"  # head Linear: "trunc_normal" (std 0.02, zero bias; released) | "default" (PyTorch's)
 
     def __post_init__(self):
         where = "matcher"
+        if self.head_init not in ("trunc_normal", "default"):
+            raise ValueError(f"{where}: head_init must be 'trunc_normal' or 'default', got {self.head_init!r}")
         p = get_preset(self.preset, where)
         _fill(self, p, ("img_size", "patch_size", "embed_dim", "num_heads", "encoder_depth"))
         if self.fusion_depth is None:

@@ -80,11 +80,16 @@ class Descriptor(nn.Module):
         side = config.img_size // config.patch_size
         self.grid = (side, side)
 
-    def forward_with_tokens(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward_with_tokens(self, images: torch.Tensor, bn_groups: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
         """One pass giving the descriptor and CopyNCE's patch tokens.
 
         Args:
             images: ``[B, 3, S, S]`` float, ImageNet-normalised.
+            bn_groups: the head's BatchNorm normalises this many equal consecutive slices of
+                the batch in separate calls (training: each slice's own statistics, and the
+                running statistics are updated once per slice). Training passes 2 for
+                ``[queries; references]``, as the released model calls its head once per side.
+                In eval mode the grouping changes nothing.
         Returns:
             ``(desc [B, D] float, unit L2 norm; tokens [B, N, C] float)``: the patch tokens
             output by block ``token_block`` (after the final norm only when ``final_norm``
@@ -102,7 +107,14 @@ class Descriptor(nn.Module):
             tokens = x
         prefix = vit.num_prefix_tokens
         pooled = x[:, 0] if cfg.pooling == "cls" else gem(x[:, prefix:], cfg.gem_p)  # (B, C)
-        desc = F.normalize(self.bn(self.proj(pooled)), dim=1)  # (B, D)
+        z = self.proj(pooled)  # (B, D)
+        if bn_groups == 1:
+            z = self.bn(z)
+        else:
+            if bn_groups < 1 or z.shape[0] % bn_groups:
+                raise ValueError(f"Descriptor: batch {z.shape[0]} does not split into bn_groups={bn_groups} slices")
+            z = torch.cat([self.bn(part) for part in z.chunk(bn_groups)])
+        desc = F.normalize(z, dim=1)  # (B, D)
         return desc, tokens[:, prefix:]
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -125,7 +137,8 @@ class Matcher(nn.Module):
             (truncated normal, std 0.02) as in the released matcher, also when the trunk
             is loaded from DINO (:func:`icdlib.checkpoints.load_backbone_weights`).
         token_norm: LayerNorm applied to fused patch tokens for CopyNCE ("fusion head").
-        head: LayerNorm -> Linear(C, 1) on the fusion class token.
+        head: LayerNorm -> Linear(C, 1) on the fusion class token; the Linear starts from a
+            truncated normal (std 0.02) with zero bias, as released (``head_init``).
     """
 
     kind = "matcher"
@@ -139,6 +152,9 @@ class Matcher(nn.Module):
         trunc_normal_(self.fusion_token, std=0.02)
         self.token_norm = nn.LayerNorm(c, eps=config.ln_eps)
         self.head = nn.Sequential(nn.LayerNorm(c, eps=config.ln_eps), nn.Linear(c, 1))
+        if config.head_init == "trunc_normal":  # the released head: truncated normal (std 0.02), zero bias
+            trunc_normal_(self.head[1].weight, std=0.02)
+            nn.init.zeros_(self.head[1].bias)
         side = config.img_size // config.patch_size
         self.grid = (side, side)
 

@@ -112,6 +112,7 @@ def train_arm(
     st = Stage(params_file)
     run, sets = stage_run(st, arm, seed, steps)
     run_dir = st.path("runs", run_name or arm)
+    print(f"{run_name or arm}: {run.train.lr_source()}", flush=True)
     if st.launch.nproc_per_node > 1 or st.launch.nnodes > 1:
         final = _torchrun(st, arm, run_dir, sets.items())
     else:
@@ -134,7 +135,7 @@ def stage_run(st: Stage, arm: str, seed: int | None, steps: int | None,
         sets["train.steps"] = int(steps)
     sets.update(extra or {})
     run = resolve_run(st.params, arm, sets, st.params_path.name)
-    if run.train.steps <= run.train.warmup_steps:
+    if run.train.warmup_steps is not None and run.train.steps <= run.train.warmup_steps:
         sets["train.warmup_steps"] = max(0, run.train.steps // 10)
     given = {k: getattr(run.train, k.split(".", 1)[1]) for k in
              ("train.init", "train.backbone", "train.knn_checkpoint", "train.knn_cache")}

@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         if int(os.environ.get("RANK", "0")) == 0:
             for key, base, value in run.shadowed:  # arm keys win over their sections: say so
                 print(f"arm {args.arm}: {key} = {value!r} (its section says {base!r})", file=sys.stderr)
+            print(f"arm {args.arm or '(none)'}: {run.train.lr_source()}", flush=True)
         data = args.data
         if data is None:
             data = (params.get("paths") or {}).get("data")

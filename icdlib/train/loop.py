@@ -103,8 +103,9 @@ def _objective(run: RunConfig, model: nn.Module) -> nn.Module:
     t = run.train
     cn = dict(gamma=t.gamma, lam=t.lam, scale=t.scale, heads=t.heads, targets=run.pairs.targets)
     if t.kind == "descriptor":
-        return DescriptorObjective(model, w_infonce=t.w_infonce, w_koleo=t.w_koleo,
-                                   w_copynce=t.w_copynce, temperature=t.temperature, **cn)
+        return DescriptorObjective(model, w_infonce=t.w_infonce, w_koleo=t.w_koleo, w_copynce=t.w_copynce,
+                                   temperature=t.temperature, log_scale_init=t.log_scale_init,
+                                   bn_per_side=t.bn_per_side, **cn)
     return MatcherObjective(model, w_bce=t.w_bce, w_copynce=t.w_copynce,
                             copynce_over=t.copynce_over, **cn)
 
@@ -128,8 +129,18 @@ class _StepBatches(torch.utils.data.Sampler):
 
 
 # --------------------------------------------------------------------------- training
+def no_decay(name: str, p: nn.Parameter, exempt_tokens: bool) -> bool:
+    """Whether parameter ``name`` is exempt from weight decay: biases, norm weights and scalars
+    (``ndim <= 1``, e.g. the InfoNCE log-scale) always; with ``exempt_tokens`` also the position
+    embedding and the class / fusion tokens (what timm's ``no_weight_decay()`` names), as released."""
+    if p.ndim < 2:
+        return True
+    leaf = name.rsplit(".", 1)[-1]
+    return exempt_tokens and leaf in ("pos_embed", "cls_token", "fusion_token", "reg_token", "dist_token")
+
+
 def _optimizer(objective: nn.Module, t: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW; biases, norms and scalars (ndim <= 1) get no weight decay.
+    """AdamW; :func:`no_decay` parameters get no weight decay.
 
     With ``t.head_lr_scale != 1`` the parameters outside the start trunk (``model.vit``: the
     descriptor's projection, the matcher's fusion token, token norm and head) form their own
@@ -140,11 +151,11 @@ def _optimizer(objective: nn.Module, t: TrainConfig) -> torch.optim.Optimizer:
     for name, p in objective.named_parameters():
         if p.requires_grad:
             head = split and not name.startswith("model.vit.")
-            groups.setdefault((head, p.ndim < 2), []).append(p)
+            groups.setdefault((head, no_decay(name, p, t.wd_exempt_tokens)), []).append(p)
     return torch.optim.AdamW(
         [{"params": ps, "weight_decay": 0.0 if plain else t.weight_decay,
           "lr_scale": t.head_lr_scale if head else 1.0} for (head, plain), ps in sorted(groups.items())],
-        lr=t.lr, betas=(0.9, 0.999))
+        lr=t.peak_lr, betas=(0.9, 0.999))
 
 
 def _to_device(batch: dict, device: str) -> dict:
@@ -255,7 +266,7 @@ def train(
                              progress=progress)
         D.barrier()
         dataset = CachedPairs(folder, len(dataset))
-    lrs = lr_schedule(t.steps, t.lr, t.warmup_steps, t.min_lr, t.warmup_start)
+    lrs = lr_schedule(t.steps, t.peak_lr, t.warmup, t.min_lr, t.warmup_start)
     net: nn.Module = objective
     if dist.world_size > 1:
         D.sync_batchnorm(objective, dist.device)

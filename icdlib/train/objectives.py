@@ -56,15 +56,18 @@ class DescriptorObjective(nn.Module):
             (desc [B, D] L2-normalised, tokens [B, N, C])``.
         w_infonce, w_koleo, w_copynce: loss weights (0 skips the term).
         temperature: fixed InfoNCE temperature, or None for a learnable logit scale
-            (log-scale initialised at ``log_scale_init``).
+            (log-scale initialised at ``log_scale_init``; the released default).
+        bn_per_side: the head's BatchNorm normalises the queries and the references in
+            separate calls, as the released model does (False: one call over both).
         gamma, lam, scale, heads, targets: CopyNCE settings (see :func:`icdlib.losses.copynce`).
     """
 
     def __init__(self, model: nn.Module, *, w_infonce=1.0, w_koleo=0.0, w_copynce=0.0,
-                 temperature: float | None = 0.05, log_scale_init=3.2,
+                 temperature: float | None = None, log_scale_init=3.2, bn_per_side=True,
                  gamma=3.0, lam=0.5, scale=16.0, heads=None, targets="pixtrace"):
         super().__init__()
         self.model = model
+        self.bn_groups = 2 if bn_per_side else 1
         self.w = {"infonce": float(w_infonce), "koleo": float(w_koleo), "copynce": float(w_copynce)}
         self.infonce = InfoNCE(
             learnable=temperature is None, log_scale_init=log_scale_init,
@@ -75,7 +78,7 @@ class DescriptorObjective(nn.Module):
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         q, r = batch["query"], batch["reference"]
         b = q.shape[0]
-        desc, tokens = self.model.forward_with_tokens(torch.cat([q, r]))  # (2b, D), (2b, N, C)
+        desc, tokens = self.model.forward_with_tokens(torch.cat([q, r]), bn_groups=self.bn_groups)  # (2b, D), (2b, N, C)
         desc = desc.float()
         dq = D.gather(desc[:b])  # (W*b, D), global batch order
         dr = D.gather(desc[b:])
@@ -108,14 +111,14 @@ class MatcherObjective(nn.Module):
         model: a matcher with ``forward_with_tokens(q, r) -> (logits [B], q_tok, r_tok)``.
         w_bce, w_copynce: loss weights.
         gamma, lam, scale, heads, targets: CopyNCE settings.
-        copynce_over: "positives" averages CopyNCE over traceable positive pairs only;
-            "all" over every pair of the batch, negatives (all-invalid overlaps) adding 0
-            but counting in the denominator: the released reduction, which dilutes the
-            loss by the negative share.
+        copynce_over: "all" (the released reduction) averages CopyNCE over every pair of
+            the batch, negatives (all-invalid overlaps) adding 0 but counting in the
+            denominator, which dilutes the loss by the negative share; "positives" over
+            the positive pairs whose ``copynce`` flag is set.
     """
 
     def __init__(self, model: nn.Module, *, w_bce=1.0, w_copynce=0.0, gamma=1.0, lam=0.5,
-                 scale=16.0, heads=None, targets="pixtrace", copynce_over="positives"):
+                 scale=16.0, heads=None, targets="pixtrace", copynce_over="all"):
         super().__init__()
         if copynce_over not in ("positives", "all"):
             raise ValueError(f"copynce_over must be 'positives' or 'all', got {copynce_over!r}")

@@ -20,6 +20,7 @@ and ``python -m icdlib.train`` prints them.
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -31,20 +32,44 @@ from icdlib.models import CONFIGS
 from icdlib.params import has_key, lookup, section, to_dict
 
 
+# The released recipe's base learning rates (method.md s.5): the peak lr of a run is
+# ``base * sqrt(items per optimiser step / 1024)``. A descriptor item is one source image (it brings its
+# kNN look-alike's pair too: two pairs, one item); a matcher item is one pair.
+RELEASED_BASE_LR = {"descriptor": 6e-4, "matcher": 1e-3}
+RULE_BATCH = 1024  # the batch the base lr is quoted at
+
+
+def recipe_lr(base_lr: float, items_per_step: int) -> float:
+    """The released rule: ``base_lr * sqrt(items_per_step / 1024)``.
+
+    ``items_per_step`` is the global batch of one optimiser step (every process and micro-step
+    together). Examples: the released descriptor, 6e-4 at 768 items, gives 5.2e-4; 6e-4 at our 32
+    items gives 1.06e-4; the matcher's 1e-3 at 32 pairs gives 1.77e-4.
+    """
+    if not base_lr > 0 or int(items_per_step) < 1:
+        raise ValueError(f"recipe_lr: need base_lr > 0 and items_per_step >= 1, got {base_lr}, {items_per_step}")
+    return float(base_lr) * math.sqrt(int(items_per_step) / RULE_BATCH)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """params.yaml section ``train`` (method.md s.5 and s.8).
 
-    Defaults equal params.yaml's default profile (tests/test_defaults.py checks it).
+    Defaults equal params.yaml's default profile (tests/test_defaults.py checks it), which
+    are the released fine-tuning recipe's values. A run from random init (the trunk) sets
+    its own measured values in its arm.
     """
 
     kind: str = "descriptor"  # "descriptor" | "matcher": which model this run trains
     steps: int = 300  # optimiser steps (the default profile's descriptor arms fine-tune a trunk)
     batch_size: int = 32  # global items per step, all processes and micro-steps together (an item with a kNN look-alike is two pairs)
-    lr: float = 5e-4  # peak AdamW lr; s.8 calibration (paper: 6e-4 * sqrt(B/1024))
+    lr: float | None = None  # peak AdamW lr set explicitly; null: the released rule from base_lr (peak_lr)
+    base_lr: float | None = None  # the rule's base; null: the release's for the kind (descriptor 6e-4, matcher 1e-3)
     head_lr_scale: float = 1.0  # lr of what the start trunk lacks (projection, fusion token, head) relative to lr
-    weight_decay: float = 0.05  # s.8 calibration (paper: 0.04)
-    warmup_steps: int = 15  # 5% of steps: keeps early updates small
+    weight_decay: float = 0.04  # released configs
+    wd_exempt_tokens: bool = True  # position embeddings and class/fusion tokens get no decay (released: timm's no_weight_decay)
+    warmup_steps: int | None = None  # explicit warm-up steps; null: warmup_fraction of the steps (warmup)
+    warmup_fraction: float = 0.0333333  # released: one epoch of 30 (1/30)
     warmup_start: float = 0.01  # warm-up starts at 1% of lr, as the released configs
     min_lr: float = 2e-6  # cosine floor of the released configs
     grad_clip: float = 3.0  # max global grad norm, released configs; 0 disables
@@ -58,12 +83,14 @@ class TrainConfig:
     w_koleo: float = 5.0  # descriptor KoLeo weight (method.md s.4)
     w_copynce: float = 0.0  # CopyNCE weight; 0 = baseline, arms set 5 / 3 (s.3)
     w_bce: float = 1.0  # matcher BCE weight (s.4)
-    temperature: float | None = 0.05  # fixed InfoNCE temperature (s.8); null = learnable scale
+    temperature: float | None = None  # fixed InfoNCE temperature; null = learnable scale from log_scale_init (released)
+    log_scale_init: float = 3.2  # released InfoNCE log-scale start (exp 3.2 = 24.5)
+    bn_per_side: bool = True  # descriptor head BatchNorm: queries and references in separate calls (released)
     gamma: float = 3.0  # CopyNCE target sharpening: 3 descriptor, 1 matcher (s.3)
     lam: float = 0.5  # CopyNCE weight of the query->reference direction (s.3)
     scale: float = 16.0  # CopyNCE logit scale tau (s.3)
     heads: str | None = None  # CopyNCE channels kept, "a:b"; null = all (released "6:6")
-    copynce_over: str = "positives"  # matcher CopyNCE mean over "positives" or "all" pairs
+    copynce_over: str = "all"  # matcher CopyNCE mean over "all" pairs (released) or traceable "positives"
     knn_checkpoint: str | None = None  # descriptor checkpoint to mine kNN hard negatives with
     knn_k: int = 16  # neighbours kept per image (paper 128 over 1M images; ours ~20k)
     knn_batch_size: int = 128  # images per forward pass while mining
@@ -83,9 +110,15 @@ class TrainConfig:
                 raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
         if self.workers < 0:
             raise ValueError(f"train.workers must be >= 0, got {self.workers}")
-        if not 0 <= self.warmup_steps < self.steps:
+        for name in ("lr", "base_lr"):
+            value = getattr(self, name)
+            if value is not None and not (value > 0 and math.isfinite(value)):
+                raise ValueError(f"train.{name} must be a finite number > 0 (or null), got {value}")
+        if not 0 <= self.warmup_fraction < 1:
+            raise ValueError(f"train.warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
+        if not 0 <= self.warmup < self.steps:
             raise ValueError(
-                f"train.warmup_steps must be in [0, steps={self.steps}), got {self.warmup_steps}"
+                f"train.warmup_steps must be in [0, steps={self.steps}), got {self.warmup}"
             )
         if self.batch_size % self.grad_accum:
             raise ValueError(
@@ -97,6 +130,38 @@ class TrainConfig:
             raise ValueError(f"train.grad_clip must be >= 0, got {self.grad_clip}")
         if not self.head_lr_scale > 0:
             raise ValueError(f"train.head_lr_scale must be > 0, got {self.head_lr_scale}")
+        if self.copynce_over not in ("all", "positives"):
+            raise ValueError(f"train.copynce_over must be 'all' or 'positives', got {self.copynce_over!r}")
+        if self.temperature is not None and not self.temperature > 0:
+            raise ValueError(f"train.temperature must be > 0 (or null: learnable), got {self.temperature}")
+
+    @property
+    def warmup(self) -> int:
+        """Warm-up steps: ``warmup_steps`` when set, else ``round(warmup_fraction * steps)``."""
+        if self.warmup_steps is not None:
+            return int(self.warmup_steps)
+        return int(round(self.warmup_fraction * self.steps))
+
+    @property
+    def rule_base_lr(self) -> float:
+        """The base of the released rule: ``base_lr``, or the release's value for ``kind``."""
+        return float(self.base_lr) if self.base_lr is not None else RELEASED_BASE_LR[self.kind]
+
+    @property
+    def peak_lr(self) -> float:
+        """The peak lr the schedule reaches: ``lr`` when set, else :func:`recipe_lr` of the global batch."""
+        if self.lr is not None:
+            return float(self.lr)
+        return recipe_lr(self.rule_base_lr, self.batch_size)
+
+    def lr_source(self) -> str:
+        """One line saying which lr applies and why (``python -m icdlib.train`` prints it)."""
+        if self.lr is not None:
+            return f"peak lr {self.peak_lr:.3g}: train.lr, set explicitly"
+        unit = "items" if self.kind == "descriptor" else "pairs"
+        origin = "train.base_lr" if self.base_lr is not None else f"the release's {self.kind} base"
+        return (f"peak lr {self.peak_lr:.3g}: the released rule, base {self.rule_base_lr:g} ({origin}) "
+                f"x sqrt({self.batch_size} {unit} per step / {RULE_BATCH})")
 
 
 @dataclass(frozen=True)
