@@ -30,7 +30,7 @@ README_MAX_LINES = 170
 BLOCK_BUDGET_S = 20.0  # tiny models on stand-in images: 1-5 s each on 2 busy cores
 SHELL_LANGS = ("bash", "sh", "shell", "console", "")
 
-FENCE = re.compile(r"^```([\w-]*)[ \t]*\n(.*?)^```[ \t]*$", re.M | re.S)
+FENCE = re.compile(r"^```([\w-]*)[ \t]*\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
 NOT_RUN = re.compile(r"^<!--\s*not-run:(.*?)-->\s*$")
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
 INLINE_CODE = re.compile(r"`([^`\n]+)`")
@@ -152,7 +152,7 @@ def _module_exists(name: str) -> bool:
 
 def _make_targets() -> set[str]:
     text = (ROOT / "Makefile").read_text(encoding="utf-8")
-    return {m.group(1) for m in re.finditer(r"^([A-Za-z][\w-]*)\s*:(?!=)", text, re.M)}
+    return {m.group(1) for m in re.finditer(r"^([A-Za-z][\w-]*)\s*:(?!=)", text, re.MULTILINE)}
 
 
 def test_every_named_command_exists():
@@ -187,7 +187,7 @@ def test_readme_keeps_the_two_commands_and_fits_its_line_budget():
     n = len(text.splitlines())
     assert n <= README_MAX_LINES, f"README.md has {n} lines; the front door keeps to {README_MAX_LINES}"
     first = next(b for b in blocks(ROOT / "README.md") if b.lang == "bash")
-    assert re.search(r"^make repro\b", first.code, re.M) and re.search(r"^make test\b", first.code, re.M)
+    assert re.search(r"^make repro\b", first.code, re.MULTILINE) and re.search(r"^make test\b", first.code, re.MULTILINE)
 
 
 def test_docs_index_lists_every_page():
