@@ -13,7 +13,7 @@ from icdlib.export import EXPORT_FORMAT, main
 from icdlib.models import build_descriptor, build_matcher
 
 ATOL = 1e-5
-DEPLOY_ATOL = 3e-3  # Pillow's resize in the README recipe against icdlib's (see the deploy test)
+DEPLOY_ATOL = 3e-3  # Pillow's resize in the docs' recipe against icdlib's (see the deploy test)
 ort = pytest.importorskip("onnxruntime")  # the [export] extra
 
 
@@ -108,15 +108,15 @@ def test_bad_arguments_exit_2_with_a_message(tmp_path, capsys):
     assert e.value.code == 2
 
 
-def test_readme_deploy_recipe_embeds_and_searches_like_icdlib(tmp_path, monkeypatch, capsys):
+def test_docs_deploy_recipe_embeds_and_searches_like_icdlib(tmp_path, monkeypatch, capsys):
     from pathlib import Path
 
     from PIL import Image
 
     from icdlib.models import preprocess
 
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
-    section = readme.split("## Deploy the descriptor", 1)[1]
+    page = (Path(__file__).parents[1] / "docs" / "search.md").read_text()
+    section = page.split("## Deploy the descriptor", 1)[1]
     recipe = section.split("```python\n", 1)[1].split("```", 1)[0]
     model = _model("descriptor")
     _export(save_checkpoint(tmp_path / "d.pt", model), "onnx", tmp_path / "descriptor.onnx")
@@ -130,7 +130,7 @@ def test_readme_deploy_recipe_embeds_and_searches_like_icdlib(tmp_path, monkeypa
         Image.open(tmp_path / "references" / f"{i}.jpg").save(tmp_path / "queries" / f"{i}.jpg", quality=95)
     monkeypatch.chdir(tmp_path)
     ns = {}
-    exec(compile(recipe, "README.md", "exec"), ns)
+    exec(compile(recipe, "docs/search.md", "exec"), ns)
     refs = sorted((tmp_path / "references").glob("*.jpg"))
     with torch.no_grad():
         expected = model(preprocess([Image.open(p) for p in refs], 32)).numpy()
