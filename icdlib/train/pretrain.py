@@ -271,7 +271,8 @@ def pretrain(cfg: PretrainConfig, model_cfg: DescriptorConfig, paths: Sequence[P
 
     weights = {k: v.detach().contiguous() for k, v in teacher.vit.state_dict().items()}
     tmp = out.with_name(out.name + ".tmp")
-    save_file(weights, str(tmp), metadata={"format": "timm-vit", "source": "icdlib.train.pretrain (DINO teacher)"})
+    # one metadata key: safetensors writes several in hash-map order, which would make the bytes vary
+    save_file(weights, str(tmp), metadata={"icdlib": "timm-vit backbone, DINO teacher of icdlib.train.pretrain"})
     os.replace(tmp, out)
     digest = hashlib.sha256(out.read_bytes()).hexdigest()
     record.update({"steps_done": cfg.steps, "images_seen": cfg.steps * cfg.batch_size, "seconds": round(seconds, 1),

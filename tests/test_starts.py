@@ -1,0 +1,112 @@
+"""The pretrained start at tiny size: DINO pretraining (lightly) writes a backbone the models load,
+resumes exactly, and experiments/starts.py trains and scores every arm from each candidate start."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+pytest.importorskip("lightly")
+
+from icdlib.checkpoints import load_backbone_weights  # noqa: E402
+from icdlib.data import build_benchmark, data_config, edit_config  # noqa: E402
+from icdlib.models import DescriptorConfig, build_descriptor, build_matcher  # noqa: E402
+from icdlib.pipeline.profile import apply_profile  # noqa: E402
+from icdlib.train.inputs import training_images  # noqa: E402
+from icdlib.train.pretrain import PretrainConfig, pretrain, sha256_of  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = DescriptorConfig(img_size=32, patch_size=16, embed_dim=32, depth=2, num_heads=2, desc_dim=16)
+CFG = PretrainConfig(steps=4, batch_size=4, out_dim=64, hidden_dim=32, bottleneck_dim=16, local_views=2,
+                     local_size=16, freeze_last_layer_steps=1, workers=0, checkpoint_every=2)
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "experiments" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("starts")
+    apply_profile(ROOT / "params.yaml", "tiny", [], profiles_dir=ROOT / "profiles", out_path=root / "params.yaml")
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    build_benchmark(root / params["paths"]["data"], data_config(params), seed=0, edit_config=edit_config(params),
+                    progress=False)
+    return root
+
+
+def test_pretraining_writes_a_backbone_both_models_load_and_a_record(tiny_run, tmp_path):
+    paths = training_images(tiny_run / "data" / "mini_disc")
+    out = pretrain(CFG, TINY, paths, tmp_path / "dino.safetensors", progress=False)
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert record["sha256"] == sha256_of(out) and record["steps_done"] == 4 and record["images_seen"] == 16
+    curve = pd.read_csv(out.with_suffix(".curve.csv"))
+    assert list(curve["step"]) == [1, 2, 3, 4] and curve["loss"].notna().all()
+    assert not (tmp_path / "dino.safetensors.state.pt").exists()
+    d = build_descriptor(TINY, seed=0)
+    before = d.vit.blocks[0].attn.qkv.weight.detach().clone()
+    report = load_backbone_weights(d, out)
+    assert report.loaded > 0 and not torch.equal(before, d.vit.blocks[0].attn.qkv.weight)
+    m = build_matcher(dict(img_size=32, patch_size=16, embed_dim=32, num_heads=2, encoder_depth=1, fusion_depth=1))
+    assert load_backbone_weights(m, out).loaded > 0
+
+
+def test_interrupted_pretraining_resumes_to_the_same_weights(tiny_run, tmp_path):
+    paths = training_images(tiny_run / "data" / "mini_disc")
+    whole = pretrain(CFG, TINY, paths, tmp_path / "whole.safetensors", progress=False)
+    # interrupt the third step, after the state of step 2 was written (checkpoint_every=2)
+    from lightly.models import utils as lightly_utils
+
+    calls = {"n": 0}
+
+    original = lightly_utils.update_momentum
+
+    def stop_at_third(student, teacher, m):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return original(student, teacher, m)
+
+    lightly_utils.update_momentum = stop_at_third
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            pretrain(CFG, TINY, paths, tmp_path / "cut.safetensors", progress=False)
+    finally:
+        lightly_utils.update_momentum = original
+    assert (tmp_path / "cut.safetensors.state.pt").is_file()
+    resumed = pretrain(CFG, TINY, paths, tmp_path / "cut.safetensors", progress=False)
+    assert sha256_of(resumed) == sha256_of(whole)
+
+
+def test_bad_pretraining_inputs_name_the_value(tmp_path):
+    with pytest.raises(ValueError, match="pretrain.steps"):
+        PretrainConfig(steps=0)
+    with pytest.raises(ValueError, match=".safetensors"):
+        pretrain(CFG, TINY, [tmp_path / "a.png", tmp_path / "b.png"], tmp_path / "w.pt")
+
+
+@pytest.mark.slow
+def test_starts_experiment_trains_and_scores_each_start(tiny_run, tmp_path):
+    paths = training_images(tiny_run / "data" / "mini_disc")
+    dino = pretrain(CFG, TINY, paths, tmp_path / "dino.safetensors", progress=False)
+    starts = _script("starts")
+    out = tmp_path / "starts"
+    assert starts.main(["--run", str(tiny_run), "--starts", "trunk,dino", "--seeds", "0,1", "--split",
+                        "final_queries", "--dino", str(dino), "--out", str(out)]) == 0
+    frame = pd.read_csv(out.with_suffix(".csv"))
+    assert set(frame["start"]) == {"trunk", "dino"} and set(frame["seed"]) == {0, 1}
+    assert set(frame["arm"]) == {"infonce", "copynce", "matcher_copynce"} and frame["uAP"].between(0, 1).all()
+    assert (frame["split"] == "final_queries").all()
+    text = out.with_suffix(".md").read_text()
+    assert "| dino | copynce |" in text and "Chosen on the mean" in text
+    dino_params = yaml.safe_load((tiny_run / "runs" / "starts" / "dino" / "params.yaml").read_text())
+    assert dino_params["paths"]["trunk"] is None and dino_params["paths"]["backbone"] == str(dino.resolve())
