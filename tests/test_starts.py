@@ -110,3 +110,28 @@ def test_starts_experiment_trains_and_scores_each_start(tiny_run, tmp_path):
     assert "| dino | copynce |" in text and "Chosen on the mean" in text
     dino_params = yaml.safe_load((tiny_run / "runs" / "starts" / "dino" / "params.yaml").read_text())
     assert dino_params["paths"]["trunk"] is None and dino_params["paths"]["backbone"] == str(dino.resolve())
+
+
+@pytest.mark.slow
+def test_robustness_chooses_each_arm_s_lr_on_the_held_out_split_and_tests_the_claims(tiny_run, tmp_path):
+    from icdlib.pipeline.training import train_arms
+
+    train_arms(tiny_run / "params.yaml", ["trunk"])
+    robustness = _script("robustness")
+    out = tmp_path / "tables"
+    assert robustness.main(["--run", str(tiny_run), "--factors", "0.5,2", "--seeds", "0,1", "--bootstrap", "50",
+                            "--out", str(out)]) == 0
+    grid = pd.read_csv(out / "robustness_grid.csv")
+    assert len(grid) == 3 * 2 * 2 * 2  # arms x factors x seeds x splits
+    assert set(grid["split"]) == {"final_queries", "dev_queries"}
+    table = pd.read_csv(out / "robustness.csv")
+    assert list(table.columns) == ["claim", "a", "b", "lr_a", "lr_b", "gap", "ci_low", "ci_high", "seeds", "verdict"]
+    assert list(table["claim"]) == ["copynce>infonce (each at its best lr)", "pixtrace>uniform (each at its best lr)"]
+    sel = grid[grid["split"] == "final_queries"].groupby(["arm", "factor"])["uAP"].mean()
+    for r in table.itertuples():  # the chosen lr is the arm's best on the selection split
+        for arm, lr in ((r.a, r.lr_a), (r.b, r.lr_b)):
+            factor = grid[(grid["arm"] == arm) & (grid["lr"].round(12) == round(lr, 12))]["factor"].iloc[0]
+            assert sel[arm][factor] == sel[arm].max()
+    assert (table["ci_low"] <= table["gap"]).all() and (table["gap"] <= table["ci_high"]).all()
+    with pytest.raises(SystemExit, match="tables' split"):
+        robustness.main(["--run", str(tiny_run), "--select", "dev_queries"])
