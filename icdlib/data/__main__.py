@@ -1,5 +1,6 @@
-"""``python -m icdlib.data build|check|prepare``: build the embedded benchmark, check a DISC21 folder, or lay
-out the DISC21 download flat."""
+"""``python -m icdlib.data build|check|prepare|photos``: build the embedded benchmark (or one from a folder
+of photos: ``build --photos``), check a DISC21 folder, lay out the DISC21 download flat, or fetch Debian's
+free photographs."""
 
 import sys
 

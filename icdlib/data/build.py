@@ -21,6 +21,8 @@ streams, so no two roles share a source. Every image is a pure function of
 CLI::
 
     python -m icdlib.data build --out data/bench [--seed 0] [--size default] [--params params.yaml]
+    python -m icdlib.data build --photos DIR --out OUT [--queries N]   (:mod:`icdlib.data.photo_bench`)
+    python -m icdlib.data photos --out DIR [--cache DIR]   Debian's photos (:mod:`icdlib.data.debian_photos`)
     python -m icdlib.data check --root data/bench [--workers 4] [--cache data/bench]
     python -m icdlib.data prepare --raw DISC21_DOWNLOAD --out data/disc21   (:mod:`icdlib.data.raw`)
 
@@ -31,12 +33,8 @@ re-exported here with :func:`load_image`.
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
-import json
-import os
 import multiprocessing as mp
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -51,6 +49,8 @@ from icdlib.edits import EditConfig
 
 from icdlib.data import raw
 from icdlib.data.disc21 import BUILDING, SPLIT_DIRS, Disc21, load_image  # noqa: F401  (re-exported)
+from icdlib.data.layout_writer import (ID_PREFIX, ROLES, derive_seed, finish_build, image_id,  # noqa: F401
+                                       plan_split_queries, start_build, write_ground_truth)
 from icdlib.params import load_params, locate, resolve, section, to_dict
 from icdlib.data.sources import PhotoPool, SourceConfig, pick_kind, render
 
@@ -63,10 +63,6 @@ SIZES: dict[str, dict[str, int]] = {
     "default": dict(training=20000, reference=2000, dev_queries=3000, final_queries=1000),
     "paper": dict(training=100000, reference=20000, dev_queries=5000, final_queries=5000),  # GPU study
 }
-
-# seed streams: one per role, so roles never share a source
-ROLES = {"training": 0, "reference": 1, "distractor": 2, "donor": 3, "edit": 4, "plan": 5}
-ID_PREFIX = {"training": ("T", 6), "reference": ("R", 6), "query": ("Q", 5)}
 
 
 @dataclass(frozen=True)
@@ -116,18 +112,6 @@ class BuildConfig:
 def data_config(params: dict, source: str = "params.yaml") -> BuildConfig:
     """The :class:`BuildConfig` of a parsed params dict (section ``data``)."""
     return section(params, "data", BuildConfig, source)
-
-
-# ---------------------------------------------------------------------- seeds
-def derive_seed(seed: int, role: str, index: int) -> int:
-    """A 63-bit int seed for image ``index`` of ``role``, a pure function of its inputs."""
-    ss = np.random.SeedSequence([int(seed), ROLES[role], int(index)])
-    return int(ss.generate_state(1, np.uint64)[0] >> np.uint64(1))
-
-
-def image_id(kind: str, index: int) -> str:
-    prefix, digits = ID_PREFIX[kind]
-    return f"{prefix}{index:0{digits}d}"
 
 
 # ---------------------------------------------------------------------- workers
@@ -212,35 +196,10 @@ def plan_queries(cfg: BuildConfig, seed: int) -> list[tuple]:
     """Query tasks ``("query", index, split, reference_index | None, distractor_index | None)``.
 
     Each query split gets ``round(n * positive_rate)`` positives at random positions.
-    Positives copy distinct references while there are enough, and reuse them otherwise.
+    Positives copy distinct references while there are enough, and reuse them otherwise
+    (:func:`icdlib.data.layout_writer.plan_split_queries`).
     """
-    counts = cfg.counts
-    rng = np.random.default_rng(np.random.SeedSequence([int(seed), ROLES["plan"]]))
-    flags = []
-    for split in ("dev_queries", "final_queries"):
-        n = counts[split]
-        pos = np.zeros(n, dtype=bool)
-        pos[rng.permutation(n)[: int(round(n * cfg.positive_rate))]] = True
-        flags += [(split, bool(p)) for p in pos]
-    n_pos, n_ref = sum(p for _, p in flags), counts["reference"]
-    refs = rng.permutation(n_ref)[:n_pos] if n_pos <= n_ref else rng.integers(0, n_ref, n_pos)
-    tasks, r, d = [], 0, 0
-    for q, (split, pos) in enumerate(flags):
-        if pos:
-            tasks.append(("query", q, split, int(refs[r]), None))
-            r += 1
-        else:
-            tasks.append(("query", q, split, None, d))
-            d += 1
-    return tasks
-
-
-def _write_csv(path: Path, rows: list[tuple[str, str | None]]) -> None:
-    with path.open("w", newline="") as f:
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow(["query_id", "reference_id"])
-        for q, r in rows:
-            w.writerow([q, r or ""])
+    return plan_split_queries(cfg.counts, cfg.positive_rate, seed)
 
 
 def build_benchmark(out_dir: str | Path, config: BuildConfig = BuildConfig(), seed: int = 0,
@@ -267,21 +226,9 @@ def build_benchmark(out_dir: str | Path, config: BuildConfig = BuildConfig(), se
     """
     if not isinstance(seed, (int, np.integer)) or int(seed) < 0:
         raise ValueError(f"build_benchmark: seed must be a non-negative int, got {seed!r}")
-    out = Path(out_dir)
-    foreign = [SPLIT_DIRS[s] for s in ("training", "reference", "dev_queries", "final_queries")
-               if (out / SPLIT_DIRS[s]).is_dir() and any((out / SPLIT_DIRS[s]).iterdir())]
-    if foreign and not (out / "manifest.json").is_file() and not (out / BUILDING).exists():
-        raise ValueError(
-            f"build_benchmark: {out} holds image folders ({', '.join(foreign)}) that icdlib did not "
-            "build (no manifest.json); refusing to replace them, choose another --out"
-        )
-    out.mkdir(parents=True, exist_ok=True)
-    # completion is marked last: the marker goes first, the manifest last (atomically)
-    (out / BUILDING).write_text("icdlib data build in progress; rebuild if no process is writing here\n")
-    (out / "manifest.json").unlink(missing_ok=True)
+    out = start_build(out_dir, "build_benchmark")
     counts = config.counts
     for split in ("training", "reference", "dev_queries", "final_queries"):
-        shutil.rmtree(out / SPLIT_DIRS[split], ignore_errors=True)
         (out / SPLIT_DIRS[split]).mkdir()
     tasks: list[tuple] = [("training", i) for i in range(counts["training"])]
     tasks += [("reference", i) for i in range(counts["reference"])]
@@ -301,7 +248,7 @@ def build_benchmark(out_dir: str | Path, config: BuildConfig = BuildConfig(), se
     n_t, n_r = counts["training"], counts["reference"]
     records = results[n_t + n_r:]
     for split, name in (("dev_queries", "dev_ground_truth.csv"), ("final_queries", "final_ground_truth.csv")):
-        _write_csv(out / name, [(m["query_id"], m["reference_id"]) for m in records if m["split"] == split])
+        write_ground_truth(out / name, [(m["query_id"], m["reference_id"]) for m in records if m["split"] == split])
     recorded = {k: v for k, v in to_dict(config).items() if k != "workers"}  # output does not depend on it
     manifest = {
         "seed": int(seed),
@@ -311,10 +258,7 @@ def build_benchmark(out_dir: str | Path, config: BuildConfig = BuildConfig(), se
         "source_kinds": {"training": results[:n_t], "reference": results[n_t:n_t + n_r]},
         "queries": records,
     }
-    tmp = out / ".manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, out / "manifest.json")
-    (out / BUILDING).unlink()
+    finish_build(out, manifest)
     return manifest
 
 
@@ -327,14 +271,17 @@ def edit_config(params: dict, source: str = "params.yaml"):
 
 
 def main(argv: list[str] | None = None) -> int:
+    from icdlib.data import debian_photos, photo_bench  # imported here: the CLI is their only use in this module
+
     ap = argparse.ArgumentParser(prog="python -m icdlib.data", description="Build, check or prepare a DISC21-layout benchmark.")
     sub = ap.add_subparsers(dest="cmd", required=True)
-    b = sub.add_parser("build", help="write the embedded benchmark")
+    b = sub.add_parser("build", help="write the embedded benchmark, or one from a folder of photos (--photos)")
     b.add_argument("--out", required=True, help="output folder")
     b.add_argument("--seed", type=int, default=None, help="benchmark seed (default: params.yaml's top-level seed)")
     b.add_argument("--size", choices=list(SIZES), default=None, help="named size (default: params.yaml data.size)")
     b.add_argument("--params", default=None, help="params file (default: params.yaml if found)")
     b.add_argument("--workers", type=int, default=None, help="processes (output does not depend on it)")
+    photo_bench.add_arguments(b)
     c = sub.add_parser("check", help="validate a benchmark folder and print split counts")
     c.add_argument("--root", required=True, help="benchmark folder")
     c.add_argument("--ground-truth", default=None, help="ground-truth CSV to use instead of the root's")
@@ -343,6 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--cache", default=None, help="folder (or file) of the validation cache: unchanged images "
                    "are not decoded again (default: none)")
     raw.add_parser(sub)
+    debian_photos.add_parser(sub)
     args = ap.parse_args(argv)
 
     try:
@@ -355,13 +303,17 @@ def main(argv: list[str] | None = None) -> int:
                     pass
             params = load_params(path) if path is not None else {}
             source = str(path) if path is not None else "defaults"
+            seed = args.seed if args.seed is not None else int(params.get("seed", 0))
+            if args.photos is not None:
+                photo_bench.run(args, params, source, seed, edit_config(params, source))
+                return 0
+            photo_bench.refuse_photo_flags(args)
             cfg = data_config(params, source)
             changes = {k: v for k, v in (("size", args.size), ("workers", args.workers)) if v is not None}
             cfg = dataclasses.replace(cfg, **changes)
             if cfg.sources.photo_dir is not None and path is not None:  # relative to the params file
                 photo_dir = str(resolve(path, cfg.sources.photo_dir))
                 cfg = dataclasses.replace(cfg, sources=dataclasses.replace(cfg.sources, photo_dir=photo_dir))
-            seed = args.seed if args.seed is not None else int(params.get("seed", 0))
             t0 = time.perf_counter()
             build_benchmark(args.out, cfg, seed, edit_config(params, source))
             print(f"built {cfg.size} benchmark (seed {seed}) in {args.out}: "
@@ -369,6 +321,8 @@ def main(argv: list[str] | None = None) -> int:
                   + f"; {time.perf_counter() - t0:.1f} s")
         elif args.cmd == "prepare":
             raw.run(args)
+        elif args.cmd == "photos":
+            return debian_photos.run(args)
         else:
             counts = Disc21(args.root, ground_truth=args.ground_truth).validate(
                 decode=not args.no_decode, workers=args.workers, cache=args.cache)
