@@ -48,7 +48,7 @@ from icdlib.train.schedule import global_batch, lr_schedule
 class PretrainConfig:
     """params.yaml section ``pretrain``: DINO on the training sources (method.md s.10)."""
 
-    steps: int = 1600  # optimiser steps: ~5 passes over 20k sources at 64 images (about an hour on 2 cores)
+    steps: int = 1000  # optimiser steps: 64k images, ~3 passes over 20k sources (about an hour on 2 cores)
     batch_size: int = 64  # source images per step, each giving 2 global and n_local views
     lr: float = 5e-4  # peak AdamW lr (DINO's 5e-4 * batch / 256 is 1.25e-4 here; a short run wants more)
     min_lr: float = 1e-6  # cosine floor
@@ -64,7 +64,7 @@ class PretrainConfig:
     local_views: int = 4  # small crops per image
     local_size: int = 48  # small crop side, px (3x3 patches of 16)
     grad_clip: float = 3.0
-    freeze_last_layer_steps: int = 300  # the prototypes stay fixed this many steps (about one pass)
+    freeze_last_layer_steps: int = 300  # the prototypes stay fixed this many steps (about one pass over 20k sources)
     workers: int = 1  # loader processes making the views
     checkpoint_every: int = 100
     amp_cpu: bool = True  # bf16 autocast on CPUs with bf16 units
