@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup repro test test-min test-browser bench deps
+.PHONY: setup repro repro-latest lock test test-min test-browser bench deps pretrain
 
 setup: $(VENV)/.installed
 
@@ -15,17 +15,39 @@ setup: $(VENV)/.installed
 # rest still installs, and the evaluation's PDQ row says why it is missing.
 # $(1): the venv's python; $(2): extra pip arguments.
 define install_all
-	$(1) -m pip install --quiet $(2) -e ".[pipeline,viz,export,dev]"
+	$(1) -m pip install --quiet $(2) -e ".[pipeline,viz,export,pretrain,dev]"
 	$(1) -m pip install --quiet $(2) -e ".[hashes]" || { \
 	  echo "make: pdqhash did not build (it needs a C++ compiler): installing without the PDQ baseline"; \
 	  $(1) -m pip install --quiet $(2) "imagehash>=4.3"; }
 endef
 
-$(VENV)/.installed: pyproject.toml
+# The versions behind reports/ (requirements-lock.txt) are the constraints of every install into .venv,
+# so `make repro` and `make test` run what the reported run ran; `make repro-latest` takes the newest.
+LOCK ?= requirements-lock.txt
+$(VENV)/.installed: pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(call install_all,$(BIN)/python,)
+	$(call install_all,$(BIN)/python,-c $(LOCK))
 	touch $@
+
+# The newest release of everything pyproject.toml allows, in its own venv, then the whole pipeline.
+LATEST_VENV ?= .venv-latest
+repro-latest:
+	$(PYTHON) -m venv $(LATEST_VENV)
+	$(LATEST_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(call install_all,$(LATEST_VENV)/bin/python,--upgrade)
+	PATH="$(abspath $(LATEST_VENV))/bin:$$PATH" dvc repro
+
+# Rewrite the lock from .venv (after an upgrade whose run is to become the reported one).
+lock: setup
+	{ sed -n '1,2p' $(LOCK); $(BIN)/python -m pip freeze --exclude-editable | grep -v '^icdlib'; } > $(LOCK).tmp
+	mv $(LOCK).tmp $(LOCK)
+
+# The pretrained start (weights/dino_vit_tiny_cpu.safetensors, its .json record and learning curve), re-created:
+# DINO through lightly on the embedded benchmark's training images, about an hour on 2 cores.
+pretrain: setup
+	PATH="$(abspath $(BIN)):$$PATH" dvc repro data
+	$(BIN)/python -m icdlib.train.pretrain --params params.yaml --out weights/dino_vit_tiny_cpu.safetensors --no-resume
 
 # Minimum versions: a fresh venv with every declared minimum (constraints-min.txt) and
 # the lowest supported Python, then the library tests (not the notebooks).

@@ -231,3 +231,29 @@ def test_wheel_ships_every_subpackage_and_the_license(tmp_path):
     assert "License-Expression: MIT" in text
     assert not any("dvc" in line or "plotly" in line or "pdqhash" in line
                    for line in text.splitlines() if line.startswith("Requires-Dist:") and "extra ==" not in line)
+
+
+def _pins(path: Path) -> dict[str, str]:
+    pins = {}
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, _, version = line.partition("==")
+            assert version, f"{path.name}: {line!r} is not an exact pin"
+            pins[re.sub(r"[-_.]+", "-", name).lower()] = version
+    return pins
+
+
+def test_lock_pins_every_declared_dependency_at_or_above_its_minimum_and_setup_installs_from_it():
+    pins = _pins(ROOT / "requirements-lock.txt")
+    for name, low in _declared().items():
+        key = re.sub(r"[-_.]+", "-", name).lower()
+        if key == "pdqhash" and key not in pins:  # needs a C++ compiler; the lock's machine may have lacked one
+            continue
+        assert key in pins, f"requirements-lock.txt: {name} (declared >={low}) is not pinned"
+        got = re.match(r"[0-9.]+", pins[key]).group(0).rstrip(".")
+        assert _release(got) >= _release(low), f"requirements-lock.txt: {name}=={pins[key]} is below >={low}"
+    make = (ROOT / "Makefile").read_text()
+    rule = make.split("$(VENV)/.installed:", 1)[1].split("\n\n", 1)[0]
+    assert "$(LOCK)" in rule.splitlines()[0] and "-c $(LOCK)" in rule  # rebuilt when the lock changes, installs from it
+    assert "LOCK ?= requirements-lock.txt" in make and "repro-latest:" in make

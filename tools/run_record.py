@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import platform
+import re
 import subprocess
 import sys
 from datetime import datetime
+from importlib import metadata
 from pathlib import Path
 
 import yaml
@@ -73,6 +76,32 @@ def cpu_model() -> str:
     return f"{name} ({', '.join(units) if units else 'no bf16 units'})"
 
 
+KEY_PACKAGES = ("torch", "numpy", "pillow", "opencv-python-headless", "timm", "faiss-cpu", "scipy", "numba",
+                "scikit-image", "lightly", "pdqhash", "imagehash")
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def versions(lock: Path) -> list[str]:
+    """Lines naming Python, the key packages' installed versions and how the install compares with ``lock``."""
+    installed = {_norm(d.metadata["Name"]): d.version for d in metadata.distributions() if d.metadata["Name"]}
+    keys = ", ".join(f"{k} {installed[k]}" for k in KEY_PACKAGES if k in installed)
+    lines = [f"- Python {platform.python_version()}; {keys}"]
+    if lock.is_file():
+        pins = {}
+        for ln in lock.read_text().splitlines():
+            ln = ln.split("#", 1)[0].strip()
+            if "==" in ln:
+                name, version = ln.split("==", 1)
+                pins[_norm(name)] = version
+        off = sorted(f"{k} {installed.get(k, 'missing')} (lock {v})" for k, v in pins.items() if installed.get(k) != v)
+        lines.append(f"- every package as pinned in `{lock.name}`" if not off else
+                     f"- differs from `{lock.name}`: {', '.join(off)}")
+    return lines
+
+
 def render(root: Path, command: str, machine: str, clone_seconds: float | None = None) -> str:
     params = yaml.safe_load((root / "params.yaml").read_text())
     commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
@@ -90,6 +119,7 @@ def render(root: Path, command: str, machine: str, clone_seconds: float | None =
         f"seed {params.get('seed')}, main seeds {params.get('main', {}).get('seeds')}",
         f"- code: commit `{commit}`; the run is recorded stage by stage in `dvc.lock`",
         f"- machine: {machine}; CPU: {cpu_model()}",
+        *versions(root / "requirements-lock.txt"),
         f"- wall time from the first notebook's start to the last one's end: {int(wall // 60)} min {int(wall % 60)} s "
         f"(the data stage's build is inside the first notebook)",
         *([f"- `git clone` to updated `dvc.lock`: {clone_seconds / 60:.1f} min ({clone_seconds:,.0f} s), "
