@@ -48,6 +48,7 @@ lock: setup
 pretrain: setup
 	PATH="$(abspath $(BIN)):$$PATH" dvc repro data
 	$(BIN)/python -m icdlib.train.pretrain --params params.yaml --out weights/dino_vit_tiny_cpu.safetensors --no-resume
+	PATH="$(abspath $(BIN)):$$PATH" dvc commit --force pretrain
 
 # Minimum versions: a fresh venv with every declared minimum (constraints-min.txt) and
 # the lowest supported Python, then the library tests (not the notebooks).

@@ -24,6 +24,7 @@ from icdlib.models.config import DescriptorConfig, MatcherConfig
 from icdlib.params import load_params
 from icdlib.pipeline.config import TOP_LEVEL
 from icdlib.pipeline.stage import AblationConfig, DatasetConfig, LaunchConfig, MainConfig, PathsConfig, ReportConfig
+from icdlib.train.pretrain import PretrainConfig
 from icdlib.train.runs import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,6 +45,7 @@ SECTIONS = {
     "eval": EvalConfig,
     "ablation": AblationConfig,
     "report": ReportConfig,
+    "pretrain": PretrainConfig,
 }
 # Top-level keys that are not a dataclass section, and who reads them.
 NOT_SECTIONS = {
@@ -56,6 +58,8 @@ NOT_PARAMS = {
     "RunConfig": "a resolved run (train + model + pairs), built by resolve_run",
     "SourceConfig": "nested in data (data.sources), compared with it",
     "VizConfig": "the explorer notebook's own parameters; no pipeline stage reads it",
+    "PhotoBuildConfig": "the photo benchmark's settings, from python -m icdlib.data build --photos flags; "
+                        "no pipeline stage reads it yet",
 }
 
 

@@ -94,8 +94,11 @@ def notebook_modules(nb: str) -> set[str]:
 
 
 def stage_code(stage: dict) -> set[str]:
-    """The icdlib files a stage runs: everything importing its notebooks' icdlib modules executes."""
-    used = set().union(*[notebook_modules(nb) for nb in _notebooks_run(str(stage.get("cmd", "")))])
+    """The icdlib files a stage runs: everything importing its notebooks' icdlib modules executes, and
+    the modules its command runs with ``python -m`` (but icdlib.pipeline.slim, which changes no result)."""
+    cmd = str(stage.get("cmd", ""))
+    used = set().union(*[notebook_modules(nb) for nb in _notebooks_run(cmd)])
+    used |= {m for m in re.findall(r"-m (icdlib[\w.]*)", cmd) if m != "icdlib.pipeline.slim"}
     return {source_file(m) for m in closure(used)}
 
 

@@ -16,9 +16,10 @@ from icdlib.models import DescriptorConfig, MatcherConfig
 from icdlib.params import section
 from icdlib.pipeline.stage import AblationConfig, DatasetConfig, LaunchConfig, MainConfig, PathsConfig, ReportConfig
 from icdlib.train import TrainConfig, resolve_run
+from icdlib.train.pretrain import PretrainConfig
 
 TOP_LEVEL = {"profile", "seed", "paths", "dataset", "data", "edits", "pairs", "descriptor", "matcher",
-             "train", "main", "arms", "eval", "ablation", "report", "launch"}
+             "train", "main", "arms", "eval", "ablation", "report", "launch", "pretrain"}
 
 
 def load_all(params: dict[str, Any], source: str = "params.yaml") -> dict[str, Any]:
@@ -42,6 +43,7 @@ def load_all(params: dict[str, Any], source: str = "params.yaml") -> dict[str, A
         "ablation": section(params, "ablation", AblationConfig, source),
         "report": section(params, "report", ReportConfig, source),
         "launch": section(params, "launch", LaunchConfig, source),
+        "pretrain": section(params, "pretrain", PretrainConfig, source),
     }
     arms = dict(params.get("arms") or {})
     listed = set(out["ablation"].arms) if "ablation" in params else set()  # the arms the ablation stage runs
