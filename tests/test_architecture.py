@@ -4,9 +4,13 @@ packages sit in layers, and no module passes 400 lines."""
 from __future__ import annotations
 
 import ast
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
-from _imports import MODULES, imports_of
+from _imports import MODULES, ROOT, imports_of
 
 # Lower layers never import higher ones (docs/architecture.md draws this).
 LAYERS = [
@@ -137,3 +141,17 @@ def test_private_name_check_sees_imports_and_attributes(tmp_path):
         "line 6: icdlib.pixtrace.trace._snap"]
     assert private_uses(f, "icdlib.pixtrace.trace") == ["line 6: icdlib.train.loop._optimizer"]
 
+
+def ruff_executable() -> str | None:
+    """The ruff of the Python running the tests (its venv's ``bin``), else one on ``PATH``."""
+    here = Path(sys.executable).parent / "ruff"
+    return str(here) if here.is_file() else shutil.which("ruff")
+
+
+def test_ruff_finds_nothing_under_the_line_length_and_rules_of_pyproject():
+    ruff = ruff_executable()
+    if ruff is None:
+        pytest.skip("ruff is not installed (pip install -e '.[dev]'): line length and lint rules unchecked")
+    done = subprocess.run([ruff, "check", "--no-cache", "--output-format", "concise", "."], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr

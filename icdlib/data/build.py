@@ -327,7 +327,8 @@ def edit_config(params: dict, source: str = "params.yaml"):
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m icdlib.data", description="Build, check or prepare a DISC21-layout benchmark.")
+    ap = argparse.ArgumentParser(prog="python -m icdlib.data",
+                                 description="Build, check or prepare a DISC21-layout benchmark.")
     sub = ap.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="write the embedded benchmark")
     b.add_argument("--out", required=True, help="output folder")

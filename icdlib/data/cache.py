@@ -102,8 +102,8 @@ class _Store:
         """Append encoded items (:func:`_encode`: per item, its pairs as numpy fields)."""
         pairs = [p for it in items for p in it]
         if self.meta is None:
-            self.meta = {"identity": identity,
-                         "fields": {name: {"dtype": v.dtype.str, "shape": list(v.shape)} for name, v in pairs[0].items()}}
+            fields = {name: {"dtype": v.dtype.str, "shape": list(v.shape)} for name, v in pairs[0].items()}
+            self.meta = {"identity": identity, "fields": fields}
         start = self.n_pairs
         for name, spec in self.meta["fields"].items():
             with open(self.folder / f"{name}.bin", "ab") as f:

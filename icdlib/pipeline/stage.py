@@ -41,7 +41,7 @@ class PathsConfig:
     features: str = "features"
     reports: str = "reports"
     backbone: str | None = None  # DINO-format ViT weights for every trunk; None = random init
-    trunk: str | None = "models/trunk.pt"  # the shared start of every arm, trained by stage train_trunk (null: backbone)
+    trunk: str | None = "models/trunk.pt"  # the shared start of every arm, from stage train_trunk (null: backbone)
     matcher_backbone: str | None = None  # the matcher trunk's start when it differs (null: trunk, else backbone)
     pair_cache: str | None = "runs/pairs"  # traced pairs made once and shared by the arms of one seed; null: on the fly
 
@@ -115,7 +115,8 @@ class ReportConfig:
     def __post_init__(self):
         known = tuple(MATCHER_ROWS)
         if isinstance(self.lce_arms, str) or not all(a in known for a in self.lce_arms):
-            raise ValueError(f"report.lce_arms must be a list of matcher arms out of {list(known)}, got {self.lce_arms!r}")
+            raise ValueError(f"report.lce_arms must be a list of matcher arms out of {list(known)}, "
+                             f"got {self.lce_arms!r}")
         object.__setattr__(self, "lce_arms", tuple(self.lce_arms))
         if int(self.bootstrap) < 100:
             raise ValueError(f"report.bootstrap must be >= 100 replicates for a 95 % interval, got {self.bootstrap}")

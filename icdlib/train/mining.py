@@ -25,8 +25,9 @@ def mine_neighbours(checkpoint: str | Path, image_paths: Sequence[str | Path], k
 
     Embeds ``image_paths`` with the descriptor of ``checkpoint`` (at its input size) and
     searches them exactly with faiss ``IndexFlatIP`` (cosine on the L2-normalised
-    descriptors), under bf16 autocast when ``amp`` (:func:`icdlib.eval.retrieval.embed`). The image itself (rank 0 of its own search) is skipped; should a
-    duplicate outrank it, the image's own index is still removed wherever it falls.
+    descriptors), under bf16 autocast when ``amp`` (:func:`icdlib.eval.retrieval.embed`). The
+    image itself (rank 0 of its own search) is skipped; should a duplicate outrank it, the
+    image's own index is still removed wherever it falls.
 
     Returns:
         ``[n, k]`` int64 indices into ``image_paths``, most similar first.
