@@ -14,7 +14,7 @@ from _imports import MODULES, ROOT, imports_of
 
 # Lower layers never import higher ones (docs/architecture.md draws this).
 LAYERS = [
-    {"params", "isc_csv", "locks"},  # foundations: params.yaml, the ISC21 CSV format, file locks
+    {"params", "isc_csv", "locks", "atomic"},  # foundations: params.yaml, ISC21 CSV format, file locks, atomic writes
     {"pixtrace"},
     {"edits"},
     {"data", "models", "losses"},

@@ -33,8 +33,6 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
-import json
-import os
 import multiprocessing as mp
 import shutil
 import sys
@@ -47,6 +45,7 @@ import numpy as np
 from tqdm import tqdm  # text bars: logged by papermill --log-output, kept by the saved notebook
 
 from icdlib import edits
+from icdlib.atomic import write_json
 from icdlib.edits import EditConfig
 
 from icdlib.data import raw
@@ -311,9 +310,7 @@ def build_benchmark(out_dir: str | Path, config: BuildConfig = BuildConfig(), se
         "source_kinds": {"training": results[:n_t], "reference": results[n_t:n_t + n_r]},
         "queries": records,
     }
-    tmp = out / ".manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, out / "manifest.json")
+    write_json(out / "manifest.json", manifest, indent=1, sort_keys=True)
     (out / BUILDING).unlink()
     return manifest
 

@@ -32,6 +32,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from icdlib.atomic import atomic_path, write_text
 from icdlib.data.pairs import IMAGENET_MEAN, IMAGENET_STD
 from icdlib.locks import file_lock
 
@@ -116,12 +117,9 @@ class _Store:
         self.keys = np.concatenate([self.keys, np.asarray(keys, np.int64).reshape(-1, 2)])
         self.items = np.concatenate([self.items, np.stack([firsts, counts], 1).astype(np.int64)])
         for name, arr in (("keys", self.keys), ("items", self.items)):  # index last, atomically
-            tmp = self.folder / f"{name}.tmp.npy"
-            np.save(tmp, arr)
-            os.replace(tmp, self.folder / f"{name}.npy")
-        tmp = self.folder / "meta.json.tmp"
-        tmp.write_text(json.dumps(self.meta, indent=1, default=str))
-        os.replace(tmp, self.folder / "meta.json")
+            with atomic_path(self.folder / f"{name}.npy") as tmp:
+                np.save(tmp, arr)
+        write_text(self.folder / "meta.json", json.dumps(self.meta, indent=1, default=str))
 
 
 def _encode(items: list) -> list[list[dict[str, np.ndarray]]]:

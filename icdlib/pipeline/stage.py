@@ -17,6 +17,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from icdlib import atomic
+from icdlib.atomic import write_text  # noqa: F401  (re-exported)
 from icdlib.params import load_params, lookup, resolve, section
 
 
@@ -166,23 +168,16 @@ def config_tag(params: dict[str, Any], keys: Sequence[str], **extra: Any) -> str
     return ";".join(parts)
 
 
-def write_text(path: Path, text: str) -> None:
-    """``text`` into ``path`` through a temporary file beside it: a reader never sees half a file."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 def write_json(path: Path, obj: Any) -> None:
-    """``obj`` as indented JSON (numpy scalars and paths allowed), written atomically (:func:`write_text`)."""
-    write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+    """``obj`` as indented JSON (numpy scalars and paths allowed), written atomically
+    (:func:`icdlib.atomic.write_json`)."""
+    atomic.write_json(path, obj, indent=2, default=_json_default)
 
 
 def write_csv(path: Path, frame: Any) -> None:
     """``frame.to_csv`` (5 decimals), written atomically like :func:`write_json`."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    frame.to_csv(tmp, index=False, float_format="%.5f")
-    tmp.replace(path)
+    with atomic.atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False, float_format="%.5f")
 
 
 def _json_default(o: Any):

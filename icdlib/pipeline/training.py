@@ -18,6 +18,7 @@ import pandas as pd
 
 import torch
 
+from icdlib.atomic import atomic_path
 from icdlib.checkpoints import load_backbone_weights, save_checkpoint
 from icdlib.locks import HAVE_LOCKS
 from icdlib.models import build_descriptor
@@ -117,10 +118,8 @@ def train_arm(
     else:
         final = train(run, run_dir, data_root=st.path("data"), resume="auto", progress=progress)
     dest = Path(out) if out is not None else st.path("models", checkpoint_name(arm))
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_suffix(dest.suffix + ".tmp")
-    shutil.copyfile(final, tmp)
-    tmp.replace(dest)
+    with atomic_path(dest) as tmp:
+        shutil.copyfile(final, tmp)
     return dest
 
 
@@ -304,8 +303,8 @@ def keep_snapshots(st: Stage, arm: str, seed: int, run_dir: Path) -> list[Path]:
     kept = []
     for f in sorted(run_dir.glob("model_step*.pt")):
         dest = dest_dir / f"s{int(seed)}_{f.name[len('model_'):]}"
-        shutil.copyfile(f, dest.with_suffix(".tmp"))
-        dest.with_suffix(".tmp").replace(dest)
+        with atomic_path(dest) as tmp:
+            shutil.copyfile(f, tmp)
         kept.append(dest)
     return kept
 

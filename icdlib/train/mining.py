@@ -13,6 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
+from icdlib.atomic import atomic_path
 from icdlib.checkpoints import load_model
 from icdlib.eval.retrieval import embed
 from icdlib.locks import file_lock
@@ -70,9 +71,8 @@ def cached_neighbours(checkpoint: str | Path, image_paths: Sequence[str | Path],
         if path.is_file():
             return load_table(path, len(image_paths), k)
         table = mine_neighbours(checkpoint, image_paths, k, **kwargs)
-        tmp = path.with_name(path.stem + ".tmp.npy")
-        np.save(tmp, table)
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            np.save(tmp, table)
         return table
 
 
