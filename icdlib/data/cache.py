@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from icdlib.atomic import atomic_path, write_text
+from icdlib.data.loading import worker_init
 from icdlib.data.pairs import IMAGENET_MEAN, IMAGENET_STD
 from icdlib.locks import file_lock
 
@@ -176,7 +177,7 @@ def _build(dataset: Dataset, keys: Sequence[tuple[int, int]], folder: Path, work
     # shared-memory tensors), the main process only appends a chunk at a time
     batch = max(1, min(16, chunk))
     loader = DataLoader(dataset, sampler=todo, batch_size=batch, collate_fn=_encode, num_workers=workers,
-                        worker_init_fn=_one_thread if workers else None, prefetch_factor=4 if workers else None)
+                        worker_init_fn=worker_init if workers else None, prefetch_factor=4 if workers else None)
     pending: list = []
     done = 0
     for encoded in loader:
@@ -189,10 +190,6 @@ def _build(dataset: Dataset, keys: Sequence[tuple[int, int]], folder: Path, work
         store.append(todo[done:done + len(pending)], pending, identity)
     bar.close()
     return folder
-
-
-def _one_thread(worker_id: int) -> None:
-    torch.set_num_threads(1)
 
 
 class CachedPairs(Dataset):

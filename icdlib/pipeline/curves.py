@@ -18,7 +18,7 @@ import pandas as pd
 
 from icdlib.eval.engine import load_checkpoint
 from icdlib.pipeline.stage import MATCHER_ROWS, Stage
-from icdlib.pipeline.training import TRUNK, checkpoint_name, seed_checkpoint, snapshots, start_sets
+from icdlib.pipeline.arms import TRUNK, checkpoint_name, seed_checkpoint, snapshots, start_sets
 from icdlib.train import resolve_run
 
 CURVE_COLUMNS = ["arm", "seed", "step", "pairs", "uAP", "checkpoint"]

@@ -63,6 +63,7 @@ from tqdm import tqdm  # text bars: logged by papermill --log-output, kept by th
 from icdlib.checkpoints import load_backbone_weights, read_checkpoint
 from icdlib.data import collate, worker_errors
 from icdlib.data.cache import CachedPairs, build_pair_cache, cache_folder
+from icdlib.data.loading import worker_init
 from icdlib.models import build_descriptor, build_matcher
 from icdlib.models.precision import bf16_enabled
 
@@ -149,11 +150,6 @@ def _optimizer(objective: nn.Module, t: TrainConfig) -> torch.optim.Optimizer:
 
 def _to_device(batch: dict, device: str) -> dict:
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
-
-
-def _worker_init(worker_id: int) -> None:
-    # samples draw from explicit (seed, epoch, index) generators; one thread per worker
-    torch.set_num_threads(1)
 
 
 def _step_seed(seed: int, step: int, rank: int) -> int:
@@ -270,7 +266,7 @@ def train(
         num_workers=t.workers,
         collate_fn=collate,
         pin_memory=cuda,
-        worker_init_fn=_worker_init if t.workers > 0 else None,
+        worker_init_fn=worker_init if t.workers > 0 else None,
     )
     live, gpu = None, GpuUtilisation(dist.device)
     if dist.is_main:
