@@ -1,9 +1,9 @@
 """The runs the training stages make: each arm's seeds, where it starts, its resolved run, its
 run folders and the files its checkpoints and kept snapshots go to.
 
-Everything here is a pure function of the params file (no training): the evaluation, curve
-and ablation stages read where the training stages left their files through it, and
-:mod:`icdlib.pipeline.training` trains the runs it describes.
+Nothing here trains or writes: the evaluation, curve and ablation stages find the files the
+training stages left through it, and :mod:`icdlib.pipeline.training` trains the runs it
+describes.
 """
 
 from __future__ import annotations
