@@ -108,8 +108,8 @@ def save_checkpoint(
         return path
     _check_plain(meta, "meta", tensors=True)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    with atomic_path(path, fsync=True) as tmp:
-        torch.save({"format": FORMAT, "meta": meta, "state_dict": state}, tmp)
+    with atomic_path(path, fsync=True) as tmp, tmp.open("wb") as f:
+        torch.save({"format": FORMAT, "meta": meta, "state_dict": state}, f)
     return path
 
 
