@@ -52,7 +52,7 @@ from icdlib.pixtrace import (
     overlap_from_mappings,
     transfer,
 )
-from icdlib.pixtrace.patch_overlap import _overlap_torch
+from icdlib.pixtrace.torch_counts import overlap_torch as torch_path_overlap
 
 OFFICIAL_DENSE_MS_PER_PAIR = 12.6  # official dense-table PixTrace, same work, this CPU class
 SIZE, SOURCE, PATCH = 224, 256, 16
@@ -104,7 +104,7 @@ def bench_pairs(pairs, repeats: int) -> dict:
 
     def overlap_torch():
         for m in maps:
-            _overlap_torch([m], PATCH, cpu)
+            torch_path_overlap([m], PATCH, cpu)
 
     n = len(pairs)
     masked = sum(bool(m.masks) for m in maps)

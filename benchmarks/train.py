@@ -182,7 +182,7 @@ def end_to_end_section(steps: int, tmp: Path, params: dict) -> dict:
         if extra:
             from icdlib.data.cache import build_pair_cache
 
-            ds = T._dataset(run, paths, neighbours)
+            ds = T.pair_dataset(run, paths, neighbours)
             tic = time.perf_counter()
             build_pair_cache(ds, T.schedule_keys(run.train, len(ds)), extra["train.pair_cache"], progress=False)
             built = time.perf_counter() - tic

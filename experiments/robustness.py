@@ -149,7 +149,8 @@ def main(argv=None) -> int:
     lines = ["# Claims at each arm's own best lr", "",
              f"Each arm's peak lr chosen on `{a.select}` (mean plain uAP over seeds {seeds}) from {factors} x the "
              f"released rule; the claims tested on `{table_split}`. Made by `python experiments/robustness.py`.", "",
-             "| claim | a | b | lr a | lr b | gap | 95 % interval | seeds | verdict |", "|---|---|---|---|---|---|---|---|---|"]
+             "| claim | a | b | lr a | lr b | gap | 95 % interval | seeds | verdict |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in table.itertuples():
         lines.append(f"| `{r.claim}` | {r.a} | {r.b} | {r.lr_a:.3g} | {r.lr_b:.3g} | {r.gap:+.4f} | "
                      f"[{r.ci_low:+.4f}, {r.ci_high:+.4f}] | {r.seeds} | **{r.verdict}** |")

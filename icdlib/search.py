@@ -47,7 +47,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--matcher", help="matcher checkpoint: rescores each query's k candidates")
     ap.add_argument("--k", type=int, help="matches per query (default: eval.k, 10)")
     ap.add_argument("--index", help="faiss factory string, e.g. Flat or IVF4096,PQ32 (default: eval.index)")
-    ap.add_argument("--threshold", help="'auto' (the checkpoint's calibration) or a score: pairs at or above are copies")
+    ap.add_argument("--threshold",
+                    help="'auto' (the checkpoint's calibration) or a score: pairs at or above are copies")
     ap.add_argument("--params", help="params.yaml to read the eval section from (default: built-in defaults)")
     ap.add_argument("--html-queries", type=int, default=200, help="queries shown in index.html, best first (0: all)")
     ap.add_argument("--out", required=True, help="output folder")
@@ -61,7 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if res.threshold_note:
             print(res.threshold_note, file=sys.stderr)
         page = write_gallery(Path(args.out) / "index.html", res.matches, res.query_paths, res.reference_paths,
-                             res.threshold, title=f"icdlib search: {Path(args.queries).resolve().name}", note=res.threshold_note,
+                             res.threshold, title=f"icdlib search: {Path(args.queries).resolve().name}",
+                             note=res.threshold_note,
                              max_queries=args.html_queries)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -44,7 +44,8 @@ def _encoder(g, c, depth, patch, side) -> dict[str, torch.Tensor]:
 
 
 def _norm(g, prefix, c):
-    return {f"{prefix}weight": 1 + 0.1 * torch.randn(c, generator=g), f"{prefix}bias": 0.1 * torch.randn(c, generator=g)}
+    return {f"{prefix}weight": 1 + 0.1 * torch.randn(c, generator=g),
+            f"{prefix}bias": 0.1 * torch.randn(c, generator=g)}
 
 
 def descriptor_state(width=64, depth=2, patch=16, side=2, dim=32, seed=0) -> dict[str, torch.Tensor]:

@@ -93,7 +93,8 @@ def test_prepare_refuses_a_duplicate_id_naming_both_files(raw, tmp_path):
     other.unlink()
     # one query id in both dev and final
     _image(raw / "final_queries/Q00000.jpg", seed=5)
-    with pytest.raises(PrepareError, match=r"Q00000 appears twice \(as (dev|final)_queries and (dev|final)_queries\): .*Q00000\.jpg and .*Q00000\.jpg"):
+    twice = r"Q00000 appears twice \(as (dev|final)_queries and (dev|final)_queries\): .*Q00000\.jpg and .*Q00000\.jpg"
+    with pytest.raises(PrepareError, match=twice):
         prepare(raw, tmp_path / "flat")
 
 

@@ -177,7 +177,8 @@ def test_every_named_command_exists():
 def test_command_checks_catch_a_missing_module_and_target():
     assert _module_exists("icdlib.search") and _module_exists("icdlib.data")
     assert not _module_exists("icdlib.serach")
-    assert [m.group(1) for m in MODULE.finditer("torchrun --nproc_per_node=8 -m icdlib.train --arm x")] == ["icdlib.train"]
+    found = [m.group(1) for m in MODULE.finditer("torchrun --nproc_per_node=8 -m icdlib.train --arm x")]
+    assert found == ["icdlib.train"]
     assert [m.group(1) for m in MAKE.finditer("cd x && make repro; make tset")] == ["repro", "tset"]
     assert "tset" not in _make_targets()
 
@@ -187,7 +188,8 @@ def test_readme_keeps_the_two_commands_and_fits_its_line_budget():
     n = len(text.splitlines())
     assert n <= README_MAX_LINES, f"README.md has {n} lines; the front door keeps to {README_MAX_LINES}"
     first = next(b for b in blocks(ROOT / "README.md") if b.lang == "bash")
-    assert re.search(r"^make repro\b", first.code, re.MULTILINE) and re.search(r"^make test\b", first.code, re.MULTILINE)
+    assert re.search(r"^make repro\b", first.code, re.MULTILINE)
+    assert re.search(r"^make test\b", first.code, re.MULTILINE)
 
 
 def test_docs_index_lists_every_page():

@@ -167,7 +167,8 @@ def test_cli_reports_bad_arguments_with_exit_code_2(tmp_path, capsys):
 def test_wrong_checkpoint_kind_is_rejected(tmp_path, monkeypatch):
     import icdlib.eval.engine
 
-    monkeypatch.setattr(icdlib.eval.engine, "load_model", lambda p, device="cpu", what="": (MeanColour(), {"kind": "matcher"}))
+    monkeypatch.setattr(icdlib.eval.engine, "load_model",
+                        lambda p, device="cpu", what="": (MeanColour(), {"kind": "matcher"}))
     data = _benchmark(tmp_path / "bench")
     (tmp_path / "m.pt").write_bytes(b"stand-in")
     with pytest.raises(ValueError, match="holds a 'matcher' model, expected 'descriptor'"):

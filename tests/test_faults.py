@@ -422,7 +422,8 @@ def test_profile_set_refuses_bad_values_and_keeps_the_file(tmp_path, capsys, ite
 def test_profile_names_resolve_only_inside_profiles(tmp_path, capsys):
     p = _params_copy(tmp_path)
     (tmp_path / "evil.yaml").write_text("train: {steps: 1}\n")
-    rc = profile_main(["--params", str(p), "--profiles-dir", str(ROOT / "profiles"), "../" * 8 + str(tmp_path / "evil")])
+    rc = profile_main(["--params", str(p), "--profiles-dir", str(ROOT / "profiles"),
+                       "../" * 8 + str(tmp_path / "evil")])
     assert rc == 2 and "not a path" in capsys.readouterr().err
 
 

@@ -56,7 +56,8 @@ def test_logit_reads_fusion_token_and_is_symmetric():
         base = model(b["query"], b["reference"])
         swapped = model(b["reference"], b["query"])
         torch.testing.assert_close(base, swapped, rtol=1e-4, atol=1e-5)
-        model.fusion_token.add_(torch.randn(model.fusion_token.shape, generator=torch.Generator().manual_seed(1)))  # a LayerNorm hides a constant shift
+        # a random shift (a LayerNorm hides a constant one)
+        model.fusion_token.add_(torch.randn(model.fusion_token.shape, generator=torch.Generator().manual_seed(1)))
         assert not torch.allclose(model(b["query"], b["reference"]), base)
 
 

@@ -9,7 +9,8 @@ import torch
 from PIL import Image
 
 from icdlib.checkpoints import load_backbone_weights
-from icdlib.models import PRESETS, Descriptor, DescriptorConfig, Matcher, MatcherConfig, build_descriptor, build_matcher, build_model, gem, preprocess
+from icdlib.models import (PRESETS, Descriptor, DescriptorConfig, Matcher, MatcherConfig, build_descriptor,
+                           build_matcher, build_model, gem, preprocess)
 from icdlib.checkpoints import load_model, save_checkpoint
 
 torch.set_num_threads(1)

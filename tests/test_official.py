@@ -28,7 +28,8 @@ def test_release_descriptor_gives_the_official_features_and_tokens(tmp_path, wid
     cfg = meta["config"]
     assert (meta["kind"], meta["source"], meta["epoch"]) == ("descriptor", SOURCE, 40)
     assert (cfg["img_size"], cfg["embed_dim"], cfg["depth"], cfg["num_heads"]) == (side * 16, width, depth, heads)
-    assert (cfg["desc_dim"], cfg["ln_eps"], cfg["final_norm"], cfg["pooling"]) == (state["heads.linear_head.fc1.weight"].shape[0], 1e-4, False, "cls")
+    desc_dim = state["heads.linear_head.fc1.weight"].shape[0]
+    assert (cfg["desc_dim"], cfg["ln_eps"], cfg["final_norm"], cfg["pooling"]) == (desc_dim, 1e-4, False, "cls")
     x = _images(2, side * 16, 1)
     with torch.no_grad():
         features, tokens = model.forward_with_tokens(x)
@@ -45,7 +46,8 @@ def test_release_matcher_gives_the_official_logits_and_fused_tokens(tmp_path, wi
     model, meta = load_model(_save(tmp_path / "matcher.pth.tar", state))
     cfg = meta["config"]
     assert meta["kind"] == "matcher"
-    assert (cfg["img_size"], cfg["encoder_depth"], cfg["fusion_depth"], cfg["ln_eps"]) == (side * 16, encoder, fusion, 1e-4)
+    assert ((cfg["img_size"], cfg["encoder_depth"], cfg["fusion_depth"], cfg["ln_eps"])
+            == (side * 16, encoder, fusion, 1e-4))
     q, r = _images(1, side * 16, 2), _images(1, side * 16, 3)
     with torch.no_grad():
         logits, q_tokens, r_tokens = model.forward_with_tokens(q, r)
@@ -89,12 +91,14 @@ def test_unmapped_and_missing_keys_are_listed(tmp_path):
         load_model(_save(tmp_path / "extra.pth.tar", extra))
     short = matcher_state()
     del short["fusion.blocks.0.mlp.fc2.bias"], short["heads.cls_head.norm.weight"]
-    with pytest.raises(ValueError, match=r"missing keys: fusion\.blocks\.0\.mlp\.fc2\.bias, heads\.cls_head\.norm\.weight"):
+    with pytest.raises(ValueError,
+                       match=r"missing keys: fusion\.blocks\.0\.mlp\.fc2\.bias, heads\.cls_head\.norm\.weight"):
         load_model(_save(tmp_path / "short.pth.tar", short))
     gap = descriptor_state(depth=3)
     for k in [k for k in gap if k.startswith("encoder.blocks.1.")]:
         del gap[k]
-    with pytest.raises(ValueError, match=r"gap\.pth\.tar: block indices under 'encoder\.blocks\.' are not 0\.\.n-1: \[0, 2\]"):
+    with pytest.raises(ValueError,
+                       match=r"gap\.pth\.tar: block indices under 'encoder\.blocks\.' are not 0\.\.n-1: \[0, 2\]"):
         load_model(_save(tmp_path / "gap.pth.tar", gap))
     with pytest.raises(ValueError, match="width 96 is not a multiple of 64; give num_heads"):
         load_model(_save(tmp_path / "w96.pth.tar", descriptor_state(width=96)))

@@ -35,7 +35,8 @@ def fixtures(tmp_path, skills: dict[str, list[float]], hashes: dict[str, float])
     rows, arms = {}, {}
     for label, per_seed in skills.items():
         for s, skill in enumerate(per_seed):
-            name = write_set(tmp_path / f"{label}_{s}.csv".replace(" ", "_"), skill, 100 * s)  # one draw per seed: a higher skill hits a superset of queries
+            # one draw per seed: a higher skill hits a superset of queries
+            name = write_set(tmp_path / f"{label}_{s}.csv".replace(" ", "_"), skill, 100 * s)
             if label.startswith("ablation "):
                 rec = arms.setdefault(label.split(" ", 1)[1], {"seeds": [], "runs": [], "predictions": []})
                 rec["seeds"].append(s)
@@ -43,7 +44,8 @@ def fixtures(tmp_path, skills: dict[str, list[float]], hashes: dict[str, float])
             else:
                 rows[label] = {"table": "descriptor", "seed": s, "plain": {"predictions": name}}
     for label, skill in hashes.items():
-        rows[label] = {"table": "descriptor", "seed": 0, "plain": {"predictions": write_set(tmp_path / f"{label}.csv", skill, 7)}}
+        rows[label] = {"table": "descriptor", "seed": 0,
+                       "plain": {"predictions": write_set(tmp_path / f"{label}.csv", skill, 7)}}
     return {"rows": rows}, {"arms": arms}
 
 

@@ -84,7 +84,7 @@ def test_prepare_builds_what_a_run_needs_before_it_starts_and_changes_nothing(pa
     data = st.path("data")
     L.prepare(ahead, tmp_path / "run_ahead", data_root=data, progress=False)
     paths = L.training_images(data, ahead.train.split)
-    folder = cache_folder(ahead.train.pair_cache, L._dataset(ahead, paths, None))
+    folder = cache_folder(ahead.train.pair_cache, L.pair_dataset(ahead, paths, None))
     keys = L.schedule_keys(ahead.train, len(paths))
     assert set(keys) <= set(_Store(folder).lookup())  # every item of every step is in the store
     stamps = {f.name: f.stat().st_mtime_ns for f in folder.iterdir()}

@@ -241,7 +241,8 @@ def test_bad_input_is_a_clear_error_naming_the_folder(case, photo_dir, tmp_path,
     assert rc == 1 and "Traceback" not in err
     expected = {"missing": f"photo folder not found: {folder}", "empty": f"photo folder {folder} holds no",
                 "undecodable": f"photo folder {folder}: none of its 2 photo files can be used (empty file: 1, "
-                               "not an image: 1)", "one photo": f"photo folder {folder}: 1 usable photos leave no reference",
+                               "not an image: 1)",
+                               "one photo": f"photo folder {folder}: 1 usable photos leave no reference",
                 "notes": f"licence notes file not found: {tmp_path / 'nope.txt'}"}
     assert expected[case] in err
     assert not (tmp_path / "out" / "manifest.json").exists()

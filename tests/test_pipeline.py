@@ -115,7 +115,8 @@ def test_stage_deps_are_exactly_the_icdlib_code_it_runs(name, stage):
 def test_report_stage_runs_no_training_or_model_code():
     """The report re-scores recorded predictions (metrics, intervals); it never loads a model."""
     report = dict(_stages())["report"]
-    heavy = ("icdlib/train/", "icdlib/models/", "icdlib/checkpoints/", "icdlib/eval/retrieval.py", "icdlib/eval/engine.py")
+    heavy = ("icdlib/train/", "icdlib/models/", "icdlib/checkpoints/", "icdlib/eval/retrieval.py",
+             "icdlib/eval/engine.py")
     assert not {f for f in stage_code(report) if f.startswith(heavy)}
 
 
@@ -137,7 +138,8 @@ def test_notebook_opens_with_markdown_and_holds_no_definitions(path):
     for cell in nb.cells:
         if cell.cell_type != "code":
             continue
-        tree = ast.parse("\n".join(l for l in cell.source.splitlines() if not l.lstrip().startswith(("%", "!"))))
+        tree = ast.parse("\n".join(line for line in cell.source.splitlines()
+                                   if not line.lstrip().startswith(("%", "!"))))
         defs = [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))]
         assert not defs, f"{path.name}: notebooks hold no def/class (found {[d.name for d in defs]})"
 
@@ -147,7 +149,8 @@ def test_every_notebook_parameter_has_a_source(path):
     """Each parameter is either the params file itself or set by dvc.yaml (-p NAME ...)."""
     params = _parameters_cell(nbformat.read(path, as_version=4))
     assert params.get("params_file") == "params.yaml"
-    cmds = [str(s.get("cmd", "")) for _, s in _stages() if f"notebooks/{path.name}" in _notebooks_run(str(s.get("cmd", "")))]
+    cmds = [str(s.get("cmd", "")) for _, s in _stages()
+            if f"notebooks/{path.name}" in _notebooks_run(str(s.get("cmd", "")))]
     for name in params:
         if name == "params_file":
             continue
@@ -184,7 +187,8 @@ def test_unknown_param_key_is_rejected_with_its_name():
 MATCHER_ONLY_PAIRS = {"pos_rate", "neg_knn_p", "neg_edit_p"}  # read by icdlib.data.pairs.MatcherPairs alone
 
 
-@pytest.mark.parametrize("name,stage", [(n, s) for n, s in _stages() if n.startswith(("train_trunk", "train_descriptor", "ablations"))])
+@pytest.mark.parametrize("name,stage", [(n, s) for n, s in _stages()
+                                        if n.startswith(("train_trunk", "train_descriptor", "ablations"))])
 def test_descriptor_stages_read_every_descriptor_pairs_key_and_no_matcher_one(name, stage):
     keys = set(_stage_params(stage))
     assert "pairs" not in keys, f"{name}: list the pairs keys it reads, not the whole section"

@@ -130,7 +130,8 @@ def test_main_runs_train_every_seed_and_publish_their_curves_under_reports(stage
     out = E.train_arms(params, ["copynce"], progress=False)
     assert [r.train.seed for r in runs] == [0, 1]
     models = params.parent / "models"
-    assert out == {"copynce_s0": models / "descriptor_copynce.pt", "copynce_s1": models / "descriptor_copynce_seeds" / "s1.pt"}
+    assert out == {"copynce_s0": models / "descriptor_copynce.pt",
+                   "copynce_s1": models / "descriptor_copynce_seeds" / "s1.pt"}
     assert all(p.read_bytes() == b"model" for p in out.values())
     rep = params.parent / "reports" / "train" / "copynce"
     assert (rep / "metrics.json").read_text() == '{"train": {"loss": 0.5}}'

@@ -164,7 +164,8 @@ def test_light_lce_scores_the_max_over_its_ten_view_pairs(tmp_path):
     for rid in ["R000", "R001"]:
         rimg = load_image(dict(refs)[rid])
         # by hand: each light query view against the full reference, the full query against each quadrant
-        view_pairs = [(v, rimg) for v in query_views(qimg, "light")] + [(qimg, v) for v in reference_views(rimg, "light")[1:]]
+        view_pairs = ([(v, rimg) for v in query_views(qimg, "light")]
+                      + [(qimg, v) for v in reference_views(rimg, "light")[1:]])
         assert len(view_pairs) == 10
         want.append(max(torch.sigmoid(m(preprocess([a], 32), preprocess([b], 32))).item() for a, b in view_pairs))
     np.testing.assert_allclose(got["score"], want, rtol=1e-5)

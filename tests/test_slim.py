@@ -17,7 +17,8 @@ def _bar_state(desc: str, value: int, total: int) -> dict:
     """Saved ipywidgets state of one tqdm notebook bar: HBox(HTML, FloatProgress, HTML)."""
     ids = {k: f"{desc}-{k}" for k in ("box", "left", "bar", "right")}
     return {
-        ids["box"]: {"model_name": "HBoxModel", "state": {"children": [f"IPY_MODEL_{ids[k]}" for k in ("left", "bar", "right")]}},
+        ids["box"]: {"model_name": "HBoxModel",
+                     "state": {"children": [f"IPY_MODEL_{ids[k]}" for k in ("left", "bar", "right")]}},
         ids["left"]: {"model_name": "HTMLModel", "state": {"value": f"{desc}:\u2007100%"}},
         ids["bar"]: {"model_name": "FloatProgressModel", "state": {"value": value, "max": total}},
         ids["right"]: {"model_name": "HTMLModel", "state": {"value": f"\u2007{value}/{total}\u2007[00:01&lt;00:00]"}},
@@ -38,7 +39,8 @@ def executed_notebook(n_points: int = 2000, state_mb: float = 3.0) -> nbformat.N
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_markdown_cell("# stage"),
                 nbformat.v4.new_code_cell("figure", outputs=[figure]),
-                nbformat.v4.new_code_cell("train", outputs=[bar, *redraws, nbformat.v4.new_output("stream", name="stderr", text="\n")]),
+                nbformat.v4.new_code_cell(
+                    "train", outputs=[bar, *redraws, nbformat.v4.new_output("stream", name="stderr", text="\n")]),
                 nbformat.v4.new_code_cell("explorer", outputs=[explorer])]
     state = _bar_state("train", 40, 40)
     state["explorer"] = {"model_name": "VBoxModel", "state": {"payload": "x" * int(state_mb * 1e6)}}
@@ -114,7 +116,8 @@ def test_paths_under_the_project_are_cut_to_project_relative(tmp_path):
         "text/plain": f"{{'trunk': PosixPath('{root}/models/trunk.pt')}}"})
     log = nbformat.v4.new_output("stream", name="stderr", text=f"wrote {root}/runs/pairs\nroot {root}\n")
     other = nbformat.v4.new_output("stream", name="stdout", text=f"{root}x/elsewhere /data/disc21\n")
-    nb.cells = [nbformat.v4.new_code_cell("paths", outputs=[printed, log]), nbformat.v4.new_code_cell("o", outputs=[other])]
+    nb.cells = [nbformat.v4.new_code_cell("paths", outputs=[printed, log]),
+                nbformat.v4.new_code_cell("o", outputs=[other])]
     out = slim.slim_notebook(nb, root=root)
     assert out.cells[0].outputs[0]["data"]["text/plain"] == "{'trunk': PosixPath('models/trunk.pt')}"
     assert out.cells[0].outputs[1]["text"] == "wrote runs/pairs\nroot .\n"

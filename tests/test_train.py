@@ -146,7 +146,7 @@ def test_the_edits_section_reaches_the_training_pairs():
     """Regression: training pairs were built without params.yaml's edits section."""
     run = T.resolve_run({**ARMS, "edits": {"max_edits": 1}}, "copynce")
     assert run.edits is not None and run.edits.max_edits == 1
-    assert T._dataset(run, [Path("a.png"), Path("b.png")], None).edit_config == run.edits
+    assert T.pair_dataset(run, [Path("a.png"), Path("b.png")], None).edit_config == run.edits
     assert run.to_dict()["edits"]["max_edits"] == 1  # saved with the run, checked on resume
     assert T.resolve_run(ARMS, "copynce").edits is None  # no section: the library's defaults
 

@@ -19,8 +19,6 @@ state, train config, seed).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -29,6 +27,7 @@ from torch import nn
 
 from safetensors.torch import save as safetensors_bytes
 
+from icdlib.atomic import atomic_path, write_bytes
 from icdlib.checkpoints.backbone import unwrap_model as _unwrap_model
 from icdlib.checkpoints.files import CheckpointError, is_safetensors, read_file, read_json, safetensors_metadata
 from icdlib.checkpoints.official import read_release, release_model
@@ -61,30 +60,6 @@ def _check_plain(obj: Any, where: str, tensors: bool) -> None:
     )
 
 
-def _file_mode() -> int:
-    """The permissions an ordinary new file gets (0o666 less the process umask)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def _write_atomic(path: Path, write) -> None:
-    """``write(f)`` into a temporary file beside ``path``, fsync, chmod, ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, _file_mode())  # mkstemp makes 0600 files; checkpoints are shared
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def sidecar(path: str | Path) -> Path:
     """The JSON config beside a ``.safetensors`` checkpoint (``model.safetensors`` -> ``model.json``)."""
     return Path(path).with_suffix(".json")
@@ -98,9 +73,9 @@ def save_checkpoint(
     ``path`` ending in ``.safetensors`` writes safetensors weights plus the JSON sidecar
     :func:`sidecar` (``meta`` must then be JSON data); any other name writes one
     ``torch.save`` file that loads with ``weights_only=True`` (``meta`` may hold tensors).
-    Each file is written to a temporary file in the same directory, flushed to disk and
-    moved over its name with ``os.replace``, so a crash never leaves a half-written
-    checkpoint; files get the ordinary permissions of the umask. ``meta["kind"]`` and
+    Each file is written atomically (:func:`icdlib.atomic.atomic_path`: a temporary file in
+    the same directory, flushed to disk and moved over its name with ``os.replace``), so a
+    crash never leaves a half-written checkpoint; files get the ordinary permissions of the umask. ``meta["kind"]`` and
     ``meta["config"]`` are filled from the model (a DDP or compiled wrapper is
     unwrapped); a conflicting ``kind`` or a value that cannot be saved as plain data
     raises ``ValueError``.
@@ -127,13 +102,14 @@ def save_checkpoint(
         state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
         doc = {"format": FORMAT, "meta": meta}
         blob = safetensors_bytes(state, metadata={"format": FORMAT, "meta": json.dumps(meta)})
-        _write_atomic(path, lambda f: f.write(blob))
+        write_bytes(path, blob, fsync=True)
         text = json.dumps(doc, indent=2, sort_keys=True).encode()
-        _write_atomic(sidecar(path), lambda f: f.write(text))
+        write_bytes(sidecar(path), text, fsync=True)
         return path
     _check_plain(meta, "meta", tensors=True)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    _write_atomic(path, lambda f: torch.save({"format": FORMAT, "meta": meta, "state_dict": state}, f))
+    with atomic_path(path, fsync=True) as tmp, tmp.open("wb") as f:
+        torch.save({"format": FORMAT, "meta": meta, "state_dict": state}, f)
     return path
 
 

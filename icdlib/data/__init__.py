@@ -9,14 +9,16 @@
 * :mod:`icdlib.data.validation`: parallel image checks with a cache of what was checked
   (``Disc21.validate(workers=, cache=)``);
 * :mod:`icdlib.data.pairs`: :class:`TracedPairs` and :class:`MatcherPairs`, the training
-  pairs with their PixTrace overlaps.
+  pairs with their PixTrace overlaps;
+* :mod:`icdlib.data.loading`: :func:`collate` and ``make_loader``, batching those pairs.
 """
 
 from icdlib.data.disc21 import IMAGE_SUFFIXES, SPLIT_DIRS, Disc21, load_image, read_ground_truth, to_rgb8, worker_errors
 from icdlib.data.raw import prepare
 from icdlib.data.sources import PROCEDURAL_KINDS, SourceConfig, render
 from icdlib.data.build import BuildConfig, build_benchmark, data_config, edit_config
-from icdlib.data.pairs import MatcherPairs, PairsConfig, TracedPairs, collate, pairs_config
+from icdlib.data.loading import collate
+from icdlib.data.pairs import MatcherPairs, PairsConfig, TracedPairs, pairs_config
 
 __all__ = [
     "IMAGE_SUFFIXES", "PROCEDURAL_KINDS", "SPLIT_DIRS", "BuildConfig", "Disc21", "MatcherPairs",

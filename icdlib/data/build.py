@@ -273,7 +273,8 @@ def edit_config(params: dict, source: str = "params.yaml"):
 def main(argv: list[str] | None = None) -> int:
     from icdlib.data import debian_photos, photo_bench  # imported here: the CLI is their only use in this module
 
-    ap = argparse.ArgumentParser(prog="python -m icdlib.data", description="Build, check or prepare a DISC21-layout benchmark.")
+    ap = argparse.ArgumentParser(prog="python -m icdlib.data",
+                                 description="Build, check or prepare a DISC21-layout benchmark.")
     sub = ap.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="write the embedded benchmark, or one from a folder of photos (--photos)")
     b.add_argument("--out", required=True, help="output folder")

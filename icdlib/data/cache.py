@@ -32,6 +32,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from icdlib.atomic import atomic_path, write_text
+from icdlib.data.loading import worker_init
 from icdlib.data.pairs import IMAGENET_MEAN, IMAGENET_STD
 from icdlib.locks import file_lock
 
@@ -102,8 +104,8 @@ class _Store:
         """Append encoded items (:func:`_encode`: per item, its pairs as numpy fields)."""
         pairs = [p for it in items for p in it]
         if self.meta is None:
-            self.meta = {"identity": identity,
-                         "fields": {name: {"dtype": v.dtype.str, "shape": list(v.shape)} for name, v in pairs[0].items()}}
+            fields = {name: {"dtype": v.dtype.str, "shape": list(v.shape)} for name, v in pairs[0].items()}
+            self.meta = {"identity": identity, "fields": fields}
         start = self.n_pairs
         for name, spec in self.meta["fields"].items():
             with open(self.folder / f"{name}.bin", "ab") as f:
@@ -116,12 +118,9 @@ class _Store:
         self.keys = np.concatenate([self.keys, np.asarray(keys, np.int64).reshape(-1, 2)])
         self.items = np.concatenate([self.items, np.stack([firsts, counts], 1).astype(np.int64)])
         for name, arr in (("keys", self.keys), ("items", self.items)):  # index last, atomically
-            tmp = self.folder / f"{name}.tmp.npy"
-            np.save(tmp, arr)
-            os.replace(tmp, self.folder / f"{name}.npy")
-        tmp = self.folder / "meta.json.tmp"
-        tmp.write_text(json.dumps(self.meta, indent=1, default=str))
-        os.replace(tmp, self.folder / "meta.json")
+            with atomic_path(self.folder / f"{name}.npy") as tmp:
+                np.save(tmp, arr)
+        write_text(self.folder / "meta.json", json.dumps(self.meta, indent=1, default=str))
 
 
 def _encode(items: list) -> list[list[dict[str, np.ndarray]]]:
@@ -178,7 +177,7 @@ def _build(dataset: Dataset, keys: Sequence[tuple[int, int]], folder: Path, work
     # shared-memory tensors), the main process only appends a chunk at a time
     batch = max(1, min(16, chunk))
     loader = DataLoader(dataset, sampler=todo, batch_size=batch, collate_fn=_encode, num_workers=workers,
-                        worker_init_fn=_one_thread if workers else None, prefetch_factor=4 if workers else None)
+                        worker_init_fn=worker_init if workers else None, prefetch_factor=4 if workers else None)
     pending: list = []
     done = 0
     for encoded in loader:
@@ -191,10 +190,6 @@ def _build(dataset: Dataset, keys: Sequence[tuple[int, int]], folder: Path, work
         store.append(todo[done:done + len(pending)], pending, identity)
     bar.close()
     return folder
-
-
-def _one_thread(worker_id: int) -> None:
-    torch.set_num_threads(1)
 
 
 class CachedPairs(Dataset):

@@ -40,6 +40,7 @@ from pathlib import Path, PurePosixPath
 
 from icdlib.data import dep5
 from icdlib.data.deb_archive import read_members
+from icdlib.atomic import write_json
 from icdlib.data.photo_scan import file_sha256
 
 # licences that allow redistributing modified copies (no NC, no ND)
@@ -269,9 +270,7 @@ def fetch_photos(out: str | Path, cache: str | Path | None = None, packages: tup
     (out / NOTES).write_text(_notes(summaries, photos))
     manifest = {"source": "Debian 12 (bookworm) main via apt-get download", "packages": summaries,
                 "photos": [asdict(p) for p in photos], "total": len(photos)}
-    tmp = out / f".{MANIFEST}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, out / MANIFEST)
+    write_json(out / MANIFEST, manifest, indent=1, sort_keys=True)
     return PhotoSet(out, tuple(photos), tuple(summaries))
 
 
@@ -281,7 +280,8 @@ def add_parser(sub) -> None:
     p = sub.add_parser("photos", help="fetch free photographs from Debian's archive (apt-get download; "
                        "nothing is installed)")
     p.add_argument("--out", required=True, help="folder to write the photos, copyright files and photos.json to")
-    p.add_argument("--cache", default=None, help=f"folder keeping the downloaded .deb files (default {default_cache()})")
+    p.add_argument("--cache", default=None,
+                   help=f"folder keeping the downloaded .deb files (default {default_cache()})")
     p.add_argument("--packages", nargs="+", default=None, choices=[p.name for p in PACKAGES],
                    help="only these pinned packages (default: all)")
 

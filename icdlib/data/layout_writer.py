@@ -17,13 +17,12 @@ ground-truth CSVs and completion protocol agree:
 from __future__ import annotations
 
 import csv
-import json
-import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 
+from icdlib.atomic import write_json
 from icdlib.data.disc21 import BUILDING, SPLIT_DIRS
 
 # seed streams: one per role, so roles never share a source
@@ -105,7 +104,5 @@ def start_build(out_dir: str | Path, who: str) -> Path:
 
 def finish_build(out: Path, manifest: dict) -> None:
     """Write ``manifest.json`` (sorted keys) atomically, then remove the in-progress marker."""
-    tmp = out / ".manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, out / "manifest.json")
+    write_json(out / "manifest.json", manifest, indent=1, sort_keys=True)
     (out / BUILDING).unlink()

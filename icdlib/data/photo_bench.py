@@ -17,7 +17,8 @@ undecodable files skipped with a reason, near-duplicates dropped), the usable ph
 shuffled by the seed and split into training (``train_fraction``), held-back distractor
 sources (``distractor_share`` of the rest, never more than the distractor queries use) and
 references (all others). Queries are planned by
-:func:`icdlib.data.layout_writer.plan_split_queries` exactly as for the embedded benchmark (positives on distinct references while there are
+:func:`icdlib.data.layout_writer.plan_split_queries` exactly as for the embedded benchmark
+(positives on distinct references while there are
 enough). A positive is an edit chain (:func:`icdlib.edits.sample_chain`, seeded as the embedded
 benchmark seeds query ``q``: ``derive_seed(seed, "edit", q)``) applied to its reference
 *as stored* (the decoded JPEG), so replaying the manifest's ``specs`` on
@@ -48,7 +49,7 @@ from icdlib import edits
 from icdlib.data.disc21 import SPLIT_DIRS, load_image
 from icdlib.data.layout_writer import (ROLES, derive_seed, finish_build, image_id, plan_split_queries, start_build,
                                        write_ground_truth)
-from icdlib.data.photo_scan import PhotoScan, decode_photo, scan_photos
+from icdlib.data.photo_scan import PhotoScan, decode_photo, scan_photos  # noqa: F401  (PhotoScan re-exported)
 from icdlib.params import section, to_dict
 
 LICENCE_NOTES = "licence_notes.txt"
@@ -277,8 +278,10 @@ def add_arguments(parser) -> None:
     """Add ``--photos`` and its options to the ``build`` subcommand's parser."""
     parser.add_argument("--photos", default=None, help="build from this folder of photos (JPEG/PNG/WebP, recursive) "
                         "instead of procedural sources; settings: params.yaml section photos")
-    parser.add_argument("--queries", type=int, default=None, help="with --photos: number of queries, dev + final (default 200)")
-    parser.add_argument("--max-side", type=int, default=None, help="with --photos: longest side of references in px (default 512)")
+    parser.add_argument("--queries", type=int, default=None,
+                        help="with --photos: number of queries, dev + final (default 200)")
+    parser.add_argument("--max-side", type=int, default=None,
+                        help="with --photos: longest side of references in px (default 512)")
     parser.add_argument("--train-fraction", type=float, default=None,
                         help="with --photos: share of photos for training_images/ (default 0: evaluation-only)")
     parser.add_argument("--licence-notes", default=None, help="with --photos: text file on the photos' origin and "

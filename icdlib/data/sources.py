@@ -63,7 +63,8 @@ class SourceConfig:
             raise ValueError(f"SourceConfig.kinds: unknown or empty {bad or self.kinds}; known {PROCEDURAL_KINDS}")
         if len(self.weights) != len(self.kinds) or min(self.weights) < 0 or sum(self.weights) <= 0:
             raise ValueError(
-                f"SourceConfig.weights: need {len(self.kinds)} non-negative weights with a positive sum, got {self.weights}"
+                f"SourceConfig.weights: need {len(self.kinds)} non-negative weights with a positive sum, "
+                f"got {self.weights}"
             )
         if not 0.0 <= self.photo_share <= 1.0:
             raise ValueError(f"SourceConfig.photo_share must be in [0, 1], got {self.photo_share}")

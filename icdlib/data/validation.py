@@ -32,6 +32,8 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
+from icdlib.atomic import write_text
+
 CACHE_NAME = ".icdlib-validation.json"
 CACHE_VERSION = 1
 CHECK_KIND = "verify+load"  # what an "ok" entry vouches for; another kind invalidates the cache
@@ -108,13 +110,7 @@ class Cache:
                 "names": names, "size": [recs[n][0] for n in names], "mtime_ns": [recs[n][1] for n in names],
                 "errors": {n: recs[n][2] for n in names if recs[n][2] is not None},
             }
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        try:
-            tmp.write_text(json.dumps(data, separators=(",", ":")))
-            os.replace(tmp, self.path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        write_text(self.path, json.dumps(data, separators=(",", ":")))
 
 
 def _stat(path: str) -> tuple[int, int] | None:

@@ -159,18 +159,18 @@ def paste_onto(img, p, ctx):
 def _object_alpha(size, p) -> Image.Image:
     """``L`` image on the source canvas: 255 inside the object's shape, else 0."""
     w, h = size
-    l, t = p["box_x"] * w, p["box_y"] * h
-    r, b = l + p["box_w"] * w, t + p["box_h"] * h
+    left, t = p["box_x"] * w, p["box_y"] * h
+    r, b = left + p["box_w"] * w, t + p["box_h"] * h
     alpha = Image.new("L", (w, h), 0)
     draw = ImageDraw.Draw(alpha)
     if p["shape"] == "ellipse":
-        draw.ellipse((l, t, r, b), fill=255)
+        draw.ellipse((left, t, r, b), fill=255)
     else:  # a random blob-like polygon inside the box: jittered angles and radii
         rng = np.random.default_rng(p["seed"])
         n = int(rng.integers(6, 12))
         ang = (np.arange(n) + rng.uniform(-0.3, 0.3, n)) * (2 * np.pi / n)
         rad = rng.uniform(0.75, 1.0, n)
-        cx, cy, rx, ry = (l + r) / 2, (t + b) / 2, (r - l) / 2, (b - t) / 2
+        cx, cy, rx, ry = (left + r) / 2, (t + b) / 2, (r - left) / 2, (b - t) / 2
         pts = [(cx + rx * q * math.cos(a), cy + ry * q * math.sin(a)) for a, q in zip(ang, rad)]
         draw.polygon(pts, fill=255)
     return alpha
@@ -238,7 +238,8 @@ def collage(img, p, ctx):
     seeds = np.random.SeedSequence(p["seed"]).generate_state(rows * cols, np.uint64)
     for k in range(rows * cols):
         x0, y0 = g + (k % cols) * (tw + g), g + (k // cols) * (th + g)
-        tile = R.resize_array(img, (tw, th), p["resample"]) if k == idx else ctx.donor_array(int(seeds[k] >> 1), (tw, th))
+        tile = (R.resize_array(img, (tw, th), p["resample"]) if k == idx
+                else ctx.donor_array(int(seeds[k] >> 1), (tw, th)))
         out[y0 : y0 + th, x0 : x0 + tw] = tile
     x0, y0 = g + (idx % cols) * (tw + g), g + (idx // cols) * (th + g)
     m = W.translate(x0, y0) @ W.scaling(tw / w, th / h)

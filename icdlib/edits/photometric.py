@@ -76,7 +76,8 @@ def invert(img, p, ctx):
     return cv2.bitwise_not(img), []
 
 
-@register("blur", "photometric", Param("radius", "float", 0.0, 0.2, doc="Gaussian sigma, fraction of the shorter side"), arrays=True)
+@register("blur", "photometric", Param("radius", "float", 0.0, 0.2, doc="Gaussian sigma, fraction of the shorter side"),
+          arrays=True)
 def blur(img, p, ctx):
     """Gaussian blur (standard deviation ``radius`` x the shorter side; edges replicated)."""
     sigma = p["radius"] * min(img.shape[:2])
@@ -85,7 +86,8 @@ def blur(img, p, ctx):
     return cv2.GaussianBlur(img, (0, 0), sigmaX=sigma, borderType=cv2.BORDER_REPLICATE), []
 
 
-@register("sharpen", "photometric", Param("amount", "float", 0.0, 10.0, doc="sharpness factor (1: unchanged)"), arrays=True)
+@register("sharpen", "photometric", Param("amount", "float", 0.0, 10.0, doc="sharpness factor (1: unchanged)"),
+          arrays=True)
 def sharpen(img, p, ctx):
     """Unsharp-style sharpening: a blend with Pillow's SMOOTH filter of the image (as
     Pillow's sharpness enhancer)."""
@@ -100,7 +102,8 @@ def edge_enhance(img, p, ctx):
     return cv2.filter2D(img, -1, _EDGE_MORE, borderType=cv2.BORDER_REPLICATE), []
 
 
-@register("noise", "photometric", Param("sigma", "float", 0.0, 128.0, doc="Gaussian noise std, grey levels 0..255"), SEED, arrays=True)
+@register("noise", "photometric", Param("sigma", "float", 0.0, 128.0, doc="Gaussian noise std, grey levels 0..255"),
+          SEED, arrays=True)
 def noise(img, p, ctx):
     """Additive Gaussian noise, independent per channel, drawn from ``seed``.
 
@@ -136,7 +139,8 @@ def posterize(img, p, ctx):
     return np.bitwise_and(img, np.uint8((0xFF << (8 - p["bits"])) & 0xFF)), []
 
 
-@register("solarize", "photometric", Param("threshold", "int", 0, 255, doc="grey level from which values invert"), arrays=True)
+@register("solarize", "photometric", Param("threshold", "int", 0, 255, doc="grey level from which values invert"),
+          arrays=True)
 def solarize(img, p, ctx):
     """Invert every value at or above ``threshold``."""
     lut = np.arange(256, dtype=np.uint8)

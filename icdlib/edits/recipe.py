@@ -37,7 +37,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from icdlib.edits.registry import FAMILIES, OPS, complete
-from icdlib.edits.samplers import ERASE_AREA, ERASE_RATIO, SAMPLERS, _seed, _u
+from icdlib.edits.samplers import ERASE_AREA, ERASE_RATIO, SAMPLERS, draw_seed, uniform
 
 ROLES = ("descriptor", "matcher")
 
@@ -124,7 +124,7 @@ def fitting_box(rng: np.random.Generator, area: tuple[float, float], ratio: tupl
     """
     lo, hi = math.log(ratio[0]), math.log(ratio[1])
     for _ in range(tries):
-        a, r = _u(rng, *area), math.exp(_u(rng, lo, hi))
+        a, r = uniform(rng, *area), math.exp(uniform(rng, lo, hi))
         if a * r <= 1.0 and a / r <= 1.0:
             return a, r
     return None
@@ -133,22 +133,23 @@ def fitting_box(rng: np.random.Generator, area: tuple[float, float], ratio: tupl
 def _rrc(rng, area: tuple[float, float]) -> dict:
     box = fitting_box(rng, area, CROP_RATIO)
     a, r = box if box is not None else (1.0, 1.0)  # torchvision's fallback on a square image: all of it
-    return {"op": "random_resized_crop", "area": a, "ratio": r, "x": _u(rng, 0, 1), "y": _u(rng, 0, 1),
+    return {"op": "random_resized_crop", "area": a, "ratio": r, "x": uniform(rng, 0, 1), "y": uniform(rng, 0, 1),
             "resample": "bilinear"}
 
 
 def _paste_onto(rng, s: Strengths) -> dict:
-    a = _u(rng, *s.onto_area)
+    a = uniform(rng, *s.onto_area)
     side = 1.0 / math.sqrt(a)  # canvas sides at which the pasted image keeps its own pixel size
-    return {"op": "paste_onto", "canvas_w": side, "canvas_h": side, "area": a, "x": _u(rng, 0, 1),
-            "y": _u(rng, 0, 1), "opacity": _u(rng, *ONTO_OPACITY), "background": "donor",
-            "color": [0, 0, 0], "seed": _seed(rng), "resample": "bilinear"}
+    return {"op": "paste_onto", "canvas_w": side, "canvas_h": side, "area": a, "x": uniform(rng, 0, 1),
+            "y": uniform(rng, 0, 1), "opacity": uniform(rng, *ONTO_OPACITY), "background": "donor",
+            "color": [0, 0, 0], "seed": draw_seed(rng), "resample": "bilinear"}
 
 
 def _paste_over(rng, s: Strengths) -> dict:
     lo, hi = math.log(OVER_RATIO[0]), math.log(OVER_RATIO[1])
-    return {"op": "paste_over", "area": _u(rng, *s.over_area), "ratio": math.exp(_u(rng, lo, hi)),
-            "x": _u(rng, 0, 1), "y": _u(rng, 0, 1), "opacity": _u(rng, *OVER_OPACITY), "seed": _seed(rng)}
+    return {"op": "paste_over", "area": uniform(rng, *s.over_area), "ratio": math.exp(uniform(rng, lo, hi)),
+            "x": uniform(rng, 0, 1), "y": uniform(rng, 0, 1), "opacity": uniform(rng, *OVER_OPACITY),
+            "seed": draw_seed(rng)}
 
 
 # ------------------------------------------------------------------ the groups
@@ -165,16 +166,16 @@ def _crop_group(rng, s: Strengths, cfg: Any) -> list[dict]:
 def _perspective(rng) -> dict:
     m = PERSPECTIVE_DISTORTION / 2
     inward = (1, 1, -1, 1, -1, -1, 1, -1)  # (dx, dy) signs of TL, TR, BR, BL moving into the image
-    return {"op": "perspective", "offsets": [sign * _u(rng, 0, m) for sign in inward], "fill": [0, 0, 0],
+    return {"op": "perspective", "offsets": [sign * uniform(rng, 0, m) for sign in inward], "fill": [0, 0, 0],
             "resample": "bilinear"}
 
 
 def _affine(rng) -> dict:
-    deg = _u(rng, 0, 360)
+    deg = uniform(rng, 0, 360)
     right = 90.0 * round(deg / 90.0)
     if abs(deg - right) <= SNAP:
         deg = right % 360.0
-    return {"op": "affine", "degrees": deg, "scale": 1.0, "shear_x": _u(rng, -SHEAR_MAX, SHEAR_MAX),
+    return {"op": "affine", "degrees": deg, "scale": 1.0, "shear_x": uniform(rng, -SHEAR_MAX, SHEAR_MAX),
             "shear_y": 0.0, "translate_x": 0.0, "translate_y": 0.0, "fill": [0, 0, 0], "resample": "bilinear"}
 
 
@@ -189,9 +190,9 @@ def _geometric_group(rng, s: Strengths, cfg: Any) -> list[dict]:
 
 def _jitter(rng, s: Strengths) -> dict:
     b, c, sat, hue = s.jitter
-    return {"op": "color_jitter", "brightness": _u(rng, max(0.0, 1 - b), 1 + b),
-            "contrast": _u(rng, max(0.0, 1 - c), 1 + c), "saturation": _u(rng, max(0.0, 1 - sat), 1 + sat),
-            "hue": _u(rng, -hue, hue)}
+    return {"op": "color_jitter", "brightness": uniform(rng, max(0.0, 1 - b), 1 + b),
+            "contrast": uniform(rng, max(0.0, 1 - c), 1 + c), "saturation": uniform(rng, max(0.0, 1 - sat), 1 + sat),
+            "hue": uniform(rng, -hue, hue)}
 
 
 def _photometric_group(rng, s: Strengths, cfg: Any) -> list[dict]:
@@ -221,8 +222,8 @@ def _finish(rng, s: Strengths) -> list[dict]:
     if rng.random() < s.p_erase:
         box = fitting_box(rng, ERASE_AREA, ERASE_RATIO)
         if box is not None:  # torchvision erases nothing when no box fits
-            out.append({"op": "erase", "area": box[0], "ratio": box[1], "x": _u(rng, 0, 1),
-                        "y": _u(rng, 0, 1), "color": [0, 0, 0]})
+            out.append({"op": "erase", "area": box[0], "ratio": box[1], "x": uniform(rng, 0, 1),
+                        "y": uniform(rng, 0, 1), "color": [0, 0, 0]})
     return out
 
 

@@ -116,9 +116,9 @@ def _resized(img, size: Size, name: str, resample: str = "bilinear", box=None):
     if box is None:
         m = scaling(size[0] / w, size[1] / h)
     else:  # whole-pixel box: cut it, then resize
-        l, t, r, b = box
-        a = a[t:b, l:r]
-        m = scaling(size[0] / (r - l), size[1] / (b - t)) @ translate(-l, -t)
+        left, t, r, b = box
+        a = a[t:b, left:r]
+        m = scaling(size[0] / (r - left), size[1] / (b - t)) @ translate(-left, -t)
     return R.resize_array(a, size, resample), [Step(m, (w, h), tuple(size), name=name)]
 
 

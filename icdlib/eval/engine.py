@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from icdlib.atomic import new_file_mode
 from icdlib.checkpoints import load_model
 from icdlib.data import IMAGE_SUFFIXES, SPLIT_DIRS, Disc21
 from icdlib.eval.calibration import calibrate as make_calibration
@@ -269,7 +270,7 @@ def evaluate_benchmark(
     try:
         result = _evaluate(bench, data, descriptor, matcher, auxiliary, ground_truth, baseline, cfg, work,
                            candidates, aux, calibrate)
-        os.chmod(work, 0o777 & ~_umask())  # mkdtemp makes 0700 folders
+        os.chmod(work, new_file_mode(folder=True))  # mkdtemp makes 0700 folders
         old = final.with_name(f".{final.name}.old")
         if final.exists():
             shutil.rmtree(old, ignore_errors=True)
@@ -280,12 +281,6 @@ def evaluate_benchmark(
         shutil.rmtree(work, ignore_errors=True)
         raise
     return result
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _evaluate(bench, data, descriptor, matcher, auxiliary, ground_truth, baseline, cfg, out, candidates,

@@ -49,7 +49,8 @@ def missing_reason(method: str) -> str | None:
     try:
         importlib.import_module(module)
     except ImportError as e:
-        return f"{label} needs the {module} package, which is not installed or does not import ({e}); install it with {how}"
+        return (f"{label} needs the {module} package, which is not installed or does not import ({e}); "
+                f"install it with {how}")
     return None
 
 

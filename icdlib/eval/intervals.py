@@ -23,7 +23,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from icdlib.eval.metrics import _sort_pessimistic
+from icdlib.eval.metrics import sort_pessimistic
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ def rank_predictions(predictions: pd.DataFrame, gt_query: Sequence, gt_reference
         q, r = pairs[pairs.duplicated()].iloc[0]
         raise ValueError(f"rank_predictions: duplicate prediction pair ({q!r}, {r!r})")
     hit = np.array([(q, r) in gt for q, r in zip(pq, pr)], dtype=bool)
-    order = _sort_pessimistic(predictions["score"].to_numpy(np.float64), hit)
+    order = sort_pessimistic(predictions["score"].to_numpy(np.float64), hit)
     return RankedPredictions(np.array([index[q] for q in pq], dtype=np.int64)[order], hit[order], positives)
 
 

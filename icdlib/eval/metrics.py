@@ -126,7 +126,7 @@ class Metrics:
 # --------------------------------------------------------------------------- core
 
 
-def _sort_pessimistic(scores: np.ndarray, is_true: np.ndarray, group: np.ndarray | None = None):
+def sort_pessimistic(scores: np.ndarray, is_true: np.ndarray, group: np.ndarray | None = None):
     """Order: (group ascending,) score descending, and at equal score false before true.
 
     Pessimistic ties: a submission cannot gain by emitting constant scores, because
@@ -204,7 +204,7 @@ def evaluate_arrays(
         raise ValueError("metrics: ground truth has no (query, reference) copy pair; uAP is undefined")
 
     is_true = np.isin(pred_pair, gt_pair)
-    order = _sort_pessimistic(s, is_true)
+    order = sort_pessimistic(s, is_true)
     hits = is_true[order]
     tp = np.cumsum(hits)
     ranks = np.arange(1, n + 1)
@@ -252,7 +252,7 @@ def _mean_query_ap(pred_q: np.ndarray, s: np.ndarray, is_true: np.ndarray, gt_q:
     gt_queries, n_gt_per_q = np.unique(gt_q, return_counts=True)
     if len(s) == 0:
         return 0.0
-    order = _sort_pessimistic(s, is_true, group=pred_q)
+    order = sort_pessimistic(s, is_true, group=pred_q)
     q_sorted = pred_q[order]
     hits = is_true[order].astype(np.int64)
     start = np.r_[True, q_sorted[1:] != q_sorted[:-1]]

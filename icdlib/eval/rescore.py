@@ -28,7 +28,8 @@ class ImagePairs(Dataset):
     def __init__(self, query_paths, reference_paths, size: int, lce: bool = False, views: str = "full"):
         if len(query_paths) != len(reference_paths):
             raise ValueError(f"ImagePairs: {len(query_paths)} queries vs {len(reference_paths)} references")
-        self.q, self.r, self.size, self.lce, self.views = list(query_paths), list(reference_paths), int(size), lce, views
+        self.q, self.r = list(query_paths), list(reference_paths)
+        self.size, self.lce, self.views = int(size), lce, views
 
     def __len__(self):
         return len(self.q)
@@ -114,8 +115,8 @@ def rescore_pixels(
     _check_ids(pairs, query_rows, reference_rows)
     qi, ri = (torch.from_numpy(np.fromiter((table[i] for i in pairs[col]), dtype=np.int64, count=len(pairs)))
               for col, table in (("query_id", query_rows), ("reference_id", reference_rows)))
-    batches = ((from_pixels(query_pixels[qi[s : s + batch_size]]), from_pixels(reference_pixels[ri[s : s + batch_size]]))
-               for s in range(0, len(pairs), batch_size))
+    batches = ((from_pixels(query_pixels[qi[s : s + batch_size]]),
+                from_pixels(reference_pixels[ri[s : s + batch_size]])) for s in range(0, len(pairs), batch_size))
     return _score_batches(matcher, batches, pairs, 1, batch_size, device, amp, False)
 
 

@@ -56,8 +56,10 @@ class EvalConfig:
     lce: bool = False  # Local Crop Ensembling for the matcher (35 passes per pair)
     lce_views: str = "full"  # LCE view set: full (26 query x 10 reference views, 35 passes) | light (6 x 5, 10 passes)
     lce_descriptor: bool = False  # multi-view query search for the descriptor (26 views)
-    pixel_cache_mb: int = 1024  # a stage scoring many models keeps each image set it can fit decoded (icdlib.eval.pixels); 0 = stream files
-    amp: bool = True  # bf16 autocast for both models' forwards (CUDA; a CPU only with bf16 units): uAP within 0.0003 of fp32
+    # a stage scoring many models keeps each image set it can fit decoded (icdlib.eval.pixels); 0 = stream files
+    pixel_cache_mb: int = 1024
+    # bf16 autocast for both models' forwards (CUDA; a CPU only with bf16 units): uAP within 0.0003 of fp32
+    amp: bool = True
     device: str = "cpu"  # torch device for both models
 
     def __post_init__(self):

@@ -128,7 +128,7 @@ class MatcherConfig:
     mlp_ratio: float = 4.0  # standard ViT MLP width
     frozen_patch_embed: bool = False  # the paper trains the matcher's patch embedding
     ln_eps: float = 1e-4  # every LayerNorm of the released matcher (was 1e-6, DINO's, before)
-    head_init: str = "trunc_normal"  # head Linear: "trunc_normal" (std 0.02, zero bias; released) | "default" (PyTorch's)
+    head_init: str = "trunc_normal"  # head Linear: "trunc_normal" (std 0.02, zero bias; released) | "default"
 
     def __post_init__(self):
         where = "matcher"

@@ -8,7 +8,8 @@ from typing import Any
 from icdlib.pipeline.curves import descriptor_curve
 from icdlib.pipeline.evaluation import Evaluator
 from icdlib.pipeline.stage import Stage, write_csv, write_json
-from icdlib.pipeline.training import Job, run_jobs, seed_checkpoint
+from icdlib.pipeline.arms import seed_checkpoint
+from icdlib.pipeline.training import Job, run_jobs
 from icdlib.train import resolve_run
 from icdlib.eval.engine import load_checkpoint
 

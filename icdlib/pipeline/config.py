@@ -26,7 +26,8 @@ def load_all(params: dict[str, Any], source: str = "params.yaml") -> dict[str, A
     """Build every section; raise ``ValueError`` naming the first bad section or key."""
     unknown = sorted(set(params) - TOP_LEVEL)
     if unknown:
-        raise ValueError(f"{source}: unknown top-level key(s) {', '.join(unknown)}; known: {', '.join(sorted(TOP_LEVEL))}")
+        raise ValueError(f"{source}: unknown top-level key(s) {', '.join(unknown)}; "
+                         f"known: {', '.join(sorted(TOP_LEVEL))}")
     if not isinstance(params.get("seed", 0), int) or params.get("seed", 0) < 0:
         raise ValueError(f"{source}:seed must be a non-negative integer, got {params.get('seed')!r}")
     out: dict[str, Any] = {

@@ -18,7 +18,7 @@ import pandas as pd
 
 from icdlib.eval.engine import load_checkpoint
 from icdlib.pipeline.stage import MATCHER_ROWS, Stage
-from icdlib.pipeline.training import TRUNK, checkpoint_name, seed_checkpoint, snapshots, start_sets
+from icdlib.pipeline.arms import TRUNK, checkpoint_name, seed_checkpoint, snapshots, start_sets
 from icdlib.train import resolve_run
 
 CURVE_COLUMNS = ["arm", "seed", "step", "pairs", "uAP", "checkpoint"]
@@ -61,7 +61,8 @@ def descriptor_curve(ev: Any, arms: tuple[str, ...] = ("infonce", "copynce"),
         start = ev.descriptor_plain(model, int(meta["config"]["img_size"]), "curve_trunk")
     for arm in arms:
         if start is not None:
-            rows.append({"arm": arm, "seed": seed, "step": 0, "pairs": 0, "uAP": start, "checkpoint": st.relative(trunk)})
+            rows.append({"arm": arm, "seed": seed, "step": 0, "pairs": 0, "uAP": start,
+                         "checkpoint": st.relative(trunk)})
         def score(step: int, ckpt: Path, arm: str = arm) -> float:
             model, meta = load_checkpoint(ckpt, "descriptor")
             return ev.descriptor_plain(model, int(meta["config"]["img_size"]), f"curve_{arm}_s{seed}_step{step}")

@@ -22,7 +22,7 @@ from icdlib.params import section
 from icdlib.pipeline.curves import matcher_curve, overtaking_budget
 from icdlib.pipeline.results import evaluated
 from icdlib.pipeline.stage import MATCHER_ROWS, Stage, write_csv, write_json
-from icdlib.pipeline.training import checkpoint_name, seed_checkpoint
+from icdlib.pipeline.arms import checkpoint_name, seed_checkpoint
 
 
 class Evaluator:

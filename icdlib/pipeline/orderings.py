@@ -119,7 +119,8 @@ def orderings_markdown(df: pd.DataFrame, where: str, n_boot: int) -> str:
     for _, r in df.iterrows():
         interval = "" if pd.isna(r["ci_low"]) else f"[{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]"
         gap = "" if pd.isna(r["gap"]) else f"{r['gap']:+.4f}"
-        lines.append(f"| `{r['claim']}` | {r['a']} | {r['b']} | {gap} | {interval} | {r['seeds']} | **{r['verdict']}** |")
+        lines.append(f"| `{r['claim']}` | {r['a']} | {r['b']} | {gap} | {interval} | {r['seeds']} "
+                     f"| **{r['verdict']}** |")
     lines += ["", f"`gap`: mean over the seeds both sides share of uAP(a) - uAP(b). The interval is a percentile "
               f"bootstrap ({n_boot} replicates) that resamples the seeds and, jointly for both sides, the queries. "
               "`holds`: the interval lies above 0; `fails`: below 0; `inconclusive`: it contains 0; "

@@ -16,7 +16,6 @@ so DVC sees ordinary parameter changes and re-runs only the stages that read the
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import sys
 from io import StringIO
@@ -26,6 +25,7 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
+from icdlib.atomic import write_text
 from icdlib.pipeline.config import load_all
 
 PROFILES_DIR = Path("profiles")
@@ -111,9 +111,7 @@ def apply_profile(params_path: Path, profile: str | None, sets: list[str], profi
     target = out_path or params_path
     buf = StringIO()
     y.dump(data, buf)
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_text(buf.getvalue())
-    os.replace(tmp, target)  # never a half-written params file
+    write_text(target, buf.getvalue())  # never a half-written params file
     return data
 
 

@@ -96,14 +96,16 @@ def to_markdown(df: pd.DataFrame, title: str, notes: str = "") -> str:
     lines = [f"# {title}", ""]
     if notes:
         lines += [notes, ""]
-    head = ["method", "uAP (ours)", "RP90 (ours)", "mAP (ours)", "seeds", "paper uAP", "paper RP90", "paper source", "config"]
+    head = ["method", "uAP (ours)", "RP90 (ours)", "mAP (ours)", "seeds", "paper uAP", "paper RP90", "paper source",
+            "config"]
     lines.append("| " + " | ".join(head) + " |")
     lines.append("|" + "---|" * len(head))
     for _, r in df.iterrows():
         missing = r.get("missing")
         if isinstance(missing, str) and missing:
             cells = [f"{r['method']} (not run: {missing})", "", "", ""]
-            cells += [str(r["seeds"]), _fmt(r["paper_uAP"]), _fmt(r["paper_RP90"]), str(r["paper_source"]), f"`{r['config']}`"]
+            cells += [str(r["seeds"]), _fmt(r["paper_uAP"]), _fmt(r["paper_RP90"]), str(r["paper_source"]),
+                      f"`{r['config']}`"]
             lines.append("| " + " | ".join(cells) + " |")
             continue
         cells = [str(r["method"])]
@@ -113,7 +115,8 @@ def to_markdown(df: pd.DataFrame, title: str, notes: str = "") -> str:
             if isinstance(std, float) and not math.isnan(std):
                 s += f" ± {std:.3f}"
             cells.append(s)
-        cells += [str(r["seeds"]), _fmt(r["paper_uAP"]), _fmt(r["paper_RP90"]), str(r["paper_source"]), f"`{r['config']}`"]
+        cells += [str(r["seeds"]), _fmt(r["paper_uAP"]), _fmt(r["paper_RP90"]), str(r["paper_source"]),
+                  f"`{r['config']}`"]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     lines.append("Metrics are fractions in [0, 1]. Ours: mean ± sample std over seeds (no ± for one seed). "
@@ -155,12 +158,14 @@ def write_report(params_file: str | Path) -> dict[str, Any]:
     abl = json.loads(st.path("reports", "ablation", "results.json").read_text())
     out = st.path("reports", "tables")
     where = (f"Profile `{st.profile}`, seed {st.seed}, split `{result['split']}` "
-             f"({result['n_queries']} queries, {result['n_positives']} with a copy, {result['n_references']} references).")
+             f"({result['n_queries']} queries, {result['n_positives']} with a copy, "
+             f"{result['n_references']} references).")
     desc = write_table(_main_rows(result, "descriptor"), "descriptor", out, "Descriptor track",
                        where + " SN = score normalisation with "
                        f"{result['n_auxiliary']} training images.")
     match = write_table(_main_rows(result, "matcher"), "matcher", out, "Matching track",
-                        where + " Candidates: the CopyNCE descriptor's top-k. LCE rescoring (the arms of report.lce_arms: "
+                        where + " Candidates: the CopyNCE descriptor's top-k. "
+                        "LCE rescoring (the arms of report.lce_arms: "
                         f"{', '.join(st.report.lce_arms) or 'none'}) covers each query's top "
                         f"{st.report.lce_candidates} candidate(s); the rest keep their plain matcher score.")
     ablation = write_table(_ablation_rows(abl), "ablation", out, "Ablations (descriptor, no SN)",

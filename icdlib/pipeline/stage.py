@@ -17,6 +17,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from icdlib import atomic
+from icdlib.atomic import write_text  # noqa: F401  (re-exported)
 from icdlib.params import load_params, lookup, resolve, section
 
 
@@ -41,7 +43,7 @@ class PathsConfig:
     features: str = "features"
     reports: str = "reports"
     backbone: str | None = None  # DINO-format ViT weights for every trunk; None = random init
-    trunk: str | None = "models/trunk.pt"  # the shared start of every arm, trained by stage train_trunk (null: backbone)
+    trunk: str | None = "models/trunk.pt"  # the shared start of every arm, from stage train_trunk (null: backbone)
     matcher_backbone: str | None = None  # the matcher trunk's start when it differs (null: trunk, else backbone)
     pair_cache: str | None = "runs/pairs"  # traced pairs made once and shared by the arms of one seed; null: on the fly
 
@@ -115,7 +117,8 @@ class ReportConfig:
     def __post_init__(self):
         known = tuple(MATCHER_ROWS)
         if isinstance(self.lce_arms, str) or not all(a in known for a in self.lce_arms):
-            raise ValueError(f"report.lce_arms must be a list of matcher arms out of {list(known)}, got {self.lce_arms!r}")
+            raise ValueError(f"report.lce_arms must be a list of matcher arms out of {list(known)}, "
+                             f"got {self.lce_arms!r}")
         object.__setattr__(self, "lce_arms", tuple(self.lce_arms))
         if int(self.bootstrap) < 100:
             raise ValueError(f"report.bootstrap must be >= 100 replicates for a 95 % interval, got {self.bootstrap}")
@@ -165,23 +168,16 @@ def config_tag(params: dict[str, Any], keys: Sequence[str], **extra: Any) -> str
     return ";".join(parts)
 
 
-def write_text(path: Path, text: str) -> None:
-    """``text`` into ``path`` through a temporary file beside it: a reader never sees half a file."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 def write_json(path: Path, obj: Any) -> None:
-    """``obj`` as indented JSON (numpy scalars and paths allowed), written atomically (:func:`write_text`)."""
-    write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+    """``obj`` as indented JSON (numpy scalars and paths allowed), written atomically
+    (:func:`icdlib.atomic.write_json`)."""
+    atomic.write_json(path, obj, indent=2, default=_json_default)
 
 
 def write_csv(path: Path, frame: Any) -> None:
     """``frame.to_csv`` (5 decimals), written atomically like :func:`write_json`."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    frame.to_csv(tmp, index=False, float_format="%.5f")
-    tmp.replace(path)
+    with atomic.atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False, float_format="%.5f")
 
 
 def _json_default(o: Any):

@@ -1,4 +1,7 @@
-"""The training stages: each named arm trained into ``paths.models``, and its DVCLive curves."""
+"""The training stages: each named arm trained into ``paths.models``, and its DVCLive curves.
+
+Which runs an arm makes, where they start and where their files go: :mod:`icdlib.pipeline.arms`
+(its names are importable from here too)."""
 
 from __future__ import annotations
 
@@ -18,78 +21,15 @@ import pandas as pd
 
 import torch
 
+from icdlib.atomic import atomic_path
 from icdlib.checkpoints import load_backbone_weights, save_checkpoint
 from icdlib.locks import HAVE_LOCKS
 from icdlib.models import build_descriptor
-from icdlib.params import resolve
+from icdlib.pipeline.arms import (  # noqa: F401  (MAIN_CHECKPOINTS, snapshots, start_sets: re-exported)
+    MAIN_CHECKPOINTS, TRUNK, arm_seeds, checkpoint_name, run_names, seed_checkpoint, snapshots, stage_run, start_sets,
+)
 from icdlib.pipeline.stage import Stage, write_json
-from icdlib.train import RunConfig, prepare, resolve_run, train
-
-
-TRUNK = "trunk"  # the arm of stage train_trunk: the shared start of every other arm
-MAIN_CHECKPOINTS = {
-    TRUNK: "trunk.pt",
-    "infonce": "descriptor_infonce.pt",
-    "copynce": "descriptor_copynce.pt",
-    "matcher_bce": "matcher_bce.pt",
-    "matcher_copynce": "matcher.pt",
-}
-
-
-def checkpoint_name(arm: str) -> str:
-    """File name of an arm's final checkpoint under ``paths.models``."""
-    return MAIN_CHECKPOINTS.get(arm, f"{arm}.pt")
-
-
-def seed_checkpoint(st: Stage, arm: str, seed: int) -> Path:
-    """An arm's final checkpoint for one training seed: the first of ``main.seeds`` is the arm's
-    own file (``models/descriptor_copynce.pt``), the others ``models/<stem>_seeds/s<seed>.pt``."""
-    if int(seed) == st.main.seeds[0]:
-        return st.path("models", checkpoint_name(arm))
-    return st.path("models", f"{Path(checkpoint_name(arm)).stem}_seeds", f"s{int(seed)}.pt")
-
-
-def arm_seeds(st: Stage, arm: str, kind: str) -> tuple[int, ...]:
-    """The seeds a main arm trains: every ``main.seeds`` for a descriptor arm, the first for
-    the trunk and the matchers."""
-    return tuple(st.main.seeds) if kind == "descriptor" and arm != TRUNK else (st.main.seeds[0],)
-
-
-def start_sets(st: Stage, arm: str, kind: str) -> dict[str, Any]:
-    """Where a pipeline arm starts and what it mines with, as ``--set`` keys.
-
-    The trunk starts from ``paths.backbone`` (or random init). Every other descriptor arm
-    fine-tunes the whole trunk (``train.init``) and, with ``main.knn_negatives``, draws its
-    look-alike pairs from a kNN table mined with stage train_trunk's ``models/trunk.pt``.
-    A matcher takes its encoder and fusion blocks from ``paths.matcher_backbone``, else the
-    trunk, else ``paths.backbone``; its kNN negatives (``pairs.neg_knn_p > 0``) are mined
-    with ``models/trunk.pt`` too. Without a trunk (``paths.trunk: null``, the disc21
-    profile) every arm starts from ``paths.backbone`` and ``models/trunk.pt`` is that
-    backbone untrained (:func:`write_untrained_trunk`), so the kNN tables come from DINO
-    features, as in the released recipe (through the descriptor's random projection head).
-    """
-    trunk = st.path("trunk") if st.paths.trunk else None
-    miner = st.path("models", checkpoint_name(TRUNK))  # stage train_trunk's output, trained or not
-    out: dict[str, Any] = {}
-    if arm == TRUNK:
-        if st.paths.backbone:
-            out["train.backbone"] = str(st.path("backbone"))
-        return out
-    if kind == "descriptor":
-        if trunk is not None:
-            out["train.init"] = str(trunk)
-        elif st.paths.backbone:
-            out["train.backbone"] = str(st.path("backbone"))
-        if st.main.knn_negatives:
-            out["train.knn_checkpoint"] = str(miner)
-    else:
-        start = st.paths.matcher_backbone or st.paths.trunk or st.paths.backbone
-        if start:
-            out["train.backbone"] = str(resolve(st.params_path, start))
-        out["train.knn_checkpoint"] = str(miner)  # used only when pairs.neg_knn_p > 0
-    if "train.knn_checkpoint" in out:
-        out["train.knn_cache"] = str(st.path("runs", "knn"))  # every arm mines once
-    return out
+from icdlib.train import prepare, resolve_run, train
 
 
 def train_arm(
@@ -118,34 +58,9 @@ def train_arm(
     else:
         final = train(run, run_dir, data_root=st.path("data"), resume="auto", progress=progress)
     dest = Path(out) if out is not None else st.path("models", checkpoint_name(arm))
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_suffix(dest.suffix + ".tmp")
-    shutil.copyfile(final, tmp)
-    tmp.replace(dest)
+    with atomic_path(dest) as tmp:
+        shutil.copyfile(final, tmp)
     return dest
-
-
-def stage_run(st: Stage, arm: str, seed: int | None, steps: int | None,
-               extra: dict[str, Any] | None = None) -> tuple[RunConfig, dict[str, Any]]:
-    """The resolved run of ``arm`` at ``seed`` (default: the first main seed) as a stage trains
-    it, and the ``--set`` overrides that make it from ``params.yaml``. ``extra``: more ``--set``
-    keys (a lever's); where they name a start, pair cache or kNN source, theirs is kept."""
-    sets: dict[str, Any] = {"train.seed": st.main.seeds[0] if seed is None else int(seed)}
-    if steps is not None:
-        sets["train.steps"] = int(steps)
-    sets.update(extra or {})
-    run = resolve_run(st.params, arm, sets, st.params_path.name)
-    if run.train.warmup_steps is not None and run.train.steps <= run.train.warmup_steps:
-        sets["train.warmup_steps"] = max(0, run.train.steps // 10)
-    given = {k: getattr(run.train, k.split(".", 1)[1]) for k in
-             ("train.init", "train.backbone", "train.knn_checkpoint", "train.knn_cache")}
-    start = start_sets(st, arm, run.train.kind)
-    if run.train.kind == "matcher" and run.pairs.neg_knn_p <= 0:  # no kNN negatives: nothing to mine
-        start = {k: v for k, v in start.items() if not k.startswith("train.knn_")}
-    sets.update({k: v for k, v in start.items() if given[k] is None})
-    if st.paths.pair_cache and run.train.pair_cache is None:  # shared by the arms that read the same pairs
-        sets["train.pair_cache"] = str(st.path("pair_cache"))
-    return resolve_run(st.params, arm, sets, st.params_path.name), sets
 
 
 @dataclass(frozen=True)
@@ -259,15 +174,6 @@ def _torchrun(st: Stage, arm: str, run_dir: Path, sets: Sequence[tuple[str, Any]
     return run_dir / "model.pt"
 
 
-def run_names(params_file: str | Path, arm: str) -> list[str]:
-    """The run folders (``paths.runs/<name>``) of a main arm: ``<arm>_s<seed>`` per seed of a
-    descriptor arm (:func:`arm_seeds`), the arm's own name for the trunk and the matchers."""
-    st = Stage(params_file)
-    kind = resolve_run(st.params, arm, {}, st.params_path.name).train.kind
-    seeds = arm_seeds(st, arm, kind)
-    return [arm] if kind != "descriptor" or arm == TRUNK else [f"{arm}_s{s}" for s in seeds]
-
-
 def train_arms(params_file: str | Path, arms: Sequence[str], progress: bool = True) -> dict[str, Path]:
     """:func:`train_arm` for each of ``arms`` and each of its seeds; run name -> checkpoint.
 
@@ -305,17 +211,10 @@ def keep_snapshots(st: Stage, arm: str, seed: int, run_dir: Path) -> list[Path]:
     kept = []
     for f in sorted(run_dir.glob("model_step*.pt")):
         dest = dest_dir / f"s{int(seed)}_{f.name[len('model_'):]}"
-        shutil.copyfile(f, dest.with_suffix(".tmp"))
-        dest.with_suffix(".tmp").replace(dest)
+        with atomic_path(dest) as tmp:
+            shutil.copyfile(f, tmp)
         kept.append(dest)
     return kept
-
-
-def snapshots(st: Stage, arm: str, seed: int) -> dict[int, Path]:
-    """The kept snapshots of one arm and seed, by step (:func:`keep_snapshots`)."""
-    folder = st.path("models", f"{arm}_steps")
-    prefix = f"s{int(seed)}_step"
-    return {int(f.stem[len(prefix):]): f for f in sorted(folder.glob(f"{prefix}*.pt"))}
 
 
 def write_untrained_trunk(params_file: str | Path) -> Path:

@@ -2,6 +2,8 @@
 
 * :mod:`icdlib.pixtrace.trace`: :class:`Step`, :class:`Mapping`, :class:`Trace` and
   :func:`transfer` (copy-vs-copy composition), exact and analytic;
+* :mod:`icdlib.pixtrace.region`: a mapping's validity region (half-plane rows, masks) and
+  the one float64 point test every path evaluates;
 * :mod:`icdlib.pixtrace.patch_overlap`: :func:`overlap` and :func:`overlap_batch`,
   ``[Nq, Nr + 1]`` patch overlap matrices (CopyNCE's targets), the last column being the
   share of each query patch that traces nowhere;

@@ -10,7 +10,7 @@ resolve identically:
 * the projective map, divided by ``w`` unless the matrix's last row is ``(0, 0, 1)``;
 * the reference patch ``floor(coordinate / patch)`` (``* 2**-k`` for ``patch = 2**k``,
   which is the same number);
-* each mask by nearest lookup through its own 3x3 matrix (as ``pixtrace._mask_hits``).
+* each mask by nearest lookup through its own 3x3 matrix (as :func:`icdlib.pixtrace.region.mask_hits`).
 
 Rounding keeps order: a rounded ``u * x + off`` is monotone in ``x``. Along a pixel row
 each half-plane therefore holds on a prefix or suffix of the columns, so the valid
@@ -200,7 +200,7 @@ def _count_pair(b, mats, rows, th, mask_ptr, mmat, start, hw, buf,
                         fx, fy = np.floor(px / fp), np.floor(py / fp)
                     j = _ref(fx, fy, rc, rr)
                     if j < nr:
-                        for k in range(m0, m1):  # nearest mask pixel, as pixtrace._mask_hits
+                        for k in range(m0, m1):  # nearest mask pixel, as region.mask_hits
                             hit = False
                             if mrow[k, 3] >= 0.0:  # axis-aligned: the mask row is fixed
                                 mx = np.floor(mmat[k, 0, 0] * x + mrow[k, 0])

@@ -16,7 +16,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from icdlib.pixtrace.trace import Mapping, _lin, _mask_hits, patch_grid
+from icdlib.pixtrace.region import lin, mask_hits
+from icdlib.pixtrace.trace import Mapping, patch_grid
 
 CPU_CHUNK = 32  # CPU pairs per pass: (32, 224, 47) float64 temps stay in cache
 
@@ -72,7 +73,7 @@ def _stack(maps: Sequence[Mapping], dev: torch.device):
 
 def _row_offsets(mats: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """``(B, 3, R)``: ``m[i, 1] * y + m[i, 2]`` for each matrix row i and pixel row y."""
-    return _lin(mats[:, :, 1:2], y, mats[:, :, 2:3])
+    return lin(mats[:, :, 1:2], y, mats[:, :, 2:3])
 
 
 def _project(mats, offs, xc, axis: int, affine: bool):
@@ -83,10 +84,10 @@ def _project(mats, offs, xc, axis: int, affine: bool):
     and per-pixel counts agree exactly.
     """
     shape = (-1,) + (1,) * (offs.dim() - 2)
-    num = _lin(mats[:, axis, 0].view(shape), xc, offs[:, axis])
+    num = lin(mats[:, axis, 0].view(shape), xc, offs[:, axis])
     if affine:
         return num
-    return num / _lin(mats[:, 2, 0].view(shape), xc, offs[:, 2])
+    return num / lin(mats[:, 2, 0].view(shape), xc, offs[:, 2])
 
 
 def _holds(rows_u, off, xc, strict):
@@ -95,7 +96,7 @@ def _holds(rows_u, off, xc, strict):
     ``> 0`` is written as ``>= `` the smallest normal double: the same for every value
     except positive subnormals (below 2.2e-308), and robust when denormals are flushed.
     """
-    return _lin(rows_u, xc, off) >= strict.to(torch.float64) * _TINY
+    return lin(rows_u, xc, off) >= strict.to(torch.float64) * _TINY
 
 
 _TINY = float(np.finfo(np.float64).tiny)
@@ -141,7 +142,7 @@ def _segment_counts(mats, rows, strict, patch, qgrid, rgrid, out: torch.Tensor):
 
     # validity interval [lo, hi) of pixel columns, per row: (B, R, 1)
     u = rows[:, :, 0:1]  # (B, K, 1)
-    off = _lin(rows[:, :, 1:2], y, rows[:, :, 2:3])  # (B, K, R)
+    off = lin(rows[:, :, 1:2], y, rows[:, :, 2:3])  # (B, K, R)
     n = _root_pixel(off * -_safe_inverse(u), wg)
     ok = _holds(u, off, n + 0.5, strict[:, :, None])
     lo = torch.where(u > 0, n + (~ok), torch.where((u == 0) & ~ok, float(wg), 0.0))
@@ -169,9 +170,9 @@ def _segment_counts(mats, rows, strict, patch, qgrid, rgrid, out: torch.Tensor):
     inc = slope > 0  # the row crosses t upwards
 
     def past(xc):  # is the pixel at xc past boundary t (cell >= k)?
-        proj = _lin(a0, xc, offa)
+        proj = lin(a0, xc, offa)
         if not affine:
-            proj = proj.div_(_lin(mats[:, 2, 0, None, None], xc, offs[:, 2]))
+            proj = proj.div_(lin(mats[:, 2, 0, None, None], xc, offs[:, 2]))
         return proj.div_(patch).floor_().ge_(k)
 
     p_n = past(n + 0.5)
@@ -265,7 +266,7 @@ def _hidden_pixels(masks, width: int, height: int, lo, hi) -> np.ndarray:
             continue
         c0, c1, r0, r1 = box
         cols, rows = np.arange(c0, c1), np.arange(r0, r1)
-        hit = _mask_hits(((mk, mm),), cols[None, :] + 0.5, rows[:, None] + 0.5)
+        hit = mask_hits(((mk, mm),), cols[None, :] + 0.5, rows[:, None] + 0.5)
         hid = ~hit & (cols >= lo[r0:r1, None]) & (cols < hi[r0:r1, None])
         r, c = np.nonzero(hid)
         found.append((r + r0) * width + (c + c0))
@@ -324,12 +325,12 @@ def dense_counts(mats, rows, strict, patch, qgrid, rgrid, masks=()) -> torch.Ten
     b = mats.shape[0]
     y = torch.arange(qr * patch, device=dev, dtype=f64) + 0.5
     xc = torch.arange(qc * patch, device=dev, dtype=f64) + 0.5  # (Wg,)
-    off = _lin(rows[:, :, 1:2], y, rows[:, :, 2:3])[..., None]  # (B, K, R, 1)
+    off = lin(rows[:, :, 1:2], y, rows[:, :, 2:3])[..., None]  # (B, K, R, 1)
     ok = _holds(rows[:, :, 0, None, None], off, xc, strict[:, :, None, None]).all(1)
     if masks:
         if b != 1:
             raise ValueError(f"overlap: masks need one mapping at a time, got {b}")
-        hit = _mask_hits(masks, xc.cpu().numpy()[None, :], y.cpu().numpy()[:, None])
+        hit = mask_hits(masks, xc.cpu().numpy()[None, :], y.cpu().numpy()[:, None])
         ok &= torch.as_tensor(hit, device=dev)[None]
     offs = _row_offsets(mats, y)[..., None]  # (B, 3, R, 1)
     affine = _is_affine(mats)

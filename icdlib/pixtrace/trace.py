@@ -20,6 +20,7 @@ the point, and every projective ``w`` must stay positive), and the masks, each w
 matrix that carries a point of the base frame into the mask's frame. Mappings compose
 and invert exactly, so copy-vs-copy transfer (query -> source -> reference) has no
 rounding and no holes. Dense tables are only built on request (:meth:`Trace.to_dense`).
+The half-plane and mask tests themselves are in :mod:`icdlib.pixtrace.region`.
 
 Patch overlap matrices (:func:`~icdlib.pixtrace.overlap`) build on these, in
 :mod:`icdlib.pixtrace.patch_overlap`.
@@ -32,17 +33,7 @@ from typing import Sequence
 
 import numpy as np
 
-Size = tuple[int, int]  # (width, height)
-
-
-def _snap(m: np.ndarray, rel: float = 1e-13) -> np.ndarray:
-    """Zero the entries below ``rel`` x each row's largest magnitude: rounding residue such
-    as cos(90 deg) = 6e-17, which would otherwise tilt an exact grid by 1e-15 px and
-    make pixel centres that sit exactly on a patch boundary fall on either side."""
-    m = np.array(m, dtype=np.float64)
-    a = np.abs(m)
-    m[a < rel * a.max(-1, keepdims=True)] = 0.0
-    return m
+from icdlib.pixtrace.region import Size, affine_rows, mask_hits, prune_rows, rect_rows, snap
 
 
 def _check_matrix(matrix: np.ndarray, what: str) -> np.ndarray:
@@ -53,52 +44,13 @@ def _check_matrix(matrix: np.ndarray, what: str) -> np.ndarray:
         raise ValueError(f"{what}: matrix has non-finite entries")
     if abs(np.linalg.det(m)) < 1e-12:
         raise ValueError(f"{what}: matrix is singular (det={np.linalg.det(m):.3g})")
-    return _snap(m)
+    return snap(m)
 
 
 def _check_size(size: Sequence[int], what: str) -> Size:
     if len(size) != 2 or int(size[0]) < 1 or int(size[1]) < 1:
         raise ValueError(f"{what}: size must be (width>=1, height>=1), got {tuple(size)}")
     return int(size[0]), int(size[1])
-
-
-def _lin(u, x, off):
-    """``u * x + off``: the one expression (two rounded float64 ops, no fused multiply-add)
-    every point test uses, so dense and row-segment evaluations agree bit for bit."""
-    return u * x + off
-
-
-def _affine_rows(rows: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """``(N, K)``: ``rows[k, 0] * x + (rows[k, 1] * y + rows[k, 2])`` for points ``x, y (N, 1)``."""
-    return _lin(rows[:, 0], x, _lin(rows[:, 1], y, rows[:, 2]))
-
-
-def _mask_hits(masks: tuple, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Bool array (``x``, ``y`` broadcast): base points landing on True in every mask.
-
-    ``masks`` holds ``(mask [H, W] bool, matrix base -> mask frame)`` pairs; a point hits
-    mask pixel ``(floor(mx), floor(my))``. Axis-aligned matrices are evaluated per row and
-    per column, with the same float64 values as the general per-point form.
-    """
-    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-    ok = np.ones(np.broadcast_shapes(x.shape, y.shape), dtype=bool)
-    for mk, mm in masks:
-        h, w = mk.shape
-        with np.errstate(divide="ignore", invalid="ignore"):
-            if mm[0, 1] == 0 and mm[1, 0] == 0 and (mm[2] == (0, 0, 1)).all():
-                mx = np.floor(_lin(mm[0, 0], x, mm[0, 2]))
-                my = np.floor(_lin(mm[1, 1], y, mm[1, 2]))
-                den = np.ones(())
-            else:
-                den = _lin(mm[2, 0], x, _lin(mm[2, 1], y, mm[2, 2]))
-                mx = np.floor(_lin(mm[0, 0], x, _lin(mm[0, 1], y, mm[0, 2])) / den)
-                my = np.floor(_lin(mm[1, 0], x, _lin(mm[1, 1], y, mm[1, 2])) / den)
-        okx, oky = (mx >= 0) & (mx < w), (my >= 0) & (my < h)
-        inside = okx & oky & (den > 0)
-        col = np.where(okx, mx, 0).astype(np.int64)
-        row = np.where(oky, my, 0).astype(np.int64)
-        ok &= inside & mk[row, col]
-    return ok
 
 
 @dataclass(frozen=True, eq=False)
@@ -140,46 +92,6 @@ class Step:
         return Step(np.eye(3), size, size, mask=mask, name=name)
 
 
-def _rect_rows(size: Size) -> tuple[np.ndarray, np.ndarray]:
-    """Half-planes of the canvas ``[0, W) x [0, H)`` in homogeneous coordinates.
-
-    Returns ``(ge, gt)``: a point ``q`` (homogeneous, 3-vector) lies on the canvas iff
-    ``ge @ q >= 0`` and ``gt @ q > 0`` (the ``gt`` set includes ``w > 0``).
-    """
-    w, h = size
-    ge = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
-    gt = np.array([[-1.0, 0.0, w], [0.0, -1.0, h], [0.0, 0.0, 1.0]])
-    return ge, gt
-
-
-def _prune(rows: np.ndarray, base_size: Size, strict: bool) -> np.ndarray:
-    """Drop half-planes that hold on the whole base canvas, and duplicates.
-
-    A row is linear in the base point, so if it holds at the four corners of the base
-    canvas (a convex set) it holds everywhere on it.
-    """
-    if len(rows) == 0:
-        return rows.reshape(0, 3)
-    rows = _snap(rows)
-    w, h = base_size
-    corners = np.array([[0, 0, 1], [w, 0, 1], [0, h, 1], [w, h, 1]], dtype=np.float64).T
-    vals = rows @ corners
-    keep = ~((vals > 0).all(1) if strict else (vals >= 0).all(1))
-    rows = rows[keep]
-    if len(rows) == 0:
-        return rows.reshape(0, 3)
-    if len(rows) == 1:
-        return rows
-    # duplicates up to a positive factor: first occurrence of each normalised row
-    norm = np.round(rows / np.abs(rows).max(1, keepdims=True), 12).tolist()
-    first: dict[tuple, int] = {}
-    for i, key in enumerate(map(tuple, norm)):
-        first.setdefault(key, i)
-    if len(first) == len(rows):  # no duplicates: every row, in order
-        return rows
-    return rows[sorted(first.values())]
-
-
 @dataclass(frozen=True, eq=False)
 class Mapping:
     """An exact map between two frames, with its validity region.
@@ -203,7 +115,7 @@ class Mapping:
     @staticmethod
     def identity(size: Size) -> "Mapping":
         size = _check_size(size, "identity")
-        ge, gt = _rect_rows(size)
+        ge, gt = rect_rows(size)
         return Mapping(np.eye(3), size, size, ge, gt).pruned()
 
     @staticmethod
@@ -211,7 +123,7 @@ class Mapping:
         """Forward mapping source -> output of the last step."""
         size = _check_size(source_size, "source")
         mats, ge_all, gt_all, masks = np.eye(3), [], [], []
-        ge0, gt0 = _rect_rows(size)
+        ge0, gt0 = rect_rows(size)
         ge_all.append(ge0)
         gt_all.append(gt0)
         for st in steps:
@@ -220,8 +132,8 @@ class Mapping:
                     f"{st.name}: step input size {st.in_size} does not match the "
                     f"previous output size {size}"
                 )
-            mats = _snap(st.matrix @ mats)
-            ge, gt = _rect_rows(st.out_size)
+            mats = snap(st.matrix @ mats)
+            ge, gt = rect_rows(st.out_size)
             ge_all.append(ge @ mats)
             gt_all.append(gt @ mats)
             if st.mask is not None:
@@ -237,20 +149,20 @@ class Mapping:
             self.matrix,
             self.base_size,
             self.target_size,
-            _prune(self.ge, self.base_size, strict=False),
-            _prune(self.gt, self.base_size, strict=True),
+            prune_rows(self.ge, self.base_size, strict=False),
+            prune_rows(self.gt, self.base_size, strict=True),
             self.masks,
         )
 
     def inverse(self) -> "Mapping":
         """The exact inverse mapping, target frame -> base frame."""
-        inv = _snap(np.linalg.inv(self.matrix))
+        inv = snap(np.linalg.inv(self.matrix))
         # a base-frame row r becomes r @ inv in the target frame; the rows already
         # contain every canvas's w > 0, so signs carry over unchanged.
-        ge_b, gt_b = _rect_rows(self.base_size)
+        ge_b, gt_b = rect_rows(self.base_size)
         ge = np.concatenate([self.ge, ge_b]) @ inv
         gt = np.concatenate([self.gt, gt_b]) @ inv
-        masks = tuple((mk, _snap(mm @ inv)) for mk, mm in self.masks)
+        masks = tuple((mk, snap(mm @ inv)) for mk, mm in self.masks)
         return Mapping(inv, self.target_size, self.base_size, ge, gt, masks).pruned()
 
     def then(self, other: "Mapping") -> "Mapping":
@@ -261,11 +173,11 @@ class Mapping:
                 f"{other.base_size}"
             )
         a = self.matrix
-        ge_t, gt_t = _rect_rows(self.target_size)
+        ge_t, gt_t = rect_rows(self.target_size)
         ge = np.concatenate([self.ge, ge_t @ a, other.ge @ a])
         gt = np.concatenate([self.gt, gt_t @ a, other.gt @ a])
-        masks = self.masks + tuple((mk, _snap(mm @ a)) for mk, mm in other.masks)
-        m = _snap(other.matrix @ a)
+        masks = self.masks + tuple((mk, snap(mm @ a)) for mk, mm in other.masks)
+        m = snap(other.matrix @ a)
         return Mapping(m, self.base_size, other.target_size, ge, gt, masks).pruned()
 
     # ------------------------------------------------------------------ evaluation
@@ -281,7 +193,7 @@ class Mapping:
         shape = xy.shape
         p = np.concatenate([xy.reshape(-1, 2), np.ones((xy.size // 2, 1))], 1)
         ok = self._valid(p)
-        q = _affine_rows(self.matrix, p[:, 0:1], p[:, 1:2])  # (N, 3)
+        q = affine_rows(self.matrix, p[:, 0:1], p[:, 1:2])  # (N, 3)
         with np.errstate(divide="ignore", invalid="ignore"):
             out = q[:, :2] / q[:, 2:3] if (self.matrix[2] != (0, 0, 1)).any() else q[:, :2]
         out[~ok] = np.nan
@@ -297,11 +209,11 @@ class Mapping:
         x, y = p[:, 0:1], p[:, 1:2]
         ok = np.ones(len(p), dtype=bool)
         if len(self.ge):
-            ok &= (_affine_rows(self.ge, x, y) >= 0).all(1)
+            ok &= (affine_rows(self.ge, x, y) >= 0).all(1)
         if len(self.gt):
-            ok &= (_affine_rows(self.gt, x, y) > 0).all(1)
+            ok &= (affine_rows(self.gt, x, y) > 0).all(1)
         if self.masks:
-            ok &= _mask_hits(self.masks, p[:, 0], p[:, 1])
+            ok &= mask_hits(self.masks, p[:, 0], p[:, 1])
         return ok
 
     def to_dense(self, size: Size | None = None) -> np.ndarray:

@@ -19,7 +19,10 @@ from icdlib.train.state import resumable_step
 CHECKPOINT = "checkpoint.pt"  # a run's latest resumable state, rewritten atomically
 
 
-def _dataset(run: RunConfig, paths: list[Path], neighbours: np.ndarray | None):
+def pair_dataset(run: RunConfig, paths: list[Path], neighbours: np.ndarray | None):
+    """The live pair dataset a run reads: :class:`~icdlib.data.TracedPairs` (descriptor) or
+    :class:`~icdlib.data.MatcherPairs` (matcher) of ``paths``, with the run's pairs and edit
+    settings and seed; ``neighbours``: its ``[len(paths), k]`` kNN table, or None."""
     make = TracedPairs if run.train.kind == "descriptor" else MatcherPairs
     return make(paths, run.pairs, run.train.seed, neighbours=neighbours, edit_config=run.edits)
 
@@ -29,8 +32,9 @@ def training_images(data_root: str | Path, split: str = "training") -> list[Path
     return [p for _, p in Disc21(data_root).images(split)]
 
 
-def _sources(t: TrainConfig, data_root, image_paths, who: str) -> list[Path]:
-    """The run's source images: ``image_paths``, else split ``t.split`` of ``data_root``."""
+def source_paths(t: TrainConfig, data_root, image_paths, who: str) -> list[Path]:
+    """The run's source images: ``image_paths``, else split ``t.split`` of ``data_root``;
+    ``ValueError`` naming ``who`` (the caller) when neither is given or fewer than 2 images."""
     if image_paths is None:
         if data_root is None:
             raise ValueError(f"{who}: give data_root (a DISC21-layout folder) or image_paths")
@@ -41,14 +45,16 @@ def _sources(t: TrainConfig, data_root, image_paths, who: str) -> list[Path]:
     return paths
 
 
-def _knn_folder(t: TrainConfig, out: Path) -> Path:
+def knn_folder(t: TrainConfig, out: Path) -> Path:
+    """Where a run keeps its mined kNN tables: ``train.knn_cache`` (shared by runs), else its own folder."""
     return Path(t.knn_cache) if t.knn_cache else out
 
 
-def _mine(t: TrainConfig, paths: list[Path], out: Path, device: str, bf16: bool) -> np.ndarray:
-    """The run's kNN table, mined with ``train.knn_checkpoint`` in the precision the run trains
-    in, or read back from where an earlier run left it."""
-    return cached_neighbours(t.knn_checkpoint, paths, t.knn_k, _knn_folder(t, out), batch_size=t.knn_batch_size,
+def knn_table(t: TrainConfig, paths: list[Path], out: Path, device: str, bf16: bool) -> np.ndarray:
+    """The run's ``[len(paths), train.knn_k]`` int kNN table, mined with ``train.knn_checkpoint``
+    in the precision the run trains in (on ``device``, bf16 autocast if ``bf16``), or read back
+    from where an earlier run left it (:func:`knn_folder`)."""
+    return cached_neighbours(t.knn_checkpoint, paths, t.knn_k, knn_folder(t, out), batch_size=t.knn_batch_size,
                              device=device, workers=t.workers, amp=bf16)
 
 
@@ -67,13 +73,13 @@ def prepare(run: RunConfig, out_path: str | Path, *, data_root: str | Path | Non
     if not (t.knn_checkpoint or t.pair_cache):
         return
     out = Path(out_path)
-    paths = _sources(t, data_root, image_paths, "prepare")
+    paths = source_paths(t, data_root, image_paths, "prepare")
     start = resumable_step(out / CHECKPOINT, run) or 0  # what train(resume="auto") would resume from
     if start >= t.steps:
         return
-    neighbours = _mine(t, paths, out, "cpu", bf16_enabled("cpu", t.amp, t.amp_cpu)) if t.knn_checkpoint else None
+    neighbours = knn_table(t, paths, out, "cpu", bf16_enabled("cpu", t.amp, t.amp_cpu)) if t.knn_checkpoint else None
     if t.pair_cache:
-        dataset = _dataset(run, paths, neighbours)
+        dataset = pair_dataset(run, paths, neighbours)
         build_pair_cache(dataset, schedule_keys(t, len(dataset), start), t.pair_cache, progress=progress)
 
 

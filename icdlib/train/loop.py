@@ -63,6 +63,7 @@ from tqdm import tqdm  # text bars: logged by papermill --log-output, kept by th
 from icdlib.checkpoints import load_backbone_weights, read_checkpoint
 from icdlib.data import collate, worker_errors
 from icdlib.data.cache import CachedPairs, build_pair_cache, cache_folder
+from icdlib.data.loading import worker_init
 from icdlib.models import build_descriptor, build_matcher
 from icdlib.models.precision import bf16_enabled
 
@@ -76,7 +77,7 @@ from icdlib.train.state import (check_same_run, fit_weights, load_weights, resum
 from icdlib.train.schedule import global_batch, lr_schedule, shard
 from icdlib.train.telemetry import UNAVAILABLE_PARAM, GpuUtilisation, device_name
 from icdlib.train.inputs import (  # noqa: F401  (training_images, prepare, schedule_keys: re-exported)
-    CHECKPOINT, _dataset, _knn_folder, _mine, _sources, prepare, schedule_keys, training_images,
+    CHECKPOINT, knn_folder, knn_table, pair_dataset, prepare, schedule_keys, source_paths, training_images,
 )
 
 FINAL = "model.pt"  # final weights, loadable with icdlib.checkpoints.load_model
@@ -162,11 +163,6 @@ def _to_device(batch: dict, device: str) -> dict:
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
-def _worker_init(worker_id: int) -> None:
-    # samples draw from explicit (seed, epoch, index) generators; one thread per worker
-    torch.set_num_threads(1)
-
-
 def _step_seed(seed: int, step: int, rank: int) -> int:
     """Torch seed of one (step, rank): any stochastic layer draws are a pure function of it."""
     return int(np.random.SeedSequence([int(seed), int(step), int(rank)]).generate_state(1)[0])
@@ -213,7 +209,7 @@ def train(
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
     D.barrier()
-    paths = _sources(t, data_root, image_paths, "train")
+    paths = source_paths(t, data_root, image_paths, "train")
 
     torch.manual_seed(t.seed)  # the same initial weights on every process
     model = _build_model(run)
@@ -252,13 +248,13 @@ def train(
     bf16 = bf16_enabled(dist.device, t.amp, t.amp_cpu)  # train.amp on CUDA, train.amp_cpu on a bf16 CPU
     if neighbours is None and t.knn_checkpoint:
         if dist.is_main:  # mines, or loads the table an earlier run (or :func:`prepare`) left
-            neighbours = _mine(t, paths, out, dist.device, bf16)
+            neighbours = knn_table(t, paths, out, dist.device, bf16)
         D.barrier()
         if neighbours is None:  # the other ranks read what rank 0 wrote
-            neighbours = load_table(neighbours_file(t.knn_checkpoint, paths, t.knn_k, _knn_folder(t, out), bf16),
+            neighbours = load_table(neighbours_file(t.knn_checkpoint, paths, t.knn_k, knn_folder(t, out), bf16),
                                     len(paths), t.knn_k)
 
-    dataset = _dataset(run, paths, neighbours)
+    dataset = pair_dataset(run, paths, neighbours)
     if t.pair_cache:  # the pairs of this run, computed once with every core, then read back
         folder = cache_folder(t.pair_cache, dataset)
         if dist.is_main:
@@ -281,7 +277,7 @@ def train(
         num_workers=t.workers,
         collate_fn=collate,
         pin_memory=cuda,
-        worker_init_fn=_worker_init if t.workers > 0 else None,
+        worker_init_fn=worker_init if t.workers > 0 else None,
     )
     live, gpu = None, GpuUtilisation(dist.device)
     if dist.is_main:

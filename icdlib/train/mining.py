@@ -13,6 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
+from icdlib.atomic import atomic_path
 from icdlib.checkpoints import load_model
 from icdlib.eval.retrieval import embed
 from icdlib.locks import file_lock
@@ -25,8 +26,9 @@ def mine_neighbours(checkpoint: str | Path, image_paths: Sequence[str | Path], k
 
     Embeds ``image_paths`` with the descriptor of ``checkpoint`` (at its input size) and
     searches them exactly with faiss ``IndexFlatIP`` (cosine on the L2-normalised
-    descriptors), under bf16 autocast when ``amp`` (:func:`icdlib.eval.retrieval.embed`). The image itself (rank 0 of its own search) is skipped; should a
-    duplicate outrank it, the image's own index is still removed wherever it falls.
+    descriptors), under bf16 autocast when ``amp`` (:func:`icdlib.eval.retrieval.embed`). The
+    image itself (rank 0 of its own search) is skipped; should a duplicate outrank it, the
+    image's own index is still removed wherever it falls.
 
     Returns:
         ``[n, k]`` int64 indices into ``image_paths``, most similar first.
@@ -69,9 +71,8 @@ def cached_neighbours(checkpoint: str | Path, image_paths: Sequence[str | Path],
         if path.is_file():
             return load_table(path, len(image_paths), k)
         table = mine_neighbours(checkpoint, image_paths, k, **kwargs)
-        tmp = path.with_name(path.stem + ".tmp.npy")
-        np.save(tmp, table)
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            np.save(tmp, table)
         return table
 
 

@@ -78,7 +78,8 @@ class DescriptorObjective(nn.Module):
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         q, r = batch["query"], batch["reference"]
         b = q.shape[0]
-        desc, tokens = self.model.forward_with_tokens(torch.cat([q, r]), bn_groups=self.bn_groups)  # (2b, D), (2b, N, C)
+        # (2b, D), (2b, N, C)
+        desc, tokens = self.model.forward_with_tokens(torch.cat([q, r]), bn_groups=self.bn_groups)
         desc = desc.float()
         dq = D.gather(desc[:b])  # (W*b, D), global batch order
         dr = D.gather(desc[b:])

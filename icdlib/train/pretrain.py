@@ -21,9 +21,6 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
-import json
-import math
-import os
 import random
 import sys
 import time
@@ -36,6 +33,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from icdlib.atomic import atomic_path, write_json
 from icdlib.data import load_image
 from icdlib.models import DescriptorConfig
 from icdlib.models.precision import bf16_enabled
@@ -171,9 +169,8 @@ def _no_decay(name: str, p: nn.Parameter) -> bool:
 
 
 def _save_atomic(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def pretrain(cfg: PretrainConfig, model_cfg: DescriptorConfig, paths: Sequence[Path], out: str | Path, *,
@@ -270,28 +267,19 @@ def pretrain(cfg: PretrainConfig, model_cfg: DescriptorConfig, paths: Sequence[P
     seconds += time.perf_counter() - tic
 
     weights = {k: v.detach().contiguous() for k, v in teacher.vit.state_dict().items()}
-    tmp = out.with_name(out.name + ".tmp")
-    # one metadata key: safetensors writes several in hash-map order, which would make the bytes vary
-    save_file(weights, str(tmp), metadata={"icdlib": "timm-vit backbone, DINO teacher of icdlib.train.pretrain"})
-    os.replace(tmp, out)
+    with atomic_path(out) as tmp:  # one metadata key: several would be written in hash-map order, varying the bytes
+        save_file(weights, str(tmp), metadata={"icdlib": "timm-vit backbone, DINO teacher of icdlib.train.pretrain"})
     digest = hashlib.sha256(out.read_bytes()).hexdigest()
     record.update({"steps_done": cfg.steps, "images_seen": cfg.steps * cfg.batch_size, "seconds": round(seconds, 1),
                    "bf16": bf16, "final_loss": rows[-1]["loss"] if rows else None, "sha256": digest,
                    "torch": torch.__version__})
-    _write_text(out.with_suffix(".json"), json.dumps(record, indent=2, sort_keys=True) + "\n")
-    with open(curve_file.with_name(curve_file.name + ".tmp"), "w", newline="") as f:
+    write_json(out.with_suffix(".json"), record, indent=2, sort_keys=True)
+    with atomic_path(curve_file) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["step"])
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(curve_file.with_name(curve_file.name + ".tmp"), curve_file)
     state_file.unlink(missing_ok=True)
     return out
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def sha256_of(path: str | Path) -> str:

@@ -62,12 +62,13 @@ class TrainConfig:
 
     kind: str = "descriptor"  # "descriptor" | "matcher": which model this run trains
     steps: int = 300  # optimiser steps (the default profile's descriptor arms fine-tune a trunk)
-    batch_size: int = 32  # global items per step, all processes and micro-steps together (an item with a kNN look-alike is two pairs)
+    # global items per step, all processes and micro-steps together (an item with a kNN look-alike is two pairs)
+    batch_size: int = 32
     lr: float | None = None  # peak AdamW lr set explicitly; null: the released rule from base_lr (peak_lr)
     base_lr: float | None = None  # the rule's base; null: the release's for the kind (descriptor 6e-4, matcher 1e-3)
     head_lr_scale: float = 1.0  # lr of what the start trunk lacks (projection, fusion token, head) relative to lr
     weight_decay: float = 0.04  # released configs
-    wd_exempt_tokens: bool = True  # position embeddings and class/fusion tokens get no decay (released: timm's no_weight_decay)
+    wd_exempt_tokens: bool = True  # no decay on position embeddings, class/fusion tokens (released: no_weight_decay)
     warmup_steps: int | None = None  # explicit warm-up steps; null: warmup_fraction of the steps (warmup)
     warmup_fraction: float = 0.0333333  # released: one epoch of 30 (1/30)
     warmup_start: float = 0.01  # warm-up starts at 1% of lr, as the released configs
@@ -95,12 +96,14 @@ class TrainConfig:
     knn_k: int = 16  # neighbours kept per image (paper 128 over 1M images; ours ~20k)
     knn_batch_size: int = 128  # images per forward pass while mining
     knn_cache: str | None = None  # folder of mined kNN tables shared by runs; null = the run folder
-    pair_cache: str | None = None  # folder of traced pairs computed once and shared by runs of the same data; null = pairs made on the fly
+    # folder of traced pairs computed once and shared by runs of the same data; null = pairs made on the fly
+    pair_cache: str | None = None
     init: str | None = None  # checkpoint to start from (weights only): fine-tuning
     backbone: str | None = None  # local DINO ViT checkpoint for the trunk; null = random init
     split: str = "training"  # data split the pairs come from
     log_every: int = 1  # steps between DVCLive metric rows
-    snapshots: tuple[int, ...] = (75, 150, 225)  # steps whose weights are also kept, as OUT/model_step<N>.pt (learning curves); those >= steps are ignored
+    # steps whose weights are also kept, as OUT/model_step<N>.pt (learning curves); those >= steps are ignored
+    snapshots: tuple[int, ...] = (75, 150, 225)
 
     def __post_init__(self):
         if self.kind not in ("descriptor", "matcher"):
@@ -255,7 +258,8 @@ def resolve_run(params: dict, arm: str | None = None, sets: Sequence[str] | dict
         if not isinstance(spec, dict):
             raise ValueError(f"{source}:arms.{arm}: expected a mapping of (dotted) keys, got {spec!r}")
         arm_keys = flatten_overrides(spec, f"{source}:arms.{arm}")
-        shadowed = tuple((k, lookup(params, k), v) for k, v in arm_keys if has_key(params, k) and lookup(params, k) != v)
+        shadowed = tuple((k, lookup(params, k), v) for k, v in arm_keys
+                         if has_key(params, k) and lookup(params, k) != v)
         overrides += arm_keys
     else:
         shadowed = ()

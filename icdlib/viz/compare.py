@@ -27,7 +27,7 @@ from plotly.subplots import make_subplots
 from icdlib.data import load_image
 from icdlib.eval.engine import load_checkpoint
 from icdlib.models import Descriptor, Matcher, preprocess
-from icdlib.viz.figures import OVERLAP_COLORSCALE, _image_axes, image_trace, row_heatmap
+from icdlib.viz.figures import OVERLAP_COLORSCALE, image_axes, image_trace, row_heatmap
 
 
 @dataclass
@@ -79,7 +79,7 @@ def affinity_matrix_figure(image_a: Image.Image, image_b: Image.Image, affinity:
     fig.add_trace(go.Heatmap(z=np.clip(affinity, 0, 1), zmin=0.0, zmax=1.0, colorscale="Viridis",
                              colorbar=dict(title="cosine", len=0.8), name="cosine",
                              hovertemplate="A patch %{y}, B patch %{x}: %{z:.3f}<extra></extra>"), row=1, col=3)
-    _image_axes(fig, 2)
+    image_axes(fig, 2)
     fig.update_yaxes(autorange="reversed", title="A patch", row=1, col=3)
     fig.update_xaxes(title="B patch", row=1, col=3)
     fig.update_layout(title=title, showlegend=False, height=380, width=1150)

@@ -72,7 +72,7 @@ def image_trace(image, name: str, x0: float = 0.0) -> go.Image:
                     hovertemplate=f"{name}<br>x=%{{x}} y=%{{y}}<extra></extra>")
 
 
-def _image_axes(fig: go.Figure, ncols: int, nrows: int = 1) -> None:
+def image_axes(fig: go.Figure, ncols: int, nrows: int = 1) -> None:
     """Image-style axes: y down, square pixels, no ticks clutter."""
     for r in range(1, nrows + 1):
         for c in range(1, ncols + 1):
@@ -102,7 +102,7 @@ def images_figure(images: Sequence, titles: Sequence[str]) -> go.Figure:
                         horizontal_spacing=0.03)
     for k, (img, title) in enumerate(zip(images, titles)):
         fig.add_trace(image_trace(img, title), row=1, col=k + 1)
-    _image_axes(fig, len(images))
+    image_axes(fig, len(images))
     return fig
 
 
@@ -318,7 +318,7 @@ def patch_overlap_figure(query, reference, overlap: np.ndarray, patch: int,
         texttemplate="%{text}", textfont=dict(size=9, color="black"),
         hovertemplate="reference patch (%{x:.0f}, %{y:.0f})<br>overlap %{z:.3f}<extra></extra>"),
         row=1, col=2)
-    _image_axes(fig, 2)
+    image_axes(fig, 2)
     fig.update_layout(showlegend=False)
     return fig
 
@@ -381,6 +381,6 @@ def affinity_figure(reference, affinity: np.ndarray, target: np.ndarray, patch: 
             colorscale=OVERLAP_COLORSCALE, showscale=False, hoverongaps=False, name=name,
             texttemplate="%{text}", textfont=dict(size=8, color="black"),
             hovertemplate=f"{name} %{{z:.3f}}<extra></extra>"), row=1, col=col)
-    _image_axes(fig, 2)
+    image_axes(fig, 2)
     fig.update_layout(showlegend=False)
     return fig
