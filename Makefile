@@ -75,6 +75,8 @@ test-browser: setup
 	bash tests/browser/setup_chromium.sh
 	$(BIN)/python -m pytest -m browser tests/browser
 
+# The speed benchmarks (benchmarks/, reports under reports/benchmarks/). The research experiments
+# (experiments/) read a finished pipeline run: each script's docstring gives its command and report.
 bench: setup
 	$(BIN)/python benchmarks/pixtrace.py
 	$(BIN)/python benchmarks/copynce.py

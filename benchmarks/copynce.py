@@ -88,13 +88,13 @@ def time_descriptor(repeats: int) -> dict:
     }
 
 
-def main() -> None:
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--descriptor-repeats", type=int, default=5)
     ap.add_argument("--skip-descriptor", action="store_true")
     ap.add_argument("--out", type=Path, default=OUT)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     result = time_copynce(args.repeats)
     print(f"copynce fwd+bwd: {result['fwd_bwd_ms_per_pair_b64']} ms/pair (64 pairs, 1 thread)")
     if not args.skip_descriptor:

@@ -46,12 +46,12 @@ def synthetic(n_predictions: int, n_queries: int = 50_000, n_refs: int = 1_000_0
     return qid, rid, scores, gq, gr
 
 
-def main() -> None:
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n-predictions", type=int, default=1_000_000)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--out", type=Path, default=OUT)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     data = synthetic(args.n_predictions)
     times = []
     for _ in range(args.repeats):

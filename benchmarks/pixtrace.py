@@ -14,6 +14,10 @@ get their own sampled chain + resize 224. Timed parts:
   (what a data loader pays anyway);
 * ``trace_overlap_ms_per_pair``: building both :class:`Trace` objects from the logged
   steps plus :func:`icdlib.pixtrace.overlap` at patch 16, one pair at a time;
+* ``overlap_only_ms_per_pair`` / ``overlap_only_torch_path_ms_per_pair``: the overlap of
+  prebuilt mappings alone, one pair at a time, by the compiled CPU kernel
+  (:func:`icdlib.pixtrace.overlap_from_mappings`) and by the torch row-segment path on the
+  CPU (:func:`icdlib.pixtrace.torch_counts.overlap_torch`, the path CUDA runs);
 * ``batched_overlap_256_ms``: :func:`icdlib.pixtrace.overlap_batch` over 256 prebuilt
   pairs (transfer + overlap), with ``--batch-threads`` CPU threads (numba threads; set
   ``NUMBA_NUM_THREADS`` at least that high, or leave it unset).
@@ -33,15 +37,12 @@ import json
 import os
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numba
 import torch
 from tqdm import tqdm
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from icdlib.data import render
 from icdlib.edits import apply, sample_chain
@@ -52,7 +53,7 @@ from icdlib.pixtrace import (
     overlap_from_mappings,
     transfer,
 )
-from icdlib.pixtrace.torch_counts import overlap_torch as torch_path_overlap
+from icdlib.pixtrace.torch_counts import overlap_torch
 
 OFFICIAL_DENSE_MS_PER_PAIR = 12.6  # official dense-table PixTrace, same work, this CPU class
 SIZE, SOURCE, PATCH = 224, 256, 16
@@ -102,9 +103,9 @@ def bench_pairs(pairs, repeats: int) -> dict:
         for m in maps:
             overlap_from_mappings([m], PATCH)
 
-    def overlap_torch():
+    def torch_path():
         for m in maps:
-            torch_path_overlap([m], PATCH, cpu)
+            overlap_torch([m], PATCH, cpu)
 
     n = len(pairs)
     masked = sum(bool(m.masks) for m in maps)
@@ -112,7 +113,7 @@ def bench_pairs(pairs, repeats: int) -> dict:
         "edit_ms_per_pair": _median_ms(edits, repeats, n),
         "trace_overlap_ms_per_pair": _median_ms(traces_and_overlap, repeats, n),
         "overlap_only_ms_per_pair": _median_ms(overlap_only, repeats, n),
-        "overlap_only_torch_path_ms_per_pair": _median_ms(overlap_torch, repeats, n),
+        "overlap_only_torch_path_ms_per_pair": _median_ms(torch_path, repeats, n),
         "pairs": n,
         "pairs_with_masks": masked,
         "traces": edited,

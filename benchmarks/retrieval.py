@@ -118,13 +118,13 @@ def bench_embed(n_images: int, seed: int = 0, rounds: int = 2) -> dict:
     }
 
 
-def main() -> None:
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--images", type=int, default=256)
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--references", type=int, default=100_000)
     ap.add_argument("--out", type=Path, default=OUT)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     torch.set_num_threads(THREADS)
     faiss.omp_set_num_threads(THREADS)
     result = {

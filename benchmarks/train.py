@@ -1,6 +1,7 @@
 """Training throughput of the descriptor arms, in pairs/s: compute alone and end to end.
 
-    python benchmarks/train.py [--out reports/benchmarks/train.json] [--steps 8]
+    python benchmarks/train.py [--out reports/benchmarks/train.json] [--steps 8] [--e2e-steps 30]
+                               [--batch 64] [--sources 512]
 
 Keys ``cpu_end_to_end_pairs_per_s`` (the default CopyNCE arm of params.yaml, trained by
 :func:`icdlib.train.train` with its real loader: kNN look-alike pairs, the profile's
@@ -29,6 +30,7 @@ import argparse
 import json
 import os
 import platform
+import queue
 import statistics
 import sys
 import time
@@ -36,14 +38,12 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from icdlib.data import PROCEDURAL_KINDS, TracedPairs, collate, render
+from icdlib.models.precision import cpu_has_bf16
+from icdlib.params import load_params
+from icdlib.train import loop as T
 
-from icdlib.params import load_params  # noqa: E402
-from icdlib.models.precision import cpu_has_bf16  # noqa: E402
-from icdlib.train import loop as T  # noqa: E402
-from icdlib.data import TracedPairs, collate  # noqa: E402
-from icdlib.data import PROCEDURAL_KINDS, render  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 ARMS = ("infonce", "copynce")
 ARM_DEFS = {"arms": load_params(ROOT / "params.yaml")["arms"]}  # the arms' only definition
@@ -100,14 +100,14 @@ def time_steps(run: T.RunConfig, batch: dict, device: str, steps: int, warmup: i
     return [stepper.step(batch) for _ in range(warmup + steps)][warmup:]
 
 
-def cpu_section(steps: int, tmp: Path, params: dict, rounds: int = 3) -> dict:
-    """Both arms in fp32 and in bf16 autocast, interleaved in ``rounds`` so that load from other
-    processes hits all four alike."""
+def cpu_section(steps: int, tmp: Path, params: dict, rounds: int = 3, pairs: int = 64) -> dict:
+    """Both arms in fp32 and in bf16 autocast on a fixed batch of ``pairs`` pairs, interleaved
+    in ``rounds`` so that load from other processes hits all four alike."""
     torch.set_num_threads(2)
-    out = {"threads": 2, "batch_pairs": 64, "preset": "vit_tiny_cpu", "img_size": 112,
+    out = {"threads": 2, "batch_pairs": pairs, "preset": "vit_tiny_cpu", "img_size": 112,
            "cpu_bf16_units": cpu_has_bf16(), "loadavg_1min_before": os.getloadavg()[0]}
-    runs = {arm: T.resolve_run(params, arm, {"train.batch_size": 64}) for arm in ARMS}
-    batch = batch_of(pair_pool(runs["copynce"], 64, tmp / "cpu"), 64, "cpu")
+    runs = {arm: T.resolve_run(params, arm, {"train.batch_size": pairs}) for arm in ARMS}
+    batch = batch_of(pair_pool(runs["copynce"], pairs, tmp / "cpu"), pairs, "cpu")
     steppers = {(arm, amp): Stepper(run, "cpu", cpu_bf16=amp == "bf16")
                 for arm, run in runs.items() for amp in ("fp32", "bf16")}
     times: dict[tuple[str, str], list[float]] = {k: [] for k in steppers}
@@ -119,9 +119,9 @@ def cpu_section(steps: int, tmp: Path, params: dict, rounds: int = 3) -> dict:
     for (arm, amp), t in times.items():
         med, best = statistics.median(t), min(t)
         key = arm if amp == "fp32" else f"{arm}_bf16"
-        out[key] = {"step_s_median": med, "step_s_min": best, "pairs_per_s": 64 / med,
-                    "pairs_per_s_best": 64 / best, "steps_timed": len(t), "autocast": amp}
-        print(f"cpu {arm} {amp}: {64 / med:.1f} pairs/s median, {64 / best:.1f} best", flush=True)
+        out[key] = {"step_s_median": med, "step_s_min": best, "pairs_per_s": pairs / med,
+                    "pairs_per_s_best": pairs / best, "steps_timed": len(t), "autocast": amp}
+        print(f"cpu {arm} {amp}: {pairs / med:.1f} pairs/s median, {pairs / best:.1f} best", flush=True)
     out["loadavg_1min_after"] = os.getloadavg()[0]
     return out
 
@@ -155,15 +155,16 @@ def cuda_section(steps: int, tmp: Path, max_batch: int) -> dict:
     return out
 
 
-def end_to_end_section(steps: int, tmp: Path, params: dict) -> dict:
+def end_to_end_section(steps: int, tmp: Path, params: dict, n_sources: int = 512,
+                       sets: dict | None = None) -> dict:
     """``icdlib.train.train`` of the default CopyNCE arm as the pipeline runs it (kNN look-alike
     pairs, so 2 pairs per item; the profile's autocast), timed step by step after warm-up: pairs
     made on the fly by the loader workers, and read from a pair cache built first (its build
-    time reported apart: it is paid once per seed and shared by every arm of that seed)."""
+    time reported apart: it is paid once per seed and shared by every arm of that seed).
+    ``n_sources`` procedural sources; ``sets``: more ``--set`` keys of the arm (none by default)."""
     import numpy as np
 
     torch.set_num_threads(2)
-    n_sources = 512
     folder = tmp / "sources"
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -176,7 +177,8 @@ def end_to_end_section(steps: int, tmp: Path, params: dict) -> dict:
     neighbours = np.stack([rng.permutation(n_sources)[:17] for _ in range(n_sources)])
     out = {"sources": n_sources, "steps_timed": steps, "loadavg_1min_before": os.getloadavg()[0]}
     warm = 3
-    base = {"train.steps": steps + warm, "train.checkpoint_every": 10**6, "train.warmup_steps": 1, "train.snapshots": []}
+    base = {"train.steps": steps + warm, "train.checkpoint_every": 10**6, "train.warmup_steps": 1, "train.snapshots": [],
+            **(sets or {})}
     for name, extra in (("live_loader", {}), ("pair_cache", {"train.pair_cache": str(tmp / "pairs")})):
         run = T.resolve_run(params, "copynce", {**base, **extra})
         if extra:
@@ -206,10 +208,9 @@ def end_to_end_section(steps: int, tmp: Path, params: dict) -> dict:
     return out
 
 
-def _side_by_side_run(run, folder: str, paths, neighbours, warm: int, start_at: float, results) -> None:
+def _side_by_side_run(run, folder: str, paths, neighbours, warm: int, start, results) -> None:
     torch.set_num_threads(1)
-    while time.time() < start_at:  # both runs start their steps together
-        time.sleep(0.01)
+    start.wait(timeout=600)  # both runs start their steps together, past both processes' imports
     stamps: list[float] = []
     T.train(run, folder, image_paths=paths, progress=False, resume=False, neighbours=neighbours,
             callback=lambda done, m: stamps.append(time.perf_counter()))
@@ -222,13 +223,21 @@ def side_by_side(run, tmp: Path, paths, neighbours, steps: int, warm: int, n: in
     import multiprocessing
 
     ctx = multiprocessing.get_context("spawn")
-    results = ctx.Queue()
-    start_at = time.time() + 20.0  # past both processes' imports
+    results, start = ctx.Queue(), ctx.Barrier(n)
     procs = [ctx.Process(target=_side_by_side_run, args=(run, str(tmp / f"side_{i}"), paths, neighbours, warm,
-                                                          start_at, results)) for i in range(n)]
+                                                          start, results)) for i in range(n)]
     for p in procs:
         p.start()
-    spans = [results.get(timeout=3600) for _ in procs]
+    spans = []
+    while len(spans) < n:  # a run that dies (or cannot start) fails the benchmark instead of hanging it
+        try:
+            spans.append(results.get(timeout=5))
+        except queue.Empty:
+            dead = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
+            if dead:
+                for p in procs:
+                    p.kill()
+                raise RuntimeError(f"side by side: a training run exited with code {dead[0]}") from None
     for p in procs:
         p.join()
     per_step = 2 * run.train.batch_size
@@ -243,18 +252,23 @@ def main(argv=None) -> int:
     p.add_argument("--max-batch", type=int, default=4096, help="CUDA: largest batch tried")
     p.add_argument("--skip-cpu", action="store_true", help="only the CUDA measurement")
     p.add_argument("--e2e-steps", type=int, default=30, help="end to end: timed training steps per loader")
+    p.add_argument("--batch", type=int, default=None,
+                   help="pairs per compute-only CPU step (default 64) and items per end-to-end step (default: the arm's)")
+    p.add_argument("--sources", type=int, default=512, help="end to end: procedural source images")
     args = p.parse_args(argv)
+    if min(args.steps, args.e2e_steps, args.batch or 1) < 1 or args.sources < 18:
+        p.error("--steps, --e2e-steps and --batch must be >= 1, --sources >= 18 (17 look-alikes each)")
     import tempfile
 
-
     params = load_params(ROOT / "params.yaml")
+    e2e_sets = {"train.batch_size": args.batch} if args.batch else {}
 
     result = {"benchmark": "train", "torch": torch.__version__, "python": platform.python_version(),
               "what": "cpu/cuda: optimiser steps on a fixed batch of real traced pairs (no loading); cpu_end_to_end: train() with its loader"}
     with tempfile.TemporaryDirectory() as tmp:
         if not args.skip_cpu:
-            result["cpu"] = cpu_section(args.steps, Path(tmp), params)
-            result["cpu_end_to_end"] = end_to_end_section(args.e2e_steps, Path(tmp), params)
+            result["cpu"] = cpu_section(args.steps, Path(tmp), params, pairs=args.batch or 64)
+            result["cpu_end_to_end"] = end_to_end_section(args.e2e_steps, Path(tmp), params, args.sources, e2e_sets)
             # the pipeline's arms read the shared pair cache unless paths.pair_cache is null
             chosen = "pair_cache" if (params.get("paths") or {}).get("pair_cache") else "live_loader"
             amp = "copynce_bf16" if T.resolve_run(params, "copynce").train.amp_cpu and cpu_has_bf16() else "copynce"

@@ -74,11 +74,31 @@ def source_file(module: str) -> str:
     return str(MODULES[module].relative_to(ROOT))
 
 
-def benchmark(name: str):
-    """``benchmarks/<name>.py`` loaded as a module (the benchmarks are scripts, not a package)."""
+def script(folder: str, name: str):
+    """``<folder>/<name>.py`` loaded as a module named ``<folder>_<name>`` (the benchmarks and
+    experiments are scripts, not packages; registered in ``sys.modules`` so that their
+    dataclasses resolve their annotations)."""
     import importlib.util
+    import sys
 
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "benchmarks" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    module = f"{folder}_{name}"
+    if module not in sys.modules:
+        spec = importlib.util.spec_from_file_location(module, ROOT / folder / f"{name}.py")
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[module] = mod
+        try:
+            spec.loader.exec_module(mod)
+        except BaseException:
+            del sys.modules[module]
+            raise
+    return sys.modules[module]
+
+
+def benchmark(name: str):
+    """``benchmarks/<name>.py`` (a speed benchmark) loaded as a module."""
+    return script("benchmarks", name)
+
+
+def experiment(name: str):
+    """``experiments/<name>.py`` (a research experiment) loaded as a module."""
+    return script("experiments", name)

@@ -1,4 +1,4 @@
-"""The gpu_smoke profile, the training loop's loader and GPU telemetry, and benchmarks/gpu_smoke.py.
+"""The gpu_smoke profile, the training loop's loader and GPU telemetry, and experiments/gpu_smoke.py.
 
 The profile itself needs a GPU; here it is checked as a params file, then run at the tiny
 profile's sizes on the CPU through the pipeline's own training entry point and summarised.
@@ -22,14 +22,14 @@ from icdlib.train import loop as T
 from icdlib.train.telemetry import UNAVAILABLE_PARAM, GpuUtilisation, device_name
 from test_train import tiny_run
 
-from _imports import benchmark
+from _imports import experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 # the tiny profile's sections that size a run (data, models, steps, loaders); the rest stays gpu_smoke's
 SHRINK = ("data", "pairs", "descriptor", "matcher", "train", "arms", "eval")
 
 
-GS = benchmark("gpu_smoke")
+GS = experiment("gpu_smoke")
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Matcher sanity (benchmarks/matcher_diagnosis.py): it can fit fixed pairs, its logit comes
+"""Matcher sanity (what experiments/matcher_diagnosis.py diagnoses): it can fit fixed pairs, its logit comes
 from the fusion class token and is symmetric, and evaluation feeds it the same tensors as
 training does."""
 

@@ -1,33 +1,23 @@
-"""benchmarks/matcher_levers.py: its candidate-pair AUC against a brute-force count, and its variants."""
+"""The lever experiments' variants (experiments/matcher_levers.py, descriptor_levers.py, matcher_lce.py)
+and their shared helpers in icdlib.pipeline.levers (variant names, the run's commit)."""
 
 from __future__ import annotations
 
 import dataclasses
+import subprocess
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
-from _imports import benchmark
+from _imports import experiment
+from icdlib.pipeline.levers import chosen_variants, run_commit
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _module():
-    return benchmark("matcher_levers")
-
-
-def test_candidate_auc_is_the_share_of_true_false_pairs_ranked_right():
-    rng = np.random.default_rng(0)
-    n = 60
-    scored = pd.DataFrame({"query_id": [f"Q{i}" for i in range(n)], "reference_id": [f"R{i % 7}" for i in range(n)],
-                           "score": rng.integers(0, 5, n).astype(float)})  # many ties
-    truth = {(f"Q{i}", f"R{i % 7}") for i in range(0, n, 3)}
-    y = np.array([(q, r) in truth for q, r in zip(scored.query_id, scored.reference_id)])
-    s = scored.score.to_numpy()
-    wins = sum((a > b) + 0.5 * (a == b) for a in s[y] for b in s[~y])  # every (true, false) pair
-    assert abs(_module().candidate_auc(scored, truth) - wins / (y.sum() * (~y).sum())) < 1e-12
+    return experiment("matcher_levers")
 
 
 def test_every_variant_sets_known_keys():
@@ -46,14 +36,14 @@ def test_every_variant_sets_known_keys():
 def test_every_descriptor_lever_sets_known_keys():
     from icdlib.params import has_key, load_params
 
-    mod = benchmark("descriptor_levers")
+    mod = experiment("descriptor_levers")
     params = load_params(ROOT / "params.yaml")
     for name, keys in mod.VARIANTS.items():
         assert (keys or name == "recipe") and all(has_key(params, k) for k in keys), name
 
 
-def test_lce_benchmark_subset_keeps_the_first_queries_and_their_ground_truth():
-    mod = benchmark("matcher_lce")
+def test_lce_experiment_subset_keeps_the_first_queries_and_their_ground_truth():
+    mod = experiment("matcher_lce")
     cands = pd.DataFrame({"query_id": ["Q2", "Q0", "Q1", "Q0", "Q3"], "reference_id": ["R1", "R2", "R3", "R4", "R5"],
                           "score": [0.1, 0.2, 0.3, 0.4, 0.5]})
     gt_q, gt_r = ["Q3", "Q0", "Q2", "Q1"], ["R5", None, "R1", "R9"]
@@ -64,7 +54,25 @@ def test_lce_benchmark_subset_keeps_the_first_queries_and_their_ground_truth():
 
 
 def test_unknown_variants_are_named():
-    mod = _module()
-    assert mod.chosen("recipe,pos30", mod.VARIANTS, "x") == ["recipe", "pos30"]
-    with pytest.raises(SystemExit, match=r"x: unknown variant\(s\) \['pos99'\]"):
-        mod.chosen("recipe,pos99", mod.VARIANTS, "x")
+    known = _module().VARIANTS
+    assert chosen_variants("recipe,pos30", known, "x") == ["recipe", "pos30"]
+    assert chosen_variants(" recipe, ,pos30,", known, "x") == ["recipe", "pos30"]  # blanks skipped
+    with pytest.raises(ValueError, match=r"x: unknown variant\(s\) \['pos99'\]; known: \['recipe'"):
+        chosen_variants("recipe,pos99", known, "x")
+    with pytest.raises(ValueError, match="x: no variant named in ','"):
+        chosen_variants(",", known, "x")
+
+
+@pytest.mark.parametrize("name", ["matcher_levers", "descriptor_levers", "matcher_lce"])
+def test_each_lever_experiment_exits_2_naming_an_unknown_variant_before_reading_the_run(name, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        experiment(name).main(["--run", str(tmp_path / "no-run"), "--variants", "nope"])
+    assert exit_.value.code == 2
+    assert f"{name}: unknown variant(s) ['nope']" in capsys.readouterr().err
+
+
+def test_run_commit_is_the_checkout_s_short_commit_or_unknown_outside_git(tmp_path):
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short=7", "HEAD"], capture_output=True, text=True,
+                          check=True)
+    assert run_commit(ROOT) == head.stdout.strip() and len(run_commit(ROOT)) == 7
+    assert run_commit(tmp_path) == "unknown"

@@ -227,6 +227,18 @@ def test_snapshots_keep_loadable_weights_of_their_steps_and_a_fresh_run_clears_t
     assert not list(out.glob("model_step*.pt"))  # a fresh run leaves no stale snapshot
 
 
+def test_kept_snapshots_reads_back_snapshot_path_names_by_step_and_nothing_else(tmp_path):
+    from icdlib.train.state import kept_snapshots, snapshot_path
+
+    for step in (150, 75, 225):
+        snapshot_path(tmp_path, step).write_bytes(b"w")
+    for other in ("model.pt", "model_step.pt", "model_step_x.pt", "model_step075.pt", "model_step3.safetensors"):
+        (tmp_path / other).write_bytes(b"w")
+    kept = kept_snapshots(tmp_path)
+    assert list(kept) == [75, 150, 225] and kept == {s: snapshot_path(tmp_path, s) for s in (75, 150, 225)}
+    assert kept_snapshots(tmp_path / "missing") == {}
+
+
 @pytest.mark.parametrize("arm", ["copynce", "matcher_copynce"])
 def test_killed_run_resumes_to_the_same_final_weights(arm, images, tmp_path):
     run = tiny_run(arm)  # 6 steps, checkpoint every 3

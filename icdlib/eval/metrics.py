@@ -290,6 +290,37 @@ def pr_curve(predictions: Iterable[PredictedMatch], ground_truth: Iterable[Groun
     return _evaluate_records(predictions, ground_truth)[1]
 
 
+def exact_auc(labels: Sequence, scores: Sequence[float]) -> float:
+    """ROC AUC of ``scores`` (higher = positive) for boolean ``labels``, ties counted exactly.
+
+    The share of (positive, negative) pairs whose positive scores higher, a tie counting
+    one half: the Mann-Whitney U over ``n_pos * n_neg``, from mid-ranks (tied scores share
+    the mean of their ranks), in float64. ``ValueError`` on unequal lengths, a non-finite
+    score, or labels of one class only. Unlike uAP, ties here are not pessimistic.
+    """
+    y = np.asarray(labels).astype(bool).ravel()
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    if len(y) != len(s):
+        raise ValueError(f"exact_auc: {len(y)} labels but {len(s)} scores")
+    if not np.isfinite(s).all():
+        raise ValueError(f"exact_auc: score at {int(np.flatnonzero(~np.isfinite(s))[0])} is not finite")
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError(f"exact_auc: needs both classes, got {n_pos} positives and {n_neg} negatives")
+    _, inverse, counts = np.unique(s, return_inverse=True, return_counts=True)
+    mid_rank = np.cumsum(counts) - (counts - 1) / 2.0  # 1-based mean rank of each distinct score
+    rank_sum = float(mid_rank[inverse.ravel()][y].sum())
+    return (rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
+
+
+def candidate_auc(scored: pd.DataFrame, truth: set[tuple[str, str]]) -> float:
+    """:func:`exact_auc` of a scored candidate list (``query_id, reference_id, score``):
+    the ground-truth pairs ``truth`` (``(query_id, reference_id)`` str tuples) against
+    every other candidate, pooled over queries (the re-ranking task itself)."""
+    labels = [(q, r) in truth for q, r in zip(scored["query_id"], scored["reference_id"])]
+    return exact_auc(labels, scored["score"].to_numpy())
+
+
 # --------------------------------------------------------------------------- CSV I/O
 
 

@@ -38,7 +38,7 @@ Outputs (``OUT`` = the run folder)
   well the loader feeds the model: ``data_wait_s`` (seconds blocked in the loader) and
   ``loader_share`` (that wait over the step's wall time) and, on CUDA, ``gpu_util`` (percent,
   :mod:`icdlib.train.telemetry`; where it cannot be read, the param ``gpu_util_unavailable``
-  says why); ``python benchmarks/gpu_smoke.py`` summarises them. DVCLive writes no
+  says why); ``python experiments/gpu_smoke.py`` summarises them. DVCLive writes no
   ``dvc.yaml`` of its own (``dvcyaml=None``): the pipeline stage declares those two paths
   as its metrics and plots, so ``dvc exp show`` and ``dvc plots`` find them.
 

@@ -46,6 +46,17 @@ def snapshot_path(out: Path, step: int) -> Path:
     return Path(out) / f"model_step{int(step)}.pt"
 
 
+def kept_snapshots(out: Path) -> dict[int, Path]:
+    """The snapshots a run folder holds (:func:`snapshot_path` names), by step, ascending;
+    other files (``model_step_x.pt``, ``model.pt``) are left out."""
+    found = {}
+    for f in Path(out).glob("model_step*.pt"):
+        step = f.stem[len("model_step"):]
+        if step.isdigit() and snapshot_path(out, int(step)).name == f.name:
+            found[int(step)] = f
+    return dict(sorted(found.items()))
+
+
 def save_snapshot(out: Path, run: RunConfig, model: nn.Module, step: int) -> Path:
     """The model's weights after ``step`` steps, loadable as a final checkpoint (no optimiser state)."""
     return save_checkpoint(snapshot_path(out, step), model, _run_meta(run, step))

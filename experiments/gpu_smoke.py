@@ -1,7 +1,7 @@
 """Summary of a ``gpu_smoke`` pipeline run: throughput, loader share and GPU use of every training run.
 
     python -m icdlib.profile gpu_smoke && dvc repro     # the whole pipeline on one GPU (profiles/gpu_smoke.yaml)
-    python benchmarks/gpu_smoke.py [--params params.yaml] [--skip 10] [--out reports/benchmarks/gpu_smoke.json]
+    python experiments/gpu_smoke.py [--params params.yaml] [--skip 10] [--out reports/benchmarks/gpu_smoke.json]
 
 It reads the DVCLive logs that :func:`icdlib.train.train` writes in each run folder the pipeline
 makes under ``paths.runs`` (``trunk``, ``<arm>_s<seed>``, ``matcher_bce``, ``matcher_copynce``,
@@ -10,7 +10,8 @@ twin, ``gpu_smoke.md``. Per run: steps and batch size, pairs/s (median, p10, p90
 share of step time (mean, p90: the time blocked waiting for a batch over the step's wall time)
 and the mean GPU utilisation (null, with the run's own reason, where none was logged: a CPU
 run, or no NVML). The first ``--skip`` steps are left out of every statistic: they pay for
-CUDA's kernel selection and the loader workers' start, not for training.
+CUDA's kernel selection and the loader workers' start, not for training. It times nothing
+itself (it reads a finished run), so ``make bench`` does not run it.
 
 A run folder that another profile left behind under a name these params also use would be
 summarised as if it were this profile's: a run whose logged ``train.steps`` or
@@ -31,14 +32,13 @@ import pandas as pd
 import torch
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from icdlib.pipeline.stage import Stage, write_json, write_text
+from icdlib.pipeline.training import MAIN_CHECKPOINTS, arm_seeds, run_names
+from icdlib.train import resolve_run
+from icdlib.train.loop import LIVE_DIR
+from icdlib.train.telemetry import UNAVAILABLE_PARAM, live_series
 
-from icdlib.pipeline.stage import Stage, write_json, write_text  # noqa: E402
-from icdlib.pipeline.training import MAIN_CHECKPOINTS, arm_seeds, run_names  # noqa: E402
-from icdlib.train import resolve_run  # noqa: E402
-from icdlib.train.loop import LIVE_DIR  # noqa: E402
-from icdlib.train.telemetry import UNAVAILABLE_PARAM, live_series  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 SKIP = 10  # warm-up steps left out: a few percent of a few-hundred-step arm
 

@@ -1,7 +1,12 @@
 """LCE beyond each query's top candidate: cost and uAP of the full and light view sets -> reports/matcher/lce.csv
 
-    python benchmarks/matcher_lce.py --run RUN [--arm matcher_copynce] [--queries 300]
-                                     [--variants plain,top1_full,top1_light,all_light,all_full]
+    python experiments/matcher_lce.py --run RUN [--arm matcher_copynce] [--queries 300]
+                                      [--variants plain,top1_full,top1_light,all_light,all_full]
+                                      [--out reports/matcher/lce.csv]
+
+Writes ``reports/matcher/lce.csv`` (columns ``variant, views, passes_per_pair, lce_pairs, pairs,
+queries, uAP, candidate_auc, seconds, projected_min_whole_split, arm, seed, profile, split``),
+one row per variant.
 
 ``RUN`` is a finished default-profile pipeline folder (a clone after ``make repro``). The
 arm's final matcher rescores the CopyNCE descriptor's top-k candidates (the file
@@ -29,16 +34,14 @@ from pathlib import Path
 
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
+from icdlib.eval.engine import load_checkpoint
+from icdlib.eval.metrics import candidate_auc, evaluate_arrays
+from icdlib.eval.views import lce_passes
+from icdlib.pipeline.evaluation import Evaluator
+from icdlib.pipeline.levers import chosen_variants
+from icdlib.pipeline.training import checkpoint_name
 
-from icdlib.eval.engine import load_checkpoint  # noqa: E402
-from icdlib.eval.metrics import evaluate_arrays  # noqa: E402
-from icdlib.eval.views import lce_passes  # noqa: E402
-from icdlib.pipeline.evaluation import Evaluator  # noqa: E402
-from icdlib.pipeline.training import checkpoint_name  # noqa: E402
-from matcher_levers import candidate_auc, chosen  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 VARIANTS = {  # name -> (LCE candidates per query: 0 none, -1 all; view set)
     "plain": (0, "full"),
@@ -66,7 +69,10 @@ def main(argv=None) -> int:
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--out", type=Path, default=OUT)
     a = ap.parse_args(argv)
-    names = chosen(a.variants, VARIANTS, "matcher_lce")
+    try:
+        names = chosen_variants(a.variants, VARIANTS, "matcher_lce")
+    except ValueError as e:
+        ap.error(str(e))
     ev = Evaluator(a.run / "params.yaml", predictions="lce", normalise=False)
     st, bench = ev.st, ev.bench
     results = json.loads(st.path("reports", "eval", "results.json").read_text())

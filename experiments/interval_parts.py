@@ -1,6 +1,10 @@
 """Where the orderings' interval width comes from: seeds alone, queries alone, both -> reports/tables/interval_parts.csv
 
-    python benchmarks/interval_parts.py --run RUN [--boot 1000]
+    python experiments/interval_parts.py --run RUN [--boot 1000] [--out reports/tables/interval_parts.csv]
+
+Writes ``reports/tables/interval_parts.csv`` (columns ``claim, seeds, seed_gaps, gap,
+seeds_only_low, seeds_only_high, queries_only_low, queries_only_high, both_low, both_high,
+profile, n_queries``), one row per claim.
 
 ``RUN`` is a finished pipeline folder (a clone after ``make repro``). For every claim of
 ``reports/tables/orderings.csv`` whose sides were produced, three 95 % percentile intervals of
@@ -20,13 +24,12 @@ from pathlib import Path
 
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from icdlib.eval.intervals import paired_interval, rank_predictions
+from icdlib.eval.metrics import read_ground_truth, read_predictions
+from icdlib.pipeline.orderings import CLAIMS, HASHES, prediction_sets
+from icdlib.pipeline.stage import Stage
 
-from icdlib.eval.intervals import paired_interval, rank_predictions  # noqa: E402
-from icdlib.eval.metrics import read_ground_truth, read_predictions  # noqa: E402
-from icdlib.pipeline.orderings import CLAIMS, HASHES, prediction_sets  # noqa: E402
-from icdlib.pipeline.stage import Stage  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 OUT = ROOT / "reports" / "tables" / "interval_parts.csv"
 

@@ -1,7 +1,12 @@
 """Descriptor levers: InfoNCE and CopyNCE trained with a few keys changed, side by side -> reports/ablation/levers.csv
 
-    python benchmarks/descriptor_levers.py --run RUN [--arms infonce,copynce] [--seed 0]
-                                           [--variants lr2e-4,lr1e-4] [--snapshots 75,150,225]
+    python experiments/descriptor_levers.py --run RUN [--arms infonce,copynce] [--seed 0]
+                                            [--variants lr2e-4,lr1e-4] [--snapshots 75,150,225]
+                                            [--splits dev_queries,...] [--out reports/ablation/levers.csv]
+
+Writes ``reports/ablation/levers.csv`` (columns ``variant, arm, seed, step, split, pairs, uAP,
+keys, profile, commit, queries``); rows of other variants, seeds and runs already in the file
+stay, each call adds or replaces its own.
 
 ``RUN`` is a finished default-profile pipeline folder (a clone after ``make repro``, or one
 whose ``dvc repro evaluate`` has run): its ``params.yaml``, ``data/``, ``models/trunk.pt``
@@ -10,7 +15,8 @@ seed, kNN look-alikes and pair store, :func:`icdlib.pipeline.training.stage_run`
 variant's keys on top, and scores each kept budget as the learning curve does (plain top-k
 uAP on the eval split, or on each of ``--splits``, no score normalisation). The rows give both arms' uAP per budget and
 the CopyNCE - InfoNCE gap: does a lever separate the arms sooner or further than the recipe
-(the run's own ``reports/ablation/curve.csv``)? Runs go under ``RUN/runs/levers/``.
+(the run's own ``reports/ablation/curve.csv``)? Runs go under ``RUN/runs/levers/``
+(:func:`icdlib.pipeline.levers.train_variant`).
 """
 
 from __future__ import annotations
@@ -21,15 +27,12 @@ from pathlib import Path
 
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
+from icdlib.eval.engine import Benchmark, load_checkpoint
+from icdlib.pipeline.evaluation import Evaluator
+from icdlib.pipeline.levers import chosen_variants, run_commit, train_variant
+from icdlib.pipeline.training import seed_checkpoint, stage_run
 
-from icdlib.eval.engine import Benchmark, load_checkpoint  # noqa: E402
-from icdlib.pipeline.evaluation import Evaluator  # noqa: E402
-from icdlib.pipeline.training import seed_checkpoint, stage_run  # noqa: E402
-from icdlib.train import prepare, train  # noqa: E402
-from matcher_levers import chosen, run_commit  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 VARIANTS = {  # name -> --set keys on top of each arm
     "recipe": {},  # the pipeline's own runs of the arm (its checkpoints in RUN/models; nothing is trained)
@@ -52,7 +55,10 @@ def main(argv=None) -> int:
                          "a split the tables do not use tells whether a lever's effect is the eval split's own")
     ap.add_argument("--out", type=Path, default=OUT)
     a = ap.parse_args(argv)
-    names = chosen(a.variants, VARIANTS, "descriptor_levers")
+    try:
+        names = chosen_variants(a.variants, VARIANTS, "descriptor_levers")
+    except ValueError as e:
+        ap.error(str(e))
     ev = Evaluator(a.run / "params.yaml", predictions="levers", normalise=False)
     st = ev.st
     splits = a.splits.split(",") if a.splits else [st.dataset.eval_split]
@@ -65,16 +71,14 @@ def main(argv=None) -> int:
         for arm in a.arms.split(","):
             run, _ = stage_run(st, arm, a.seed, None, {"train.snapshots": snaps, **VARIANTS[name]})
             if VARIANTS[name]:
-                out = st.path("runs", "levers", f"{name}_{arm}_s{a.seed}")
-                prepare(run, out, data_root=st.path("data"))
-                final = train(run, out, data_root=st.path("data"), resume="auto")
-                points = {**{int(p.stem.split("step")[1]): p for p in out.glob("model_step*.pt")}, run.train.steps: final}
+                points = train_variant(st, run, f"{name}_{arm}_s{a.seed}")
             else:
                 points = {run.train.steps: seed_checkpoint(st, arm, a.seed)}
             for step, ckpt in sorted(points.items()):
                 model, meta = load_checkpoint(ckpt, "descriptor")
                 for split, bench in benches.items():
-                    metrics, _ = bench.score(bench.descriptor(model, int(meta["config"]["img_size"]), f"{name}_{arm}")["plain"])
+                    scored = bench.descriptor(model, int(meta["config"]["img_size"]), f"{name}_{arm}")["plain"]
+                    metrics, _ = bench.score(scored)
                     rows.append({"variant": name, "arm": arm, "seed": a.seed, "step": step, "split": split,
                                  "pairs": step * run.train.batch_size * (2 if run.train.knn_checkpoint else 1),
                                  "uAP": float(metrics.uAP), "keys": str(VARIANTS[name]), "profile": st.profile,

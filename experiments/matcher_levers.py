@@ -1,7 +1,11 @@
 """Matcher levers, each a real training run of the matcher arm with a few keys changed -> reports/matcher/levers.csv
 
-    python benchmarks/matcher_levers.py --run RUN [--arm matcher_bce] [--steps 300] [--snapshots 75,150,225]
-                                        [--variants recipe,knn50,...]
+    python experiments/matcher_levers.py --run RUN [--arm matcher_bce] [--steps 300] [--snapshots 75,150,225]
+                                         [--variants recipe,knn50,...] [--out reports/matcher/levers.csv]
+
+Writes ``reports/matcher/levers.csv`` (columns ``variant, keys, step, pairs, uAP,
+candidate_auc, arm, seed, profile, commit, queries``); rows of other arms, variants and runs
+already in the file stay, each call adds or replaces its own.
 
 ``RUN`` is a finished default-profile pipeline folder (a clone after ``make repro``, or one whose
 ``dvc repro evaluate`` has run; rows name its commit and number of evaluated queries): its
@@ -10,34 +14,31 @@ candidates (``reports/eval/results.json`` names the file). Each variant trains `
 exactly as stage ``train_matcher`` does (:func:`icdlib.train.train`, same start, seed, schedule
 and pair store), with the variant's ``--set`` keys on top, keeping ``--snapshots``; then every
 kept budget is scored as the evaluate stage scores the matcher rows (plain matcher scores of the
-descriptor's top-k candidates, uAP on the eval split) and by the candidate-pair AUC (ground-truth
-pairs against the other candidates: the re-ranking task itself). The run's own matcher curve
-(``reports/matcher/curve.csv``) is the recipe's row. New stores and run folders go under
-``RUN/runs/levers/``; nothing the pipeline wrote is changed.
+descriptor's top-k candidates, uAP on the eval split) and by the candidate-pair AUC
+(:func:`icdlib.eval.metrics.candidate_auc`: ground-truth pairs against the other candidates, the
+re-ranking task itself). The run's own matcher curve (``reports/matcher/curve.csv``) is the
+recipe's row. New stores and run folders go under ``RUN/runs/levers/``
+(:func:`icdlib.pipeline.levers.train_variant`); nothing the pipeline wrote is changed.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 
+from icdlib.eval.engine import load_checkpoint
+from icdlib.eval.metrics import candidate_auc
+from icdlib.pipeline.evaluation import Evaluator
+from icdlib.pipeline.levers import chosen_variants, run_commit, train_variant
+from icdlib.pipeline.stage import Stage
+from icdlib.pipeline.training import checkpoint_name, stage_run
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from icdlib.eval.engine import load_checkpoint  # noqa: E402
-from icdlib.pipeline.evaluation import Evaluator  # noqa: E402
-from icdlib.pipeline.stage import Stage  # noqa: E402
-from icdlib.pipeline.training import checkpoint_name, stage_run  # noqa: E402
-from icdlib.train import prepare, train  # noqa: E402
-from matcher_diagnosis import exact_auc  # noqa: E402
-
 FINAL = "@final"  # a variant's train.init: the arm's final model in RUN/models (the pipeline's)
 VARIANTS = {  # name -> --set keys on top of the arm
     "recipe": {},  # the arm as the pipeline trains it (its final model equals the stage's), at every budget
@@ -61,37 +62,15 @@ VARIANTS = {  # name -> --set keys on top of the arm
 OUT = ROOT / "reports" / "matcher" / "levers.csv"
 
 
-def candidate_auc(scored: pd.DataFrame, truth: set[tuple[str, str]]) -> float:
-    """ROC AUC of the scores for ground-truth pairs against the other candidates (ties half)."""
-    return exact_auc([(q, r) in truth for q, r in zip(scored["query_id"], scored["reference_id"])], scored["score"])
-
-
-def chosen(text: str, known: dict, who: str) -> list[str]:
-    """The comma-separated variant names of ``text``; exits naming any that ``known`` lacks."""
-    names = [n for n in text.split(",") if n]
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        raise SystemExit(f"{who}: unknown variant(s) {unknown}; known: {list(known)}")
-    return names
-
-
-def run_commit(run: Path) -> str:
-    """The short commit ``RUN`` was cloned at (rows of different runs are kept apart)."""
-    out = subprocess.run(["git", "-C", str(run), "rev-parse", "--short=7", "HEAD"], capture_output=True, text=True)
-    return out.stdout.strip() or "unknown"
-
-
 def run_variant(st: Stage, arm: str, name: str, keys: dict, steps: int, snaps: list[int]) -> dict[int, Path]:
     """Train ``arm`` with ``keys`` as its stage would; step -> checkpoint of every kept budget."""
     keys = {k: str(st.path("models", checkpoint_name(arm))) if v == FINAL else v for k, v in keys.items()}
     run, _ = stage_run(st, arm, None, steps, {"train.snapshots": snaps,
                                               "train.pair_cache": str(st.path("runs", "levers", "pairs")), **keys})
-    out = st.path("runs", "levers", name)
     tic = time.perf_counter()
-    prepare(run, out, data_root=st.path("data"))
-    final = train(run, out, data_root=st.path("data"), resume="auto")
+    points = train_variant(st, run, name)
     print(f"{name}: trained {steps} steps in {time.perf_counter() - tic:.0f} s", flush=True)
-    return {**{int(p.stem.split("step")[1]): p for p in out.glob("model_step*.pt")}, steps: final}
+    return points
 
 
 def main(argv=None) -> int:
@@ -103,6 +82,10 @@ def main(argv=None) -> int:
     ap.add_argument("--variants", default="recipe,knn50,knn100,pos30,lr2e-4,lr1e-3")
     ap.add_argument("--out", type=Path, default=OUT)
     a = ap.parse_args(argv)
+    try:
+        names = chosen_variants(a.variants, VARIANTS, "matcher_levers")
+    except ValueError as e:
+        ap.error(str(e))
     params = a.run / "params.yaml"
     st = Stage(params)
     ev = Evaluator(params, predictions="levers", normalise=False)
@@ -111,7 +94,6 @@ def main(argv=None) -> int:
     candidates = pd.read_csv(cand_file, dtype={"query_id": str, "reference_id": str})
     truth = {(str(q), str(r)) for q, r in zip(ev.bench.gt_q, ev.bench.gt_r) if r is not None}
     snaps = [int(s) for s in a.snapshots.split(",") if s]
-    names = chosen(a.variants, VARIANTS, "matcher_levers")
     label = {n: n if a.steps == 300 else f"{n}_{a.steps}steps" for n in names}
     commit = run_commit(a.run)
     kept = pd.read_csv(a.out, dtype={"commit": str}) if a.out.is_file() else pd.DataFrame()
