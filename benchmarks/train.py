@@ -73,8 +73,8 @@ class Stepper:
     def __init__(self, run: T.RunConfig, device: str, cpu_bf16: bool = False):
         torch.manual_seed(0)
         self.run, self.device = run, device
-        self.objective = T._objective(run, T._build_model(run)).to(device).train()
-        self.optimizer = T._optimizer(self.objective, run.train)
+        self.objective = T.build_objective(run, T.build_run_model(run)).to(device).train()
+        self.optimizer = T.build_optimizer(self.objective, run.train)
         self.params = [p for p in self.objective.parameters() if p.requires_grad]
         self.cuda = device.startswith("cuda")
         self.autocast = ("cuda" if self.cuda else "cpu", self.cuda or cpu_bf16)

@@ -50,7 +50,7 @@ from icdlib.pipeline.stage import Stage
 from icdlib.pipeline.training import checkpoint_name, stage_run
 from icdlib.pixtrace import Trace
 from icdlib.train import training_images
-from icdlib.train.loop import _optimizer
+from icdlib.train.assembly import build_optimizer
 from icdlib.train.mining import cached_neighbours
 from icdlib.train.objectives import MatcherObjective
 from icdlib.train.runs import TrainConfig
@@ -259,7 +259,7 @@ def train_steps(model, batches, steps: int, batch_size: int = 32, lr: float = 5e
     t = TrainConfig(kind="matcher", steps=steps, batch_size=batch_size, lr=lr,
                     warmup_steps=max(1, steps // 20), w_copynce=w_copynce, gamma=1.0)
     obj = MatcherObjective(model, w_copynce=t.w_copynce, gamma=t.gamma, lam=t.lam, scale=t.scale)
-    opt = _optimizer(obj, t)
+    opt = build_optimizer(obj, t)
     lrs = lr_schedule(t.steps, t.lr, t.warmup_steps, t.min_lr, t.warmup_start)
     params = [p for p in obj.parameters() if p.requires_grad]
     log = []

@@ -20,7 +20,7 @@ from icdlib.models import build_descriptor, build_matcher
 from icdlib.params import load_params
 from icdlib.pipeline.profile import apply_profile
 from icdlib.train import cli as train_cli
-from icdlib.train.loop import _optimizer
+from icdlib.train.assembly import build_optimizer
 from icdlib.train.objectives import DescriptorObjective, MatcherObjective
 from icdlib.train.runs import TrainConfig, arm_names, recipe_lr, resolve_run
 from icdlib.train.schedule import lr_schedule
@@ -164,7 +164,7 @@ def test_descriptor_objective_splits_the_head_batchnorm_by_side_unless_asked_not
 # ------------------------------------------------------------------------------ weight decay
 def _decay_factors(objective, t: TrainConfig) -> dict[str, float]:
     """Each parameter's factor after one AdamW step on a zero gradient: AdamW's decoupled decay alone."""
-    opt = _optimizer(objective, t)
+    opt = build_optimizer(objective, t)
     before = {n: p.detach().clone() for n, p in objective.named_parameters() if p.requires_grad}
     for p in objective.parameters():
         if p.requires_grad:

@@ -335,7 +335,7 @@ def test_fine_tuning_starts_from_the_init_checkpoint_weights(images, tmp_path):
     b = dict(load_model(tuned)[0].named_parameters())
     for k in a:  # a 1e-12 step leaves the initial weights as they were
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-8, msg=k)
-    fresh = dict(T._build_model(run).named_parameters())
+    fresh = dict(T.build_run_model(run).named_parameters())
     assert not torch.allclose(fresh["proj.weight"], b["proj.weight"])
 
 

@@ -60,19 +60,18 @@ import torch
 from torch import nn
 from tqdm import tqdm  # text bars: logged by papermill --log-output, kept by the saved notebook
 
-from icdlib.checkpoints import load_backbone_weights, read_checkpoint
+from icdlib.checkpoints import load_backbone_weights
 from icdlib.data import collate, worker_errors
 from icdlib.data.cache import CachedPairs, build_pair_cache, cache_folder
 from icdlib.data.loading import worker_init
-from icdlib.models import build_descriptor, build_matcher
 from icdlib.models.precision import bf16_enabled
 
 from icdlib.train import distributed as D
 from icdlib.train.mining import load_table, neighbours_file
-from icdlib.train.objectives import DescriptorObjective, MatcherObjective
+from icdlib.train.assembly import build_objective, build_optimizer, build_run_model, no_decay  # noqa: F401
 from icdlib.params import portable, to_dict
 from icdlib.train.runs import RunConfig, TrainConfig, model_section, resolve_run  # noqa: F401
-from icdlib.train.state import (check_same_run, fit_weights, load_weights, resumable, save_snapshot, save_state,
+from icdlib.train.state import (fit_weights, load_weights, resumable, save_snapshot, save_state,
                                 set_rng_state, trim_live)
 from icdlib.train.schedule import global_batch, lr_schedule, shard
 from icdlib.train.telemetry import UNAVAILABLE_PARAM, GpuUtilisation, device_name
@@ -94,23 +93,6 @@ def clear_outputs(out: Path) -> None:
     shutil.rmtree(out / LIVE_DIR, ignore_errors=True)
 
 
-# ------------------------------------------------------------ model, data, objective of a run
-def _build_model(run: RunConfig) -> nn.Module:
-    build = build_descriptor if run.train.kind == "descriptor" else build_matcher
-    return build(run.model)
-
-
-def _objective(run: RunConfig, model: nn.Module) -> nn.Module:
-    t = run.train
-    cn = dict(gamma=t.gamma, lam=t.lam, scale=t.scale, heads=t.heads, targets=run.pairs.targets)
-    if t.kind == "descriptor":
-        return DescriptorObjective(model, w_infonce=t.w_infonce, w_koleo=t.w_koleo, w_copynce=t.w_copynce,
-                                   temperature=t.temperature, log_scale_init=t.log_scale_init,
-                                   bn_per_side=t.bn_per_side, **cn)
-    return MatcherObjective(model, w_bce=t.w_bce, w_copynce=t.w_copynce,
-                            copynce_over=t.copynce_over, **cn)
-
-
 class _StepBatches(torch.utils.data.Sampler):
     """Batch sampler: per micro-step from ``start_step`` on, this rank's ``(index, epoch)`` keys."""
 
@@ -127,36 +109,6 @@ class _StepBatches(torch.utils.data.Sampler):
             for micro in range(self.t.grad_accum):
                 part = shard(keys, self.dist.rank, self.dist.world_size, self.t.grad_accum, micro)
                 yield [(int(i), int(e)) for i, e in part]
-
-
-# --------------------------------------------------------------------------- training
-def no_decay(name: str, p: nn.Parameter, exempt_tokens: bool) -> bool:
-    """Whether parameter ``name`` is exempt from weight decay: biases, norm weights and scalars
-    (``ndim <= 1``, e.g. the InfoNCE log-scale) always; with ``exempt_tokens`` also the position
-    embedding and the class / fusion tokens (what timm's ``no_weight_decay()`` names), as released."""
-    if p.ndim < 2:
-        return True
-    leaf = name.rsplit(".", 1)[-1]
-    return exempt_tokens and leaf in ("pos_embed", "cls_token", "fusion_token", "reg_token", "dist_token")
-
-
-def _optimizer(objective: nn.Module, t: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW; :func:`no_decay` parameters get no weight decay.
-
-    With ``t.head_lr_scale != 1`` the parameters outside the start trunk (``model.vit``: the
-    descriptor's projection, the matcher's fusion token, token norm and head) form their own
-    groups, whose ``lr_scale`` the schedule multiplies in; at 1 the two groups stay as they were.
-    """
-    split = t.head_lr_scale != 1.0
-    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
-    for name, p in objective.named_parameters():
-        if p.requires_grad:
-            head = split and not name.startswith("model.vit.")
-            groups.setdefault((head, no_decay(name, p, t.wd_exempt_tokens)), []).append(p)
-    return torch.optim.AdamW(
-        [{"params": ps, "weight_decay": 0.0 if plain else t.weight_decay,
-          "lr_scale": t.head_lr_scale if head else 1.0} for (head, plain), ps in sorted(groups.items())],
-        lr=t.peak_lr, betas=(0.9, 0.999))
 
 
 def _to_device(batch: dict, device: str) -> dict:
@@ -204,7 +156,6 @@ def train(
     """
     t = run.train
     dist = D.init_distributed(device)
-    cuda = dist.device.startswith("cuda")
     out = Path(out_path)
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
@@ -212,139 +163,29 @@ def train(
     paths = source_paths(t, data_root, image_paths, "train")
 
     torch.manual_seed(t.seed)  # the same initial weights on every process
-    model = _build_model(run)
+    model = build_run_model(run)
     if t.init:
         load_weights(model, t.init, "train.init checkpoint")
     elif t.backbone:
         load_backbone_weights(model, t.backbone)
-    objective = _objective(run, model).to(dist.device)
-    optimizer = _optimizer(objective, t)
-
-    ckpt, start, saved = out / CHECKPOINT, 0, None
-    if resume == "auto" and ckpt.is_file():
-        saved = resumable(ckpt, run)  # the checkpoint is read once
-        if saved is None:
-            if dist.is_main:
-                print(f"{ckpt}: written by another configuration (or unreadable); starting over", file=sys.stderr)
-            resume = False
-    elif resume and ckpt.is_file():
-        saved = read_checkpoint(ckpt, "resume checkpoint")
-        check_same_run(saved[0].get("run", {}), run, ckpt)
-    if saved is not None:
-        meta = saved[0]
-        fit_weights(model, saved[1], meta, ckpt, "resume checkpoint")
-        try:
-            objective.load_state_dict({**objective.state_dict(), **meta.get("loss_state", {})})
-            optimizer.load_state_dict(meta["optimizer"])
-            start = int(meta["step"])
-            objective.to(dist.device)
-            set_rng_state(meta["rng"])  # the loader's worker base seed is drawn from it
-        except (KeyError, TypeError, ValueError, RuntimeError) as e:
-            raise ValueError(f"{ckpt}: resume checkpoint lacks a usable optimiser/RNG/step state "
-                             f"({type(e).__name__}: {e}); --no-resume starts over") from None
-    elif not resume and dist.is_main:
-        clear_outputs(out)  # a fresh run never mixes with the last one's files
-
+    objective = build_objective(run, model).to(dist.device)
+    optimizer = build_optimizer(objective, t)
+    start = _resume(run, out, resume, objective, optimizer, dist)
     bf16 = bf16_enabled(dist.device, t.amp, t.amp_cpu)  # train.amp on CUDA, train.amp_cpu on a bf16 CPU
-    if neighbours is None and t.knn_checkpoint:
-        if dist.is_main:  # mines, or loads the table an earlier run (or :func:`prepare`) left
-            neighbours = knn_table(t, paths, out, dist.device, bf16)
-        D.barrier()
-        if neighbours is None:  # the other ranks read what rank 0 wrote
-            neighbours = load_table(neighbours_file(t.knn_checkpoint, paths, t.knn_k, knn_folder(t, out), bf16),
-                                    len(paths), t.knn_k)
-
-    dataset = pair_dataset(run, paths, neighbours)
-    if t.pair_cache:  # the pairs of this run, computed once with every core, then read back
-        folder = cache_folder(t.pair_cache, dataset)
-        if dist.is_main:
-            build_pair_cache(dataset, schedule_keys(t, len(dataset), start), t.pair_cache,
-                             progress=progress)
-        D.barrier()
-        dataset = CachedPairs(folder, len(dataset))
+    loader = _loader(run, paths, out, start, neighbours, dist, bf16, progress)
+    net = _parallel(objective, t, dist)
     lrs = lr_schedule(t.steps, t.peak_lr, t.warmup, t.min_lr, t.warmup_start)
-    net: nn.Module = objective
-    if dist.world_size > 1:
-        D.sync_batchnorm(objective, dist.device)
-        # the matcher's token norm only feeds CopyNCE: unused when its weight is 0
-        unused = t.kind == "matcher" and not t.w_copynce
-        net = nn.parallel.DistributedDataParallel(
-            objective, device_ids=[dist.local_rank] if cuda else None, find_unused_parameters=unused
-        )
-    loader = torch.utils.data.DataLoader(
-        dataset,
-        batch_sampler=_StepBatches(run, len(dataset), start, dist),
-        num_workers=t.workers,
-        collate_fn=collate,
-        pin_memory=cuda,
-        worker_init_fn=worker_init if t.workers > 0 else None,
-    )
-    live, gpu = None, GpuUtilisation(dist.device)
-    if dist.is_main:
-        from dvclive import Live
-
-        live_dir = out / LIVE_DIR
-        if start > 0:
-            trim_live(live_dir, start)
-        live = Live(dir=str(live_dir), resume=start > 0, save_dvc_exp=False, dvcyaml=None)
-        live.log_params({"arm": run.arm, "seed": t.seed, "world_size": dist.world_size,
-                         "device": dist.device, "device_name": device_name(dist.device),
-                         **{f"train.{k}": portable(v) for k, v in to_dict(t).items() if v is not None}})
-    bar = tqdm(total=t.steps, initial=start, desc=f"train {run.arm or t.kind}", unit="step",
-               disable=not (progress and dist.is_main))
+    log = _Log(run, out, start, dist, progress)
     params = [p for p in objective.parameters() if p.requires_grad]
-    amp = torch.autocast("cuda" if cuda else "cpu", dtype=torch.bfloat16, enabled=bf16)
+    amp = torch.autocast("cuda" if dist.device.startswith("cuda") else "cpu", dtype=torch.bfloat16, enabled=bf16)
     objective.train()
     batches = iter(loader)
+    ckpt = out / CHECKPOINT
     try:
         for step in range(start, t.steps):
-            torch.manual_seed(_step_seed(t.seed, step, dist.rank))  # per-rank, per-step
-            for g in optimizer.param_groups:
-                g["lr"] = float(lrs[step]) * g.get("lr_scale", 1.0)
-            tic = time.perf_counter()
-            logged: dict[str, float] = {}
-            n_pairs, wait = 0, 0.0
-            for micro in range(t.grad_accum):
-                with worker_errors():  # an unreadable image names its file, not a worker traceback
-                    t_wait = time.perf_counter()
-                    raw = next(batches)  # blocks only while no batch is ready: the loader's share of the step
-                    wait += time.perf_counter() - t_wait
-                    batch = _to_device(raw, dist.device)
-                last = micro == t.grad_accum - 1
-                sync = net.no_sync() if (net is not objective and not last) else contextlib.nullcontext()
-                with sync:
-                    with amp:
-                        terms = net(batch)
-                    loss = terms["loss"]
-                    if not torch.isfinite(loss):
-                        raise FloatingPointError(f"train: loss is {loss.item()} at step {step}")
-                    (loss / t.grad_accum).backward()
-                n_pairs += batch["query"].shape[0] * dist.world_size
-                for k, v in terms.items():
-                    if k != "loss":
-                        logged[k] = logged.get(k, 0.0) + float(v) / t.grad_accum
-            clip = t.grad_clip if t.grad_clip > 0 else float("inf")
-            grad_norm = float(nn.utils.clip_grad_norm_(params, clip))
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            metrics = _step(net, objective, optimizer, params, batches, amp, t, step, float(lrs[step]), dist)
             done = step + 1
-            elapsed = time.perf_counter() - tic
-            metrics = {**logged, "lr": float(lrs[step]), "grad_norm": grad_norm,
-                       "pairs_per_s": n_pairs / max(elapsed, 1e-9),
-                       "data_wait_s": wait, "loader_share": min(1.0, wait / max(elapsed, 1e-9))}
-            if live is not None and (done % t.log_every == 0 or done == t.steps):
-                util = gpu.read()  # a driver query at the logging cadence: no stream synchronisation
-                if util is not None:
-                    metrics["gpu_util"] = util
-                if (why := gpu.take_reason()) is not None:
-                    live.log_param(UNAVAILABLE_PARAM, why)
-                live.step = done
-                for k, v in metrics.items():
-                    live.log_metric(f"train/{k}", v)
-                live.next_step()
-            bar.set_postfix({k: f"{metrics[k]:.3g}" for k in ("infonce", "bce", "copynce") if k in metrics},
-                            refresh=False)  # drawn by update(), at most every mininterval s, not every step
-            bar.update(1)
+            log.step(done, metrics)
             if done in t.snapshots and done < t.steps and dist.is_main:
                 save_snapshot(out, run, objective.model, done)
             if done % t.checkpoint_every == 0 or done == t.steps:
@@ -359,6 +200,152 @@ def train(
         D.barrier()
         return final
     finally:
-        bar.close()
-        if live is not None:
-            live.end()
+        log.close()
+
+
+# ------------------------------------------------------------------ the phases of a run
+def _resume(run: RunConfig, out: Path, resume: bool | str, objective: nn.Module,
+            optimizer: torch.optim.Optimizer, dist: D.DistInfo) -> int:
+    """Load the run folder's checkpoint into ``objective`` and ``optimizer`` as ``resume`` asks; the first step.
+
+    ``resume="auto"`` resumes only a checkpoint of the same configuration (else starts over);
+    ``True`` resumes any checkpoint and refuses one of another configuration; a fresh start
+    (``False``, or nothing to resume) clears what an earlier run left in ``out``.
+    """
+    ckpt, saved = out / CHECKPOINT, None
+    if ckpt.is_file() and resume:
+        saved = resumable(ckpt, run, strict=resume != "auto")  # the checkpoint is read once
+        if saved is None:
+            if dist.is_main:
+                print(f"{ckpt}: written by another configuration (or unreadable); starting over", file=sys.stderr)
+            resume = False
+    if saved is None:
+        if not resume and dist.is_main:
+            clear_outputs(out)  # a fresh run never mixes with the last one's files
+        return 0
+    meta = saved[0]
+    fit_weights(objective.model, saved[1], meta, ckpt, "resume checkpoint")
+    try:
+        objective.load_state_dict({**objective.state_dict(), **meta.get("loss_state", {})})
+        optimizer.load_state_dict(meta["optimizer"])
+        start = int(meta["step"])
+        objective.to(dist.device)
+        set_rng_state(meta["rng"])  # the loader's worker base seed is drawn from it
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise ValueError(f"{ckpt}: resume checkpoint lacks a usable optimiser/RNG/step state "
+                         f"({type(e).__name__}: {e}); --no-resume starts over") from None
+    return start
+
+
+def _loader(run: RunConfig, paths: list[Path], out: Path, start: int, neighbours: np.ndarray | None,
+            dist: D.DistInfo, bf16: bool, progress: bool) -> torch.utils.data.DataLoader:
+    """The run's batches from step ``start`` on: its kNN table (mined by rank 0 or read back), its pairs
+    (from the pair store when ``train.pair_cache`` is set, else made by the workers) and this rank's shards."""
+    t = run.train
+    if neighbours is None and t.knn_checkpoint:
+        if dist.is_main:  # mines, or loads the table an earlier run (or :func:`prepare`) left
+            neighbours = knn_table(t, paths, out, dist.device, bf16)
+        D.barrier()
+        if neighbours is None:  # the other ranks read what rank 0 wrote
+            neighbours = load_table(neighbours_file(t.knn_checkpoint, paths, t.knn_k, knn_folder(t, out), bf16),
+                                    len(paths), t.knn_k)
+    dataset = pair_dataset(run, paths, neighbours)
+    if t.pair_cache:  # the pairs of this run, computed once with every core, then read back
+        folder = cache_folder(t.pair_cache, dataset)
+        if dist.is_main:
+            build_pair_cache(dataset, schedule_keys(t, len(dataset), start), t.pair_cache, progress=progress)
+        D.barrier()
+        dataset = CachedPairs(folder, len(dataset))
+    return torch.utils.data.DataLoader(
+        dataset, batch_sampler=_StepBatches(run, len(dataset), start, dist), num_workers=t.workers,
+        collate_fn=collate, pin_memory=dist.device.startswith("cuda"),
+        worker_init_fn=worker_init if t.workers > 0 else None)
+
+
+def _parallel(objective: nn.Module, t: TrainConfig, dist: D.DistInfo) -> nn.Module:
+    """``objective`` itself on one process; under DDP, wrapped (with synchronised BatchNorm)."""
+    if dist.world_size == 1:
+        return objective
+    D.sync_batchnorm(objective, dist.device)
+    unused = t.kind == "matcher" and not t.w_copynce  # the matcher's token norm only feeds CopyNCE
+    cuda = dist.device.startswith("cuda")
+    return nn.parallel.DistributedDataParallel(objective, device_ids=[dist.local_rank] if cuda else None,
+                                               find_unused_parameters=unused)
+
+
+def _step(net: nn.Module, objective: nn.Module, optimizer: torch.optim.Optimizer, params: list, batches,
+          amp, t: TrainConfig, step: int, lr: float, dist: D.DistInfo) -> dict[str, float]:
+    """One optimiser step (``grad_accum`` micro-steps, clipping, AdamW); the step's metrics."""
+    torch.manual_seed(_step_seed(t.seed, step, dist.rank))  # per-rank, per-step
+    for g in optimizer.param_groups:
+        g["lr"] = lr * g.get("lr_scale", 1.0)
+    tic = time.perf_counter()
+    logged: dict[str, float] = {}
+    n_pairs, wait = 0, 0.0
+    for micro in range(t.grad_accum):
+        with worker_errors():  # an unreadable image names its file, not a worker traceback
+            t_wait = time.perf_counter()
+            raw = next(batches)  # blocks only while no batch is ready: the loader's share of the step
+            wait += time.perf_counter() - t_wait
+            batch = _to_device(raw, dist.device)
+        last = micro == t.grad_accum - 1
+        sync = net.no_sync() if (net is not objective and not last) else contextlib.nullcontext()
+        with sync:
+            with amp:
+                terms = net(batch)
+            loss = terms["loss"]
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"train: loss is {loss.item()} at step {step}")
+            (loss / t.grad_accum).backward()
+        n_pairs += batch["query"].shape[0] * dist.world_size
+        for k, v in terms.items():
+            if k != "loss":
+                logged[k] = logged.get(k, 0.0) + float(v) / t.grad_accum
+    clip = t.grad_clip if t.grad_clip > 0 else float("inf")
+    grad_norm = float(nn.utils.clip_grad_norm_(params, clip))
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    elapsed = time.perf_counter() - tic
+    return {**logged, "lr": lr, "grad_norm": grad_norm, "pairs_per_s": n_pairs / max(elapsed, 1e-9),
+            "data_wait_s": wait, "loader_share": min(1.0, wait / max(elapsed, 1e-9))}
+
+
+class _Log:
+    """Rank 0's DVCLive metrics (resumed from ``start``, trimmed to it) and progress bar."""
+
+    def __init__(self, run: RunConfig, out: Path, start: int, dist: D.DistInfo, progress: bool):
+        t = run.train
+        self.t, self.live, self.gpu = t, None, GpuUtilisation(dist.device)
+        if dist.is_main:
+            from dvclive import Live
+
+            live_dir = out / LIVE_DIR
+            if start > 0:
+                trim_live(live_dir, start)
+            self.live = Live(dir=str(live_dir), resume=start > 0, save_dvc_exp=False, dvcyaml=None)
+            self.live.log_params({"arm": run.arm, "seed": t.seed, "world_size": dist.world_size,
+                                  "device": dist.device, "device_name": device_name(dist.device),
+                                  **{f"train.{k}": portable(v) for k, v in to_dict(t).items() if v is not None}})
+        self.bar = tqdm(total=t.steps, initial=start, desc=f"train {run.arm or t.kind}", unit="step",
+                        disable=not (progress and dist.is_main))
+
+    def step(self, done: int, metrics: dict[str, float]) -> None:
+        live = self.live
+        if live is not None and (done % self.t.log_every == 0 or done == self.t.steps):
+            util = self.gpu.read()  # a driver query at the logging cadence: no stream synchronisation
+            if util is not None:
+                metrics["gpu_util"] = util
+            if (why := self.gpu.take_reason()) is not None:
+                live.log_param(UNAVAILABLE_PARAM, why)
+            live.step = done
+            for k, v in metrics.items():
+                live.log_metric(f"train/{k}", v)
+            live.next_step()
+        self.bar.set_postfix({k: f"{metrics[k]:.3g}" for k in ("infonce", "bce", "copynce") if k in metrics},
+                             refresh=False)  # drawn by update(), at most every mininterval s, not every step
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
+        if self.live is not None:
+            self.live.end()

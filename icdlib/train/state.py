@@ -106,19 +106,21 @@ def resumable_step(ckpt: Path, run: RunConfig) -> int | None:
     return None if saved is None else int(saved[0].get("step", 0))
 
 
-def resumable(ckpt: Path, run: RunConfig) -> tuple[dict, dict] | None:
-    """``(meta, state_dict)`` of ``ckpt`` (read once) when ``train(resume="auto")`` would resume
-    ``run`` from it; None when it is missing, unreadable, unsafe or written by another configuration."""
+def resumable(ckpt: Path, run: RunConfig, strict: bool = False) -> tuple[dict, dict] | None:
+    """``(meta, state_dict)`` of ``ckpt`` (read once) when ``run`` may resume from it.
+
+    Not strict (``train(resume="auto")``): None when the file is missing, unreadable, unsafe or
+    written by another configuration. Strict (an explicit resume): those errors are raised,
+    naming the file and, for another configuration, every differing key."""
     if not Path(ckpt).is_file():
         return None
     try:
         meta, state = read_checkpoint(ckpt, "resume checkpoint")
-    except CheckpointError:
-        return None  # unreadable or unsafe: "auto" starts over and overwrites it
-    try:
         check_same_run(meta.get("run", {}), run, ckpt)
-    except ValueError:
-        return None
+    except (CheckpointError, ValueError):
+        if strict:
+            raise
+        return None  # unreadable, unsafe or another run's: "auto" starts over and overwrites it
     return meta, state
 
 
