@@ -10,7 +10,7 @@ at the trace, which makes it an independent check of ``trace.to_dense()``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 from PIL import Image
@@ -77,4 +77,35 @@ def measure(specs: Sequence[dict], size: tuple[int, int] = (112, 80), band: int 
 def survey(n_chains: int, seed: int, families: Sequence[str] = ("geometric", "composite", "overlay"),
            size: tuple[int, int] = (112, 80)) -> list[Exactness]:
     """:func:`measure` over ``n_chains`` sampled chains (seeds ``seed .. seed + n - 1``)."""
+    if int(n_chains) < 1:
+        raise ValueError(f"exactness survey: n_chains must be >= 1, got {n_chains}")
     return [measure(sample_chain(seed + i, families=list(families)), size) for i in range(n_chains)]
+
+
+REPORT_COLUMNS = ("chain", "within_1px", "validity_iou", "traceable_share")
+
+
+def report(checks: Sequence[Exactness]) -> tuple[list[dict[str, Any]], dict[str, float | int]]:
+    """The exactness report of measured chains: one row per chain, and its summary.
+
+    Returns:
+        rows: one dict per chain, in order, with the keys of :data:`REPORT_COLUMNS`:
+            ``chain`` (op names joined by ``" > "``, ``""`` for the empty chain),
+            ``within_1px``, ``validity_iou`` and ``traceable_share`` (:class:`Exactness`'s
+            ``within_1px``, ``iou`` and ``valid_share``, shares in [0, 1]; the first two are 1
+            for an exact trace, the third is how much of the copy traces at all).
+        summary: ``chains`` (count), ``min_within_1px``, ``mean_within_1px`` and
+            ``min_validity_iou`` over the rows (floats in [0, 1]): the worst chain decides
+            whether the traces are exact, so a minimum below 1 sends the reader to its row.
+
+    Raises:
+        ValueError: when ``checks`` is empty (a summary of no chain would claim nothing).
+    """
+    if not checks:
+        raise ValueError("exactness report: no measured chain")
+    rows = [{"chain": " > ".join(c.ops), "within_1px": float(c.within_1px), "validity_iou": float(c.iou),
+             "traceable_share": float(c.valid_share)} for c in checks]
+    within = [r["within_1px"] for r in rows]
+    summary = {"chains": len(rows), "min_within_1px": min(within), "mean_within_1px": sum(within) / len(within),
+               "min_validity_iou": min(r["validity_iou"] for r in rows)}
+    return rows, summary
