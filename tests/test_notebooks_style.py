@@ -21,7 +21,7 @@ LEFTOVERS = ("pio.renderers", "locate(", "import plotly.io")  # what setup() rep
 
 def _code(cell) -> ast.Module:
     """A code cell's AST (IPython magics and shell lines left out)."""
-    return ast.parse("\n".join(l for l in cell.source.splitlines() if not l.lstrip().startswith(("%", "!"))))
+    return ast.parse("\n".join(ln for ln in cell.source.splitlines() if not ln.lstrip().startswith(("%", "!"))))
 
 
 def _literal(node: ast.expr) -> bool:
@@ -46,7 +46,8 @@ def style_problems(nb) -> list[str]:
         problems.append("the first code cell is not the one tagged 'parameters'")
     elif not all(isinstance(n, ast.Assign) and _literal(n.value) for n in _code(code[0]).body):
         problems.append("the parameters cell holds more than literal assignments")
-    if len(code) < 2 or not PREAMBLE.search(code[1].source) or "from icdlib.pipeline.notebook import setup" not in code[1].source:
+    if (len(code) < 2 or not PREAMBLE.search(code[1].source)
+            or "from icdlib.pipeline.notebook import setup" not in code[1].source):
         problems.append("the cell after the parameters does not call the preamble setup() of icdlib.pipeline.notebook")
     run = longest = 0
     for c in cells:
@@ -57,7 +58,8 @@ def style_problems(nb) -> list[str]:
     for i, c in enumerate(cells):
         if c.cell_type != "code":
             continue
-        defs = [n.name for n in ast.walk(_code(c)) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
+        kinds = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+        defs = [n.name for n in ast.walk(_code(c)) if isinstance(n, kinds)]
         if defs:
             problems.append(f"cell {i} defines {defs} (notebooks call icdlib, they hold no def/class)")
         left = [s for s in LEFTOVERS if s in c.source]
