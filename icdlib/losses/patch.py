@@ -47,6 +47,19 @@ def kept_channels(channels: int, heads: str | float | None) -> int:
     return keep
 
 
+def _value_range(x: torch.Tensor) -> tuple[float, float]:
+    """``(min, max)`` of ``x``'s entries as floats, ``(0.0, 0.0)`` when it is empty.
+
+    One reduction pass that propagates NaN (a NaN entry makes both NaN), so "every entry
+    is finite" is exactly "both are finite", without the full-size boolean tensor of
+    ``torch.isfinite(x).all()``.
+    """
+    if not x.numel():
+        return 0.0, 0.0
+    low, high = torch.stack(torch.aminmax(x.detach())).tolist()  # one device sync
+    return float(low), float(high)
+
+
 # How a row's target weight is spread over the reference patches: as PixTrace traced it,
 # or, for the no-tracing controls, uniformly / on the patch at the same grid position.
 SPREADS = ("pixtrace", "uniform", "same_position")
@@ -82,9 +95,9 @@ def copynce_targets(overlap: torch.Tensor, gamma: float, factor: float = 1.0,
     o = overlap.detach()
     if not o.is_floating_point():
         o = o.float()
-    if o.numel() and not bool(torch.isfinite(o).all()):
+    low, high = _value_range(o)
+    if not (math.isfinite(low) and math.isfinite(high)):
         raise ValueError("copynce: overlap has NaN or infinite entries")
-    low = o.min().item() if o.numel() else 0.0
     if low < 0:
         raise ValueError(f"copynce: overlap has negative entries (min {low:.3g})")
     p = o if gamma == 1 else o.pow(gamma)
@@ -118,7 +131,8 @@ class _CopyNCEPairs(torch.autograd.Function):
     and their inverse norms; unit vectors are never materialised), the pair loss is ``sum_i Wr_i lse_j(S_i.) + sum_j Wc_j lse_i(S_.j) - sum_ij S_ij L_ij`` where
     ``Wr``/``Wc`` are the target row sums and ``L = w_qr + w_rq^T``, so
     ``dS = Wr * softmax_rows(S) + Wc * softmax_cols(S) - L``. Norms are clamped at
-    ``_NORM_EPS`` as in ``F.normalize``.
+    ``_NORM_EPS`` as in ``F.normalize``. A NaN or infinite token entry raises
+    ``ValueError`` (found from the norms, which it makes non-finite: no extra pass).
 
     Cosines are bounded, so for ``scale <= 40`` ``E = exp(S - scale)`` lies in
     ``[exp(-2 scale), 1]`` and one exponential serves both softmaxes (row sums and column
@@ -130,9 +144,11 @@ class _CopyNCEPairs(torch.autograd.Function):
     @staticmethod
     @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)
     def forward(ctx, q, r, w_qr, w_rq, scale):
-        inv_q = torch.linalg.vector_norm(q, dim=-1, keepdim=True).clamp_min_(_NORM_EPS)
-        inv_r = torch.linalg.vector_norm(r, dim=-1, keepdim=True).clamp_min_(_NORM_EPS)
-        inv_q, inv_r = inv_q.reciprocal_(), inv_r.reciprocal_()  # (B, N, 1), (B, M, 1)
+        inv_q = torch.linalg.vector_norm(q, dim=-1, keepdim=True)
+        inv_r = torch.linalg.vector_norm(r, dim=-1, keepdim=True)
+        if not _finite(inv_q, inv_r):  # a NaN or infinite entry makes its token's norm so
+            _check_tokens(q, r)  # exact: huge finite tokens may overflow a norm, and pass
+        inv_q, inv_r = inv_q.clamp_min_(_NORM_EPS).reciprocal_(), inv_r.clamp_min_(_NORM_EPS).reciprocal_()
         b = q.shape[0]
         cos = torch.bmm(q, r.transpose(1, 2)).mul_(inv_q).mul_(inv_r.transpose(1, 2))  # (B,N,M)
         lin = torch.add(w_qr, w_rq.transpose(1, 2))  # (B, N, M) linear-term weights
@@ -173,8 +189,10 @@ class _CopyNCEPairs(torch.autograd.Function):
         dcos = dcos.to(q.dtype).addcmul_(lin, g[:, :, None].to(q.dtype), value=-1.0)
         # d cos_ij / d q_i = r_j / (|q_i| |r_j|) - cos_ij q_i / |q_i|^2, and likewise for r_j:
         # dq = (G / (|q| |r|^T)) @ r - radial_q * q / |q|^2 with radial_q = rowsum(G * cos)
-        radial_q = torch.einsum("bnm,bnm->bn", dcos, cos).unsqueeze(-1)  # (B, N, 1)
-        radial_r = torch.einsum("bnm,bnm->bm", dcos, cos).unsqueeze(-1)  # (B, M, 1)
+        dcos_cos = dcos * cos  # one product for both sums (einsum copied a transpose for radial_r)
+        radial_q = dcos_cos.sum(2, keepdim=True)  # (B, N, 1)
+        radial_r = dcos_cos.sum(1).unsqueeze(-1)  # (B, M, 1)
+        del dcos_cos
         dcos.mul_(inv_q).mul_(inv_r.transpose(1, 2))
         dq = dr = None
         if ctx.needs_input_grad[0]:
@@ -183,6 +201,17 @@ class _CopyNCEPairs(torch.autograd.Function):
             dr = torch.bmm(dcos.transpose(1, 2), q)
             dr.addcmul_(r, _radial_coef(radial_r, inv_r), value=-1.0)
         return dq, dr, None, None, None
+
+
+def _finite(*tensors: torch.Tensor) -> bool:
+    """Whether every entry of every tensor is finite (one device sync; meant for small tensors)."""
+    return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
+
+
+def _check_tokens(*tokens: torch.Tensor) -> None:
+    """Raise ``ValueError`` if any token entry is NaN or infinite."""
+    if not all(math.isfinite(v) for t in tokens for v in _value_range(t)):
+        raise ValueError("copynce: query or reference tokens hold NaN or infinite values")
 
 
 def _radial_coef(radial, inv_norm):
@@ -264,8 +293,6 @@ def copynce(
         raise ValueError(f"copynce: lam must be in [0, 1], got {lam}")
     if not scale > 0 or not math.isfinite(scale):
         raise ValueError(f"copynce: scale must be a finite number > 0, got {scale}")
-    if not (bool(torch.isfinite(q).all()) and bool(torch.isfinite(r).all())):
-        raise ValueError("copynce: query or reference tokens hold NaN or infinite values")
     if valid is not None:
         valid = torch.as_tensor(valid, device=q.device)
         if valid.dtype != torch.bool or tuple(valid.shape) != (b,):
@@ -275,6 +302,8 @@ def copynce(
             )
 
     k = kept_channels(c, heads)
+    if k < c:  # the kept channels are checked by the forward, from their norms
+        _check_tokens(q[..., k:], r[..., k:])
     dtype = torch.float64 if torch.float64 in (q.dtype, r.dtype) else torch.float32
     q, r = q.to(dtype), r.to(dtype)  # softmax statistics need at least float32
     with torch.no_grad():
