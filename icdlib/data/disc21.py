@@ -13,8 +13,9 @@ Layout
     ROOT/final_ground_truth.csv
     ROOT/ground_truth.csv                     (for query_images/)
 
-Ground-truth CSVs have the header ``query_id,reference_id``, one row per query; an empty
-``reference_id`` marks a distractor (a query that copies no reference). They are read by
+Ground-truth CSVs have the header ``query_id,reference_id``, one row per copy pair (a
+query that copies several references has a row for each); an empty ``reference_id``
+marks a distractor (a query that copies no reference). They are read by
 :func:`icdlib.isc_csv.read_ground_truth`, the one ISC21 CSV reader. Image ids are
 file stems (``Q00012``); lists are sorted by id.
 """
@@ -257,7 +258,8 @@ class Disc21:
         return None
 
     def ground_truth(self, split: str) -> list[tuple[str, str | None]]:
-        """``[(query_id, reference_id or None)]`` of a query split, sorted by query id.
+        """``[(query_id, reference_id or None)]`` of a query split, sorted (a query that
+        copies several references has a row for each).
 
         Every query id must name an image of the split and every reference id an image
         of ``reference`` (with an explicit ``ground_truth`` file, rows of other splits'
@@ -335,7 +337,7 @@ class Disc21:
             if split in self._present and self.gt_file(split) is not None:
                 gt = self.ground_truth(split)
                 counts[f"{split}_gt"] = len(gt)
-                counts[f"{split}_positives"] = sum(r is not None for _, r in gt)
+                counts[f"{split}_positives"] = len({q for q, r in gt if r is not None})  # a collage has 2+ rows
         counts["skipped"] = len(bad)
         self._check_manifest(counts)
         return counts
