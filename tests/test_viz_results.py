@@ -51,7 +51,7 @@ def test_eval_run_marks_copies_false_positives_and_misses(eval_dir, tmp_path):
 def test_eval_run_of_a_query_with_two_references_marks_and_misses_each(eval_dir, tmp_path):
     run = load_eval_run(eval_dir)
     found = run.top("Q000", 2)
-    other = sorted({f"R00{i}" for i in range(5)} - set(found["reference_id"]))[0]
+    other = min({f"R00{i}" for i in range(5)} - set(found["reference_id"]))
     gt = tmp_path / "gt.csv"  # Q000 copies R003 (its rank 1), R000 at rank 2 and a reference it never predicts
     gt.write_text(f"query_id,reference_id\nQ000,R003\nQ000,{found['reference_id'][1]}\nQ000,{other}\n"
                   "Q001,R001\nQ002,\nQ003,R000\n")
