@@ -150,22 +150,21 @@ class _CopyNCEPairs(torch.autograd.Function):
         if not _finite(inv_q, inv_r):  # a NaN or infinite entry makes its token's norm so
             _check_tokens(q, r)  # exact: huge finite tokens may overflow a norm, and pass
         inv_q, inv_r = inv_q.clamp_min_(_NORM_EPS).reciprocal_(), inv_r.clamp_min_(_NORM_EPS).reciprocal_()
-        b = q.shape[0]
-        cos = torch.bmm(q, r.transpose(1, 2)).mul_(inv_q).mul_(inv_r.transpose(1, 2))  # (B,N,M)
-        dot = torch.bmm(cos.reshape(b, 1, -1), lin.reshape(b, -1, 1)).reshape(b)
-        dot = dot * scale  # sum_ij S_ij L_ij
-        # From here on the backward needs only exponentials of the logits, not the cosines:
-        # they are computed in place of ``cos`` (one [B, N, M] buffer fewer).
+        # S = scale * cos, the scale folded into the query side's 1 / |q| (no pass of its own)
+        logits = torch.bmm(q, r.transpose(1, 2)).mul_(inv_q * scale).mul_(inv_r.transpose(1, 2))  # (B, N, M)
+        # sum_ij S_ij L_ij as row dot products summed (a [B, 1, N M] bmm is 4x slower and 40x less exact)
+        dot = _rowdot(logits, lin).sum((1, 2))  # (B,)
+        # From here on the backward needs only exponentials of the logits, which overwrite
+        # them (one [B, N, M] buffer fewer).
         if scale <= _FP32_SCALE_MAX:
             # Cosines are at most 1, so shifting every logit by ``scale`` is each row's and
             # column's max or less, and exp(S - scale) >= exp(-2 scale) stays a normal
             # float32: one exponential serves both softmaxes.
-            e_rows = e_cols = cos.sub_(1.0).mul_(scale).exp_()  # (B, N, M)
+            e_rows = e_cols = logits.sub_(scale).exp_()  # (B, N, M)
             shift_rows = shift_cols = scale
         else:
             # Larger scales would underflow a global shift (a row whose best cosine is well
             # below 1 sums to 0 and its log to -inf): shift each row and column by its own max.
-            logits = cos.mul_(scale)
             shift_rows = logits.amax(2, keepdim=True)  # (B, N, 1)
             shift_cols = logits.amax(1, keepdim=True)  # (B, 1, M)
             e_rows = (logits - shift_rows).exp_()
