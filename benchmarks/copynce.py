@@ -13,7 +13,8 @@
 
 ``fwd_bwd_ms_per_pair_b64_best`` is the fastest run divided by 64 (a shared machine only
 ever slows a run down) and ``fwd_bwd_cpu_ms_per_pair_b64`` the median CPU time of the
-computing thread divided by 64 (what other processes on the machine disturb least).
+computing thread divided by 64 (what other processes on the machine disturb least);
+``load_average_1min`` is the machine's load before and after the run.
 
 ``--against REV`` (repeatable) times the CopyNCE of git revision ``REV`` side by side:
 REV's ``icdlib`` package is extracted (``git archive``) into a temporary folder, and this
@@ -218,6 +219,7 @@ def main(argv=None) -> dict | None:
         times = copynce_runs(args.repeats)
         print("RESULT " + json.dumps({"times": times, "icdlib": str(Path(icdlib.__file__).parent)}))
         return None
+    load_before = os.getloadavg()[0]
     against = []
     if args.against:
         try:
@@ -238,7 +240,8 @@ def main(argv=None) -> dict | None:
         print(f"vit_tiny_cpu descriptor: {rate} pairs/s (64 pairs, 2 threads)")
     if against:
         result["against"] = against
-    result.update(torch=torch.__version__, machine=platform.machine(), processor=platform.processor())
+    result.update(torch=torch.__version__, machine=platform.machine(), processor=platform.processor(),
+                  cpu_count=os.cpu_count(), load_average_1min=[round(load_before, 2), round(os.getloadavg()[0], 2)])
     result["command"] = ("python benchmarks/copynce.py "
                          + f"--repeats {args.repeats}" + (" --skip-descriptor" if args.skip_descriptor else "")
                          + "".join(f" --against {rev}" for rev in args.against)
