@@ -80,7 +80,8 @@ def main(argv=None) -> int:
                          "final_queries": a.queries // 4},
               "settings": {n: SETTINGS[n] for n in names}, "dispatch": paths, "baseline": names[0],
               "files": len(base),
-              "differs": {n: sorted(k for k in set(base) | set(d) if base.get(k) != d.get(k)) for n, d in builds.items()}}
+              "differs": {n: sorted(k for k in set(base) | set(d) if base.get(k) != d.get(k))
+                          for n, d in builds.items()}}
     result["identical"] = {n: not diff for n, diff in result["differs"].items()}
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(result, indent=1) + "\n")

@@ -9,8 +9,11 @@ a file means the same everywhere. The rules:
 - Fields are separated by a bare comma. A field with spaces or tabs around it
   (``Q1, R2`` or ``Q1,R2 ``) is refused, naming the file and line: such a file was
   written in another layout, and read loosely its ids would match nothing and score 0.
-- Ground truth: one row per query; an empty ``reference_id`` marks a distractor. A
-  reference written as ``None``, ``null`` or ``nan`` is refused (write the empty field).
+- Ground truth: one row per (query, reference) copy pair, so a query that copies several
+  references (a collage) has a row for each, and ISC21 counts every pair; a distractor
+  query has one row with an empty ``reference_id``. A repeated row, and a query listed
+  both as a distractor and with a reference, are refused. A reference written as
+  ``None``, ``null`` or ``nan`` is refused (write the empty field).
 - Predictions: non-empty ids and a finite score.
 
 Every error is a ``ValueError`` (``FileNotFoundError`` for a missing file) whose message
@@ -77,21 +80,30 @@ def _rows(path: Path, columns: tuple[str, ...], what: str):
 def read_ground_truth(path: str | Path) -> list[tuple[str, str | None]]:
     """Rows ``(query_id, reference_id or None)`` of a ground-truth CSV, in file order.
 
-    ``None`` marks a distractor (the empty field). Raises ``ValueError`` naming the file
-    and line on a bad header, a field count, spaces around a field, an empty query id,
-    a null word as reference, or a repeated query id.
+    ``None`` marks a distractor (the empty field). A query may have several rows, one per
+    reference it copies. Raises ``ValueError`` naming the file and line on a bad header, a
+    field count, spaces around a field, an empty query id, a null word as reference, a
+    repeated row, or a query that is both a distractor and a copy.
     """
     path = Path(path)
-    out, seen = [], {}
+    out = []
+    seen: dict[tuple[str, str], int] = {}  # (query, reference or "") -> line
+    first: dict[str, tuple[int, str]] = {}  # query -> (line, reference or "") of its first row
     for n, (q, r) in _rows(path, GT_COLUMNS, "ground-truth"):
         if r.lower() in NULL_WORDS:
             raise ValueError(
                 f"{path}:{n}: reference_id {r!r} for query {q}: a distractor's reference is the "
                 "empty field (write 'query_id,')"
             )
-        if q in seen:
-            raise ValueError(f"{path}:{n}: query id {q} appears twice (first on line {seen[q]})")
-        seen[q] = n
+        if (q, r) in seen:
+            row = f"pair (query_id {q}, reference_id {r})" if r else f"distractor row {q} (empty reference_id)"
+            raise ValueError(f"{path}:{n}: {row} appears twice (first on line {seen[q, r]}); list each once")
+        line, ref = first.setdefault(q, (n, r))
+        if (ref == "") != (r == ""):
+            said = (f"has reference {r} but line {line} lists it as a distractor" if r else
+                    f"is listed as a distractor but line {line} gives it reference {ref}")
+            raise ValueError(f"{path}:{n}: query {q} {said}; a distractor (empty reference_id) has no copy row")
+        seen[q, r] = n
         out.append((q, r or None))
     return out
 

@@ -153,6 +153,13 @@ def test_reader_lists_splits_sorted_images_and_ground_truth(hand):
     assert load_image(hand / "dev_queries/Q00000.jpg").mode == "RGB"
 
 
+def test_a_query_copying_two_references_keeps_both_rows_and_counts_once_as_a_positive(hand):
+    _gt(hand / "dev_ground_truth.csv", [("Q00001", ""), ("Q00000", "R000002"), ("Q00000", "R000001")])
+    d = Disc21(hand)
+    assert d.ground_truth("dev_queries") == [("Q00000", "R000001"), ("Q00000", "R000002"), ("Q00001", None)]
+    counts = d.validate(decode=False)
+    assert counts["dev_queries_gt"] == 3 and counts["dev_queries_positives"] == 1  # rows; queries with a copy
+
 def test_reader_on_built_benchmark_matches_config(tiny):
     out, manifest = tiny
     counts = Disc21(out).validate(decode=True)

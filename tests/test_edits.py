@@ -7,7 +7,8 @@ import pytest
 from PIL import Image, ImageOps
 
 from icdlib.edits import SAMPLERS
-from icdlib.edits import FAMILIES, OPS, EditConfig, apply, complete, list_ops, sample_chain, validate
+from icdlib.edits import FAMILIES, OPS, EditConfig, apply, apply_array, complete, list_ops, sample_chain, validate
+from icdlib.edits.engine import Context
 from icdlib.params import section
 from icdlib.pixtrace import pixel_centres
 
@@ -250,3 +251,52 @@ def test_edit_config_reads_its_params_section_and_rejects_bad_values():
         EditConfig(p_overlay=1.5)
     with pytest.raises(ValueError, match="crop_area"):
         EditConfig(crop_area=(0.9, 0.4))
+
+
+# ------------------------------------------------------------------ high-bit-depth sources
+def _deep(mode: str, raw: np.ndarray) -> Image.Image:
+    """A PIL image of ``mode`` holding ``raw`` ([H, W]) exactly."""
+    if mode == "I;16B":
+        return Image.frombytes(mode, raw.shape[::-1], raw.astype(">u2").tobytes())
+    dtype = {"I;16": np.uint16, "I": np.int32, "F": np.float32}[mode]
+    img = Image.fromarray(raw.astype(dtype))
+    assert img.mode == mode
+    return img
+
+
+DEEP = {  # mode -> (raw values, their 8-bit grey computed here from the raw values)
+    "I;16": (np.array([[60000, 0, 65535], [257, 1000, 30000]]), lambda a: a / 65535 * 255),
+    "I;16B": (np.array([[60000, 0, 65535], [257, 1000, 30000]]), lambda a: a / 65535 * 255),
+    "I": (np.array([[60000, 0, 65535], [257, 1000, 30000]]), lambda a: a / 65535 * 255),  # 16 bits decoded as I
+    "F": (np.array([[0.8, 0.0, 1.0], [0.1, 0.25, 0.6]]), lambda a: a * 255),  # floats in 0..1
+}
+
+
+@pytest.mark.parametrize("mode", list(DEEP))
+@pytest.mark.parametrize("specs", [[], [{"op": "hflip"}]])
+def test_apply_scales_a_high_bit_depth_image_to_8_bits(mode, specs):
+    """Regression: PIL's convert("RGB") clipped 60000 of 65535 to white (255), not 233."""
+    raw, to8 = DEEP[mode]
+    out, _ = apply(_deep(mode, raw), specs)
+    stored = np.asarray(_deep(mode, raw), dtype=np.float64)  # the raw values as the mode holds them
+    assert np.array_equal(stored, raw.astype(np.float32)) if mode == "F" else np.array_equal(stored, raw)
+    grey = np.clip(np.rint(to8(stored)), 0, 255).astype(np.uint8)
+    if specs:
+        grey = grey[:, ::-1]
+    assert out.mode == "RGB"
+    assert np.array_equal(np.asarray(out), np.repeat(grey[..., None], 3, axis=2))
+    if mode.startswith("I"):
+        assert np.asarray(out)[0, -1 if specs else 0, 0] == 233  # 60000 / 65535 * 255 = 233.4
+    assert np.array_equal(apply_array(_deep(mode, raw), specs)[0], np.asarray(out))
+    donor = Context(donors=[_deep(mode, raw)]).donor_array(0, (3, 2))  # a caller's donor: same size, no resize
+    assert np.array_equal(donor[..., 0], grey[:, ::-1] if specs else grey)
+
+
+@pytest.mark.parametrize("mode", list(DEEP))
+def test_in_memory_and_file_decoded_deep_images_give_the_same_pixels(mode, tmp_path):
+    from icdlib.data import load_image
+
+    img = _deep(mode, DEEP[mode][0])
+    path = tmp_path / "deep.tif"
+    img.save(path)
+    assert np.array_equal(np.asarray(apply(img, [])[0]), np.asarray(load_image(path)))

@@ -88,6 +88,17 @@ def test_descriptor_pipeline_finds_every_copy(tmp_path, fake_models):
     assert saved["eval"]["k"] == 2 and saved["descriptor_img_size"] == 32
 
 
+def test_a_collage_query_with_two_references_scores_both_pairs(tmp_path, fake_models):
+    data = _benchmark(tmp_path / "bench")
+    gt = tmp_path / "collage.csv"  # Q001 copies R001 and R002 (a collage); 4 pairs, Q002 a distractor
+    gt.write_text("query_id,reference_id\nQ000,R003\nQ001,R001\nQ001,R002\nQ002,\nQ003,R000\n")
+    out = tmp_path / "out"
+    res = evaluate_benchmark(data, descriptor="fake.pt", ground_truth=gt, cfg=EvalConfig(k=5, num_workers=0), out=out)
+    assert res.metrics.n_positives == 4 and res.metrics.n_true_predictions == 4  # k = 5: every pair predicted
+    assert res.metrics.n_queries == 4
+    assert res.metrics.to_dict() == metrics.evaluate_files(out / "predictions.csv", gt)[0].to_dict()
+    assert ev.Benchmark(data, ground_truth=gt).n_positives == 4
+
 def test_written_metrics_equal_the_metrics_cli_on_written_files(tmp_path, fake_models, capsys):
     data = _benchmark(tmp_path / "bench", with_training=True)
     out = tmp_path / "out"

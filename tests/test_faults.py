@@ -319,6 +319,23 @@ def test_distractor_must_be_the_empty_field(tmp_path, ref):
         isc_csv.read_ground_truth(path)
 
 
+def test_ground_truth_gives_a_query_several_references(tmp_path):
+    """A collage copies several sources: one row per (query, reference) pair, as ISC21 counts them."""
+    path = _csv(tmp_path / "gt.csv", "query_id,reference_id\nQ1,R1\nQ2,\nQ1,R2\n")
+    assert isc_csv.read_ground_truth(path) == [("Q1", "R1"), ("Q2", None), ("Q1", "R2")]
+
+
+@pytest.mark.parametrize("rows, message", [
+    ("Q1,R1\nQ2,R2\nQ1,R1\n", r"gt.csv:4: pair \(query_id Q1, reference_id R1\) appears twice \(first on line 2\)"),
+    ("Q1,\nQ1,\n", r"gt.csv:3: distractor row Q1 \(empty reference_id\) appears twice \(first on line 2\)"),
+    ("Q1,\nQ1,R1\n", r"gt.csv:3: query Q1 has reference R1 but line 2 lists it as a distractor"),
+    ("Q1,R1\nQ1,\n", r"gt.csv:3: query Q1 is listed as a distractor but line 2 gives it reference R1"),
+])
+def test_ground_truth_refuses_a_repeated_pair_or_a_distractor_with_a_copy(tmp_path, rows, message):
+    path = _csv(tmp_path / "gt.csv", "query_id,reference_id\n" + rows)
+    with pytest.raises(ValueError, match=message):
+        isc_csv.read_ground_truth(path)
+
 def test_predictions_with_comma_space_separators_are_refused(tmp_path, capsys):
     p = _csv(tmp_path / "p.csv", "query_id,reference_id,score\nQ1, R1, 0.9\n")
     g = _csv(tmp_path / "g.csv", "query_id,reference_id\nQ1,R1\n")

@@ -185,6 +185,56 @@ def test_copynce_very_large_scale_shifts_each_row_and_column_by_its_own_max(scal
     torch.testing.assert_close(rf.grad.double(), rs.grad, rtol=1e-3, atol=1e-3 * scale)
 
 
+def test_copynce_in_float32_at_the_method_settings_matches_the_float64_definition():
+    """The float32 fast path (one exponential serving both softmaxes, hand-written backward,
+    finiteness read off the norms) equals the plain float64 loop to float32 rounding."""
+    gen = torch.Generator().manual_seed(5)
+    b, n, m, c = 2, 9, 7, 24
+    qf = torch.randn(b, n, c, generator=gen).requires_grad_()
+    rf = torch.randn(b, m, c, generator=gen).requires_grad_()
+    o_qr = random_overlaps(gen, b, n, m, invalid_rows=2)
+    o_rq = random_overlaps(gen, b, m, n, invalid_rows=1)
+    fast = copynce(qf, rf, o_qr.float(), o_rq.float(), gamma=3.0, lam=0.5, scale=16.0)
+    fast.backward()
+    qs, rs = qf.detach().double().requires_grad_(), rf.detach().double().requires_grad_()
+    slow = copynce_loop(qs, rs, o_qr.float().double(), o_rq.float().double(), 3.0, 0.5, 16.0)
+    slow.backward()
+    assert fast.dtype == torch.float32
+    assert fast.item() == pytest.approx(slow.item(), rel=2e-6)
+    for got, want in ((qf.grad, qs.grad), (rf.grad, rs.grad)):
+        torch.testing.assert_close(got.double(), want, rtol=1e-4, atol=1e-4 * want.abs().max().item())
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("channel", [1, 5])  # heads "1:2" keeps channels 0-2
+def test_copynce_refuses_non_finite_tokens_in_kept_and_dropped_channels(bad, channel):
+    gen = torch.Generator().manual_seed(6)
+    q, r = torch.randn(2, 3, 6, generator=gen), torch.randn(2, 4, 6, generator=gen)
+    o_qr, o_rq = random_overlaps(gen, 2, 3, 4).float(), random_overlaps(gen, 2, 4, 3).float()
+    r[1, 2, channel] = bad
+    with pytest.raises(ValueError, match="tokens hold NaN or infinite"):
+        copynce(q, r, o_qr, o_rq, heads="1:2")
+    with pytest.raises(ValueError, match="tokens hold NaN or infinite"):
+        copynce(r, q, o_rq, o_qr)
+
+
+def test_copynce_takes_huge_finite_tokens_whose_norm_overflows():
+    """Finite tokens are never refused, even where their float32 norm overflows to inf."""
+    gen = torch.Generator().manual_seed(7)
+    q, r = torch.randn(1, 3, 4, generator=gen), torch.randn(1, 3, 4, generator=gen)
+    q[0, 0] = 3e38
+    o = random_overlaps(gen, 1, 3, 3).float()
+    assert torch.isinf(torch.linalg.vector_norm(q[0, 0]))
+    copynce(q, r, o, o)  # no ValueError
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_targets_refuse_non_finite_overlaps(bad):
+    o = torch.full((1, 2, 3), 1 / 3)
+    o[0, 1, 2] = bad
+    with pytest.raises(ValueError, match="overlap has NaN or infinite"):
+        copynce_targets(o, 3.0)
+
 def test_uniform_and_same_position_controls_keep_each_rows_pixtrace_weight():
     """Regression: uniform overlaps at gamma 3 left a partly traceable row almost no weight
     (1/3 traced over 3 patches: 3 (1/9)^3 / (3 (1/9)^3 + (2/3)^3) = 0.014 instead of 0.111).

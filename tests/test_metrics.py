@@ -225,3 +225,29 @@ def test_cli_missing_file_exits_nonzero_in_a_subprocess(tmp_path):
     )
     assert res.returncode == 2
     assert "predictions file not found" in res.stderr and "nope.csv" in res.stderr
+
+
+def test_a_query_with_two_references_counts_both_pairs(tmp_path, capsys):
+    """ISC21 counts every (query, reference) ground-truth pair: a collage query q1 copies
+    r1 and r2 (two rows), q2 copies r3, q3 is a distractor, so N_gt = 3."""
+    g = _write(tmp_path / "g.csv", "query_id,reference_id\nq1,r1\nq1,r2\nq2,r3\nq3,\n")
+    p = _write(tmp_path / "p.csv", "query_id,reference_id,score\n"
+               "q1,r1,0.9\nq3,r5,0.8\nq1,r2,0.7\nq2,r4,0.6\nq2,r3,0.5\n")
+    # sorted by score: T F T F T; P_k at the hits: 1/1, 2/3, 3/5; recall steps of 1/3 each
+    # uAP = 1/3 * (1 + 2/3 + 3/5) = 1/3 * 34/15 = 34/45 = 0.7556
+    # (had q1 kept one reference, (q1, r2) would be false and N_gt 2: 1/2 * (1 + 2/5) = 0.7)
+    # RP90: precision >= 0.9 only at rank 1, recall 1/3
+    # mAP over q1, q2: q1 ranks r1 T, r2 T: (1/1 + 2/2) / 2 = 1; q2 ranks r4 F, r3 T: (1/2) / 1; mean 3/4
+    assert main(["--predictions", str(p), "--ground-truth", str(g)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["uAP"] == pytest.approx(34 / 45)
+    assert out["RP90"] == pytest.approx(1 / 3) and out["threshold_at_rp90"] == pytest.approx(0.9)
+    assert out["mAP"] == pytest.approx(3 / 4)
+    assert (out["n_predictions"], out["n_positives"], out["n_true_predictions"], out["n_queries"]) == (5, 3, 3, 3)
+    # the bootstrap intervals rank the same pairs (icdlib.eval.intervals)
+    from icdlib.eval.intervals import rank_predictions
+    from icdlib.eval.metrics import read_ground_truth, read_predictions
+
+    gt = read_ground_truth(g)
+    ranked = rank_predictions(read_predictions(p), gt["query_id"], gt["reference_id"], ["q1", "q2", "q3"])
+    assert ranked.positives.tolist() == [2, 1, 0] and ranked.uap() == pytest.approx(34 / 45)

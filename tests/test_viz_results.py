@@ -48,6 +48,19 @@ def test_eval_run_marks_copies_false_positives_and_misses(eval_dir, tmp_path):
     assert run2.queries("false positive at rank 1") == ["Q001", "Q002"]
 
 
+def test_eval_run_of_a_query_with_two_references_marks_and_misses_each(eval_dir, tmp_path):
+    run = load_eval_run(eval_dir)
+    found = run.top("Q000", 2)
+    other = min({f"R00{i}" for i in range(5)} - set(found["reference_id"]))
+    gt = tmp_path / "gt.csv"  # Q000 copies R003 (its rank 1), R000 at rank 2 and a reference it never predicts
+    gt.write_text(f"query_id,reference_id\nQ000,R003\nQ000,{found['reference_id'][1]}\nQ000,{other}\n"
+                  "Q001,R001\nQ002,\nQ003,R000\n")
+    run2 = load_eval_run(eval_dir, gt)
+    assert run2.copies["Q000"] == {"R003", found["reference_id"][1], other}
+    assert list(run2.top("Q000", 2)["copy"]) == [True, True]
+    assert run2.missed("Q000") == [other] and run2.queries("missed copies") == ["Q000"]
+    assert run2.queries("false positive at rank 1") == ["Q002"]
+
 def test_results_browser_steps_through_queries(eval_dir):
     rb = ResultsBrowser(str(eval_dir), k=2)
     assert rb.current == "Q000" and rb.hits.value.count("<img") == 1 + 2

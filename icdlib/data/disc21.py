@@ -13,8 +13,9 @@ Layout
     ROOT/final_ground_truth.csv
     ROOT/ground_truth.csv                     (for query_images/)
 
-Ground-truth CSVs have the header ``query_id,reference_id``, one row per query; an empty
-``reference_id`` marks a distractor (a query that copies no reference). They are read by
+Ground-truth CSVs have the header ``query_id,reference_id``, one row per copy pair (a
+query that copies several references has a row for each); an empty ``reference_id``
+marks a distractor (a query that copies no reference). They are read by
 :func:`icdlib.isc_csv.read_ground_truth`, the one ISC21 CSV reader. Image ids are
 file stems (``Q00012``); lists are sorted by id.
 """
@@ -28,10 +29,10 @@ import re
 import warnings
 from pathlib import Path
 
-import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from icdlib.data.validation import check_files, check_image  # noqa: F401  (check_image: re-exported)
+from icdlib.edits.raster import to_rgb8  # also icdlib.data.to_rgb8
 from icdlib.isc_csv import read_ground_truth
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -56,28 +57,6 @@ GT_HEADER = ["query_id", "reference_id"]
 # written first by ``data build`` and removed after its manifest: a folder holding it is partial
 BUILDING = ".icdlib-build-in-progress"
 MANIFEST = "manifest.json"
-
-
-def to_rgb8(img: Image.Image) -> Image.Image:
-    """An 8-bit RGB copy of ``img``, scaling 16-bit and float pixels instead of clipping them.
-
-    PIL's own ``convert("RGB")`` clips every value above 255 (a 16-bit or float image
-    comes out white or black). Here ``I;16*`` modes map 0..65535 to 0..255 (divide by
-    257); ``I`` (32-bit int, how some 16-bit files decode) does the same when a value
-    passes 255, else it is taken as 8-bit; ``F`` (float) maps 0..1 to 0..255 when no
-    value passes 1, else like ``I``. NaN becomes 0. Other modes go through ``convert``.
-    """
-    if img.mode.startswith("I") or img.mode == "F":
-        a = np.asarray(img, dtype=np.float64)
-        a = np.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)
-        top = float(a.max()) if a.size else 0.0
-        if img.mode.startswith("I;16") or top > 255.0:
-            a = a / 257.0
-        elif img.mode == "F" and top <= 1.0:
-            a = a * 255.0
-        gray = Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "L")
-        return gray.convert("RGB")
-    return img.convert("RGB")
 
 
 def load_image(path: str | Path, draft: tuple[int, int] | None = None) -> Image.Image:
@@ -257,7 +236,8 @@ class Disc21:
         return None
 
     def ground_truth(self, split: str) -> list[tuple[str, str | None]]:
-        """``[(query_id, reference_id or None)]`` of a query split, sorted by query id.
+        """``[(query_id, reference_id or None)]`` of a query split, sorted (a query that
+        copies several references has a row for each).
 
         Every query id must name an image of the split and every reference id an image
         of ``reference`` (with an explicit ``ground_truth`` file, rows of other splits'
@@ -335,7 +315,7 @@ class Disc21:
             if split in self._present and self.gt_file(split) is not None:
                 gt = self.ground_truth(split)
                 counts[f"{split}_gt"] = len(gt)
-                counts[f"{split}_positives"] = sum(r is not None for _, r in gt)
+                counts[f"{split}_positives"] = len({q for q, r in gt if r is not None})  # a collage has 2+ rows
         counts["skipped"] = len(bad)
         self._check_manifest(counts)
         return counts

@@ -16,7 +16,7 @@ from PIL import Image
 from icdlib.edits.chains import EditConfig
 from icdlib.edits.donors import cover_resize_array, procedural_donor_array
 from icdlib.edits.limits import size_bound
-from icdlib.edits.raster import rgb_array, rgb_image, size_of
+from icdlib.edits.raster import rgb_array, rgb_image, size_of, to_rgb8
 from icdlib.edits.registry import validate
 from icdlib.edits.warps import warp_weight
 from icdlib.pixtrace import Step, Trace
@@ -89,7 +89,7 @@ class Context:
             raise ValueError(f"donors must be None, a callable or a non-empty sequence, got {self.donors!r}")
         if not isinstance(img, Image.Image):
             raise ValueError(f"donors: seed {seed} gave {type(img).__name__}, expected a PIL image")
-        return cover_resize_array(img.convert("RGB") if img.mode != "RGB" else img, size)
+        return cover_resize_array(to_rgb8(img) if img.mode != "RGB" else img, size)
 
 
 def apply(
@@ -101,7 +101,8 @@ def apply(
     """Apply an edit chain and trace it.
 
     Args:
-        image: PIL image (converted to RGB), the *source*.
+        image: PIL image, the *source*; converted to 8-bit RGB by
+            :func:`icdlib.edits.raster.to_rgb8` (16-bit and float pixels scaled, not clipped).
         specs: list of spec dicts (see the module docstring and :data:`OPS`).
         donors: foreign images for composite ops (see :class:`Context`); default: render
             them procedurally from each spec's ``seed``.
@@ -157,7 +158,7 @@ def _run(who: str, image, specs, donors, config) -> tuple[Any, Trace]:
     if source_size[0] * source_size[1] > cfg.max_pixels:
         raise ValueError(f"{who}: source image {source_size[0]}x{source_size[1]} has more than "
                          f"edits.max_pixels={cfg.max_pixels} pixels")
-    img = image if isinstance(image, np.ndarray) or image.mode == "RGB" else image.convert("RGB")
+    img = image if isinstance(image, np.ndarray) or image.mode == "RGB" else to_rgb8(image)  # 16-bit: scaled
     steps: list[Step] = []
     # Share of the source in every pixel. Translucent layers compound (two layers at
     # 0.4 leave 0.36 of the source), so occlusion is judged on this running weight.

@@ -106,11 +106,36 @@ def model_resize(a: np.ndarray, size: int) -> np.ndarray:
     return cv2.merge(list(model_resize_planes(a, size).numpy()))
 
 
+def to_rgb8(img: Image.Image) -> Image.Image:
+    """An 8-bit RGB copy of ``img``, scaling 16-bit and float pixels instead of clipping them.
+
+    PIL's own ``convert("RGB")`` clips every value above 255 (a 16-bit or float image
+    comes out white or black). Here ``I;16*`` modes map 0..65535 to 0..255 (divide by
+    257); ``I`` (32-bit int, how some 16-bit files decode) does the same when a value
+    passes 255, else it is taken as 8-bit; ``F`` (float) maps 0..1 to 0..255 when no
+    value passes 1, else like ``I``. NaN becomes 0. Other modes go through ``convert``.
+    Decoded files (:func:`icdlib.data.load_image`) and in-memory sources of
+    :func:`icdlib.edits.apply` both come through here.
+    """
+    if img.mode.startswith("I") or img.mode == "F":
+        a = np.asarray(img, dtype=np.float64)
+        a = np.nan_to_num(a, nan=0.0, posinf=0.0, neginf=0.0)
+        top = float(a.max()) if a.size else 0.0
+        if img.mode.startswith("I;16") or top > 255.0:
+            a = a / 257.0
+        elif img.mode == "F" and top <= 1.0:
+            a = a * 255.0
+        gray = Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "L")
+        return gray.convert("RGB")
+    return img.convert("RGB")
+
+
 def rgb_array(img) -> np.ndarray:
-    """``[H, W, 3]`` uint8 array of an RGB PIL image (read-only), or the array itself."""
+    """``[H, W, 3]`` uint8 array of a PIL image (read-only; other modes through
+    :func:`to_rgb8`), or the array itself."""
     if isinstance(img, np.ndarray):
         return img
-    return np.asarray(img if img.mode == "RGB" else img.convert("RGB"))
+    return np.asarray(img if img.mode == "RGB" else to_rgb8(img))
 
 
 def rgb_image(a) -> Image.Image:

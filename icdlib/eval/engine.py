@@ -140,6 +140,8 @@ class Benchmark:
 
     @property
     def n_positives(self) -> int:
+        """``N_gt``: the ground-truth (query, reference) copy pairs; a query that copies two
+        references counts twice (0 without ground truth)."""
         return 0 if self.gt_r is None else int(sum(r is not None for r in self.gt_r))
 
     def score(self, preds: pd.DataFrame) -> tuple[Metrics | None, PrCurve | None]:

@@ -5,8 +5,10 @@ Semantics (those of the ISC21 challenge)
 * A prediction is a ``(query_id, reference_id, score)`` triple; higher score means
   "more likely a copy" (a similarity, not a distance). A query may carry several
   predictions, but a repeated ``(query_id, reference_id)`` pair is an error.
-* Ground truth lists ``(query_id, reference_id)`` copy pairs; a row whose reference is
-  ``None`` marks a distractor query (one with no copy in the database).
+* Ground truth lists ``(query_id, reference_id)`` copy pairs, several for a query that
+  copies several references (a collage); a row whose reference is ``None`` marks a
+  distractor query (one with no copy in the database). A prediction is true when its
+  pair is any ground-truth pair.
 * **uAP**: pool every prediction of every query into one list, sort by score
   descending, and with ``P_k = TP_k / k`` and ``R_k = TP_k / N_gt`` take
   ``uAP = sum_k (R_k - R_{k-1}) * P_k``. ``N_gt`` counts *all* ground-truth pairs, so a

@@ -47,6 +47,19 @@ def kept_channels(channels: int, heads: str | float | None) -> int:
     return keep
 
 
+def _value_range(x: torch.Tensor) -> tuple[float, float]:
+    """``(min, max)`` of ``x``'s entries as floats, ``(0.0, 0.0)`` when it is empty.
+
+    One reduction pass that propagates NaN (a NaN entry makes both NaN), so "every entry
+    is finite" is exactly "both are finite", without the full-size boolean tensor of
+    ``torch.isfinite(x).all()``.
+    """
+    if not x.numel():
+        return 0.0, 0.0
+    low, high = torch.stack(torch.aminmax(x.detach())).tolist()  # one device sync
+    return float(low), float(high)
+
+
 # How a row's target weight is spread over the reference patches: as PixTrace traced it,
 # or, for the no-tracing controls, uniformly / on the patch at the same grid position.
 SPREADS = ("pixtrace", "uniform", "same_position")
@@ -82,9 +95,9 @@ def copynce_targets(overlap: torch.Tensor, gamma: float, factor: float = 1.0,
     o = overlap.detach()
     if not o.is_floating_point():
         o = o.float()
-    if o.numel() and not bool(torch.isfinite(o).all()):
+    low, high = _value_range(o)
+    if not (math.isfinite(low) and math.isfinite(high)):
         raise ValueError("copynce: overlap has NaN or infinite entries")
-    low = o.min().item() if o.numel() else 0.0
     if low < 0:
         raise ValueError(f"copynce: overlap has negative entries (min {low:.3g})")
     p = o if gamma == 1 else o.pow(gamma)
@@ -110,15 +123,17 @@ _FP32_SCALE_MAX = 40.0  # up to here exp(-2 * scale) stays a normal float32 (> 1
 class _CopyNCEPairs(torch.autograd.Function):
     """Per-pair CopyNCE from raw tokens and pre-scaled targets, with a hand-written backward.
 
-    Inputs: ``q [B, N, K]``, ``r [B, M, K]``, ``w_qr [B, N, M]`` (targets times ``lam/N``),
-    ``w_rq [B, M, N]`` (targets times ``(1-lam)/M``), ``scale``. Output ``[B]``, the
-    pair losses, in the dtype of ``q``.
+    Inputs: ``q [B, N, K]``, ``r [B, M, K]``, ``lin = w_qr + w_rq^T [B, N, M]`` and the
+    row sums ``w_rows = w_qr.sum(2) [B, N]``, ``w_cols = w_rq.sum(2) [B, M]`` of the
+    targets ``w_qr [B, N, M]`` (times ``lam/N``) and ``w_rq [B, M, N]`` (times
+    ``(1-lam)/M``), ``scale``. Output ``[B]``, the pair losses, in the dtype of ``q``.
 
     With ``S = scale * cos`` (one cosine matrix for both directions, from the raw tokens
     and their inverse norms; unit vectors are never materialised), the pair loss is ``sum_i Wr_i lse_j(S_i.) + sum_j Wc_j lse_i(S_.j) - sum_ij S_ij L_ij`` where
     ``Wr``/``Wc`` are the target row sums and ``L = w_qr + w_rq^T``, so
     ``dS = Wr * softmax_rows(S) + Wc * softmax_cols(S) - L``. Norms are clamped at
-    ``_NORM_EPS`` as in ``F.normalize``.
+    ``_NORM_EPS`` as in ``F.normalize``. A NaN or infinite token entry raises
+    ``ValueError`` (found from the norms, which it makes non-finite: no extra pass).
 
     Cosines are bounded, so for ``scale <= 40`` ``E = exp(S - scale)`` lies in
     ``[exp(-2 scale), 1]`` and one exponential serves both softmaxes (row sums and column
@@ -129,35 +144,37 @@ class _CopyNCEPairs(torch.autograd.Function):
 
     @staticmethod
     @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)
-    def forward(ctx, q, r, w_qr, w_rq, scale):
-        inv_q = torch.linalg.vector_norm(q, dim=-1, keepdim=True).clamp_min_(_NORM_EPS)
-        inv_r = torch.linalg.vector_norm(r, dim=-1, keepdim=True).clamp_min_(_NORM_EPS)
-        inv_q, inv_r = inv_q.reciprocal_(), inv_r.reciprocal_()  # (B, N, 1), (B, M, 1)
-        b = q.shape[0]
-        cos = torch.bmm(q, r.transpose(1, 2)).mul_(inv_q).mul_(inv_r.transpose(1, 2))  # (B,N,M)
-        lin = torch.add(w_qr, w_rq.transpose(1, 2))  # (B, N, M) linear-term weights
-        dot = torch.bmm(cos.reshape(b, 1, -1), lin.reshape(b, -1, 1)).reshape(b)
-        dot = dot * scale  # sum_ij S_ij L_ij
-        w_rows, w_cols = w_qr.sum(2), w_rq.sum(2)  # (B, N), (B, M)
+    def forward(ctx, q, r, lin, w_rows, w_cols, scale):
+        inv_q = torch.linalg.vector_norm(q, dim=-1, keepdim=True)
+        inv_r = torch.linalg.vector_norm(r, dim=-1, keepdim=True)
+        if not _finite(inv_q, inv_r):  # a NaN or infinite entry makes its token's norm so
+            _check_tokens(q, r)  # exact: huge finite tokens may overflow a norm, and pass
+        inv_q, inv_r = inv_q.clamp_min_(_NORM_EPS).reciprocal_(), inv_r.clamp_min_(_NORM_EPS).reciprocal_()
+        # S = scale * cos, the scale folded into the query side's 1 / |q| (no pass of its own)
+        logits = torch.bmm(q, r.transpose(1, 2)).mul_(inv_q * scale).mul_(inv_r.transpose(1, 2))  # (B, N, M)
+        # sum_ij S_ij L_ij as row dot products summed (a [B, 1, N M] bmm is 4x slower and 40x less exact)
+        dot = _rowdot(logits, lin).sum((1, 2))  # (B,)
+        # From here on the backward needs only exponentials of the logits, which overwrite
+        # them (one [B, N, M] buffer fewer).
         if scale <= _FP32_SCALE_MAX:
             # Cosines are at most 1, so shifting every logit by ``scale`` is each row's and
             # column's max or less, and exp(S - scale) >= exp(-2 scale) stays a normal
             # float32: one exponential serves both softmaxes.
-            e_rows = e_cols = torch.sub(cos, 1.0).mul_(scale).exp_()  # (B, N, M)
+            e_rows = e_cols = logits.sub_(scale).exp_()  # (B, N, M)
             shift_rows = shift_cols = scale
         else:
             # Larger scales would underflow a global shift (a row whose best cosine is well
             # below 1 sums to 0 and its log to -inf): shift each row and column by its own max.
-            logits = cos * scale
             shift_rows = logits.amax(2, keepdim=True)  # (B, N, 1)
             shift_cols = logits.amax(1, keepdim=True)  # (B, 1, M)
-            e_rows, e_cols = (logits - shift_rows).exp_(), (logits - shift_cols).exp_()
+            e_rows = (logits - shift_rows).exp_()
+            e_cols = logits.sub_(shift_cols).exp_()  # after e_rows: in place of the logits
             shift_rows, shift_cols = shift_rows.squeeze(2), shift_cols.squeeze(1)
         row_sums, col_sums = e_rows.sum(2), e_cols.sum(1)  # (B, N), (B, M); each >= 1 when shifted by its max
         lse_rows = row_sums.log() + shift_rows
         lse_cols = col_sums.log() + shift_cols
         per_pair = (lse_rows * w_rows).sum(1) + (lse_cols * w_cols).sum(1) - dot
-        ctx.save_for_backward(q, r, inv_q, inv_r, cos, e_rows, e_cols, row_sums, col_sums, w_rows, w_cols, lin)
+        ctx.save_for_backward(q, r, inv_q, inv_r, e_rows, e_cols, row_sums, col_sums, w_rows, w_cols, lin)
         ctx.scale = scale
         return per_pair.to(q.dtype)
 
@@ -165,24 +182,41 @@ class _CopyNCEPairs(torch.autograd.Function):
     @torch.amp.custom_bwd(device_type="cuda")
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
-        q, r, inv_q, inv_r, cos, e_rows, e_cols, row_sums, col_sums, w_rows, w_cols, lin = ctx.saved_tensors
+        q, r, inv_q, inv_r, e_rows, e_cols, row_sums, col_sums, w_rows, w_cols, lin = ctx.saved_tensors
         g = (grad * ctx.scale).to(e_rows.dtype)[:, None]  # (B, 1); dS/dcos = scale
         a_rows = (w_rows * g / row_sums)[:, :, None]  # (B, N, 1)
         a_cols = (w_cols * g / col_sums)[:, None, :]  # (B, 1, M)
         dcos = (e_rows * a_rows).addcmul_(e_cols, a_cols)  # softmax terms of dLoss/dcos
         dcos = dcos.to(q.dtype).addcmul_(lin, g[:, :, None].to(q.dtype), value=-1.0)
         # d cos_ij / d q_i = r_j / (|q_i| |r_j|) - cos_ij q_i / |q_i|^2, and likewise for r_j:
-        # dq = (G / (|q| |r|^T)) @ r - radial_q * q / |q|^2 with radial_q = rowsum(G * cos)
-        radial_q = torch.einsum("bnm,bnm->bn", dcos, cos).unsqueeze(-1)  # (B, N, 1)
-        radial_r = torch.einsum("bnm,bnm->bm", dcos, cos).unsqueeze(-1)  # (B, M, 1)
-        dcos.mul_(inv_q).mul_(inv_r.transpose(1, 2))
+        # dq = H @ r - radial_q * q / |q|^2 with H = G / (|q| |r|^T) and radial_q = rowsum(G * cos),
+        # which is also q_i . (H @ r)_i: a dot product of [B, N, K] rows already at hand, so no
+        # [B, N, M] temporary is made for it (likewise radial_r = r_j . (H^T @ q)_j).
+        h = dcos.mul_(inv_q).mul_(inv_r.transpose(1, 2))
         dq = dr = None
         if ctx.needs_input_grad[0]:
-            dq = torch.bmm(dcos, r).addcmul_(q, _radial_coef(radial_q, inv_q), value=-1.0)
+            dq = torch.bmm(h, r)
+            dq.addcmul_(q, _radial_coef(_rowdot(q, dq), inv_q), value=-1.0)
         if ctx.needs_input_grad[1]:
-            dr = torch.bmm(dcos.transpose(1, 2), q)
-            dr.addcmul_(r, _radial_coef(radial_r, inv_r), value=-1.0)
-        return dq, dr, None, None, None
+            dr = torch.bmm(h.transpose(1, 2), q)
+            dr.addcmul_(r, _radial_coef(_rowdot(r, dr), inv_r), value=-1.0)
+        return dq, dr, None, None, None, None
+
+
+def _rowdot(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``[B, N, 1]`` dot products of the rows of two ``[B, N, K]`` tensors (one batched matmul)."""
+    return torch.matmul(x.unsqueeze(-2), y.unsqueeze(-1)).squeeze(-1)
+
+
+def _finite(*tensors: torch.Tensor) -> bool:
+    """Whether every entry of every tensor is finite (one device sync; meant for small tensors)."""
+    return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
+
+
+def _check_tokens(*tokens: torch.Tensor) -> None:
+    """Raise ``ValueError`` if any token entry is NaN or infinite."""
+    if not all(math.isfinite(v) for t in tokens for v in _value_range(t)):
+        raise ValueError("copynce: query or reference tokens hold NaN or infinite values")
 
 
 def _radial_coef(radial, inv_norm):
@@ -264,8 +298,6 @@ def copynce(
         raise ValueError(f"copynce: lam must be in [0, 1], got {lam}")
     if not scale > 0 or not math.isfinite(scale):
         raise ValueError(f"copynce: scale must be a finite number > 0, got {scale}")
-    if not (bool(torch.isfinite(q).all()) and bool(torch.isfinite(r).all())):
-        raise ValueError("copynce: query or reference tokens hold NaN or infinite values")
     if valid is not None:
         valid = torch.as_tensor(valid, device=q.device)
         if valid.dtype != torch.bool or tuple(valid.shape) != (b,):
@@ -275,6 +307,8 @@ def copynce(
             )
 
     k = kept_channels(c, heads)
+    if k < c:  # the kept channels are checked by the forward, from their norms
+        _check_tokens(q[..., k:], r[..., k:])
     dtype = torch.float64 if torch.float64 in (q.dtype, r.dtype) else torch.float32
     q, r = q.to(dtype), r.to(dtype)  # softmax statistics need at least float32
     with torch.no_grad():
@@ -282,8 +316,11 @@ def copynce(
         o_rq = overlap_rq.to(device=q.device, dtype=dtype)
         w_qr = copynce_targets(o_qr, gamma, lam / n, targets)  # (B, N, M)
         w_rq = copynce_targets(o_rq, gamma, (1.0 - lam) / m, targets)  # (B, M, N)
+        w_rows, w_cols = w_qr.sum(2), w_rq.sum(2)  # (B, N), (B, M)
+        lin = w_qr.add_(w_rq.transpose(1, 2)) if w_qr.is_contiguous() else w_qr + w_rq.transpose(1, 2)
+        del w_qr, w_rq  # lin reuses w_qr's fresh buffer
     with torch.autocast(q.device.type, enabled=False):  # the softmax statistics stay in fp32 under autocast
-        per_pair = _CopyNCEPairs.apply(q[..., :k], r[..., :k], w_qr, w_rq, float(scale))  # (B,)
+        per_pair = _CopyNCEPairs.apply(q[..., :k], r[..., :k], lin, w_rows, w_cols, float(scale))  # (B,)
     if valid is None:
         return per_pair.mean()
     kept = torch.where(valid, per_pair, torch.zeros_like(per_pair))
