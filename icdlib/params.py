@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import subprocess
 import types
 import typing
 from pathlib import Path
@@ -239,3 +240,14 @@ def portable(value: Any, root: str | Path | None = None) -> Any:
         return str(Path(value).resolve().relative_to(base))
     except ValueError:
         return value if isinstance(value, str) else str(value)
+
+
+def run_commit(folder: str | Path) -> str:
+    """The short (7 hex digits) git commit ``folder`` is checked out at; ``"unknown"`` outside a
+    git work tree (or without git)."""
+    try:
+        out = subprocess.run(["git", "-C", str(folder), "rev-parse", "--short=7", "HEAD"],
+                             capture_output=True, text=True, check=False)
+    except OSError:
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"

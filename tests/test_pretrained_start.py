@@ -24,6 +24,8 @@ def test_committed_weights_match_their_record_and_the_dvc_lock():
     params = load_params(ROOT / "params.yaml")
     assert record["pretrain"]["steps"] == params["pretrain"]["steps"] == record["steps_done"]
     assert record["images_seen"] == record["steps_done"] * record["pretrain"]["batch_size"]
+    assert record["command"].startswith("python -m icdlib.train.pretrain --params params.yaml")
+    assert len(record["commit"]) == 7 and record["params"] == "params.yaml"
     stage = yaml.safe_load((ROOT / "dvc.lock").read_text())["stages"]["pretrain"]
     md5 = hashlib.md5(WEIGHTS.read_bytes()).hexdigest()
     assert any(o["path"] == "weights/dino_vit_tiny_cpu.safetensors" and o["md5"] == md5 for o in stage["outs"])

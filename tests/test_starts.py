@@ -135,3 +135,22 @@ def test_robustness_chooses_each_arm_s_lr_on_the_held_out_split_and_tests_the_cl
     assert (table["ci_low"] <= table["gap"]).all() and (table["gap"] <= table["ci_high"]).all()
     with pytest.raises(SystemExit, match="tables' split"):
         robustness.main(["--run", str(tiny_run), "--select", "dev_queries"])
+
+
+def test_pretraining_command_records_its_commit_command_and_params(tiny_run, tmp_path):
+    from icdlib.train.pretrain import main
+
+    params = yaml.safe_load((tiny_run / "params.yaml").read_text())
+    params["pretrain"] = {k: getattr(CFG, k) for k in ("batch_size", "out_dim", "hidden_dim", "bottleneck_dim",
+                                                       "local_views", "local_size", "freeze_last_layer_steps",
+                                                       "workers")}
+    params["descriptor"].update(img_size=32, patch_size=16, embed_dim=32, depth=2, num_heads=2, desc_dim=16)
+    params["paths"]["data"] = str(tiny_run / params["paths"]["data"])
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    out = tmp_path / "w.safetensors"
+    assert main(["--params", str(tmp_path / "params.yaml"), "--out", str(out), "--steps", "2", "--no-resume"]) == 0
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert record["steps_done"] == 2 and record["params"] == str(tmp_path / "params.yaml")
+    assert record["command"] == f"python -m icdlib.train.pretrain --params {tmp_path / 'params.yaml'} --out {out} " \
+                                "--steps 2 --no-resume"
+    assert record["commit"] == "unknown"  # tmp_path is outside any git work tree

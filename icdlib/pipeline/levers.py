@@ -11,14 +11,16 @@ different runs are kept apart. Nothing the pipeline wrote is changed.
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from icdlib.params import run_commit
 from icdlib.pipeline.stage import Stage
 from icdlib.train import RunConfig, prepare, train
 from icdlib.train.state import kept_snapshots
+
+__all__ = ["chosen_variants", "run_commit", "train_variant"]
 
 
 def chosen_variants(text: str, known: Mapping[str, Any], who: str) -> list[str]:
@@ -34,17 +36,6 @@ def chosen_variants(text: str, known: Mapping[str, Any], who: str) -> list[str]:
     if not names:
         raise ValueError(f"{who}: no variant named in {text!r}; known: {list(known)}")
     return names
-
-
-def run_commit(folder: str | Path) -> str:
-    """The short (7 hex digits) git commit ``folder`` is checked out at; ``"unknown"`` when it
-    is not in a git work tree (or git is missing)."""
-    try:
-        out = subprocess.run(["git", "-C", str(folder), "rev-parse", "--short=7", "HEAD"],
-                             capture_output=True, text=True, check=False)
-    except OSError:
-        return "unknown"
-    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
 
 
 def train_variant(st: Stage, run: RunConfig, name: str, progress: bool = True) -> dict[int, Path]:

@@ -13,7 +13,8 @@ Every view is a pure function of ``(seed, epoch, index)`` and every optimiser st
 ``(seed, step)``: a resumed run (``<out>.state.pt``, rewritten atomically every
 ``checkpoint_every`` steps) ends with the weights an uninterrupted one would, on the same
 machine and versions. Beside the weights: ``<out stem>.json`` (config, steps, images seen,
-seconds, sha256 of the weights) and ``<out stem>.curve.csv`` (the learning curve).
+seconds, sha256 of the weights, the commit, command and params file) and ``<out stem>.curve.csv``
+(the learning curve).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from icdlib.atomic import atomic_path, write_json
 from icdlib.data import load_image
 from icdlib.models import DescriptorConfig
 from icdlib.models.precision import bf16_enabled
-from icdlib.params import load_params, section
+from icdlib.params import load_params, run_commit, section
 from icdlib.train.inputs import training_images
 from icdlib.train.schedule import global_batch, lr_schedule
 
@@ -174,7 +175,7 @@ def _save_atomic(obj, path: Path) -> None:
 
 
 def pretrain(cfg: PretrainConfig, model_cfg: DescriptorConfig, paths: Sequence[Path], out: str | Path, *,
-             progress: bool = True, resume: bool = True) -> Path:
+             progress: bool = True, resume: bool = True, provenance: dict | None = None) -> Path:
     """Train DINO on ``paths`` and write the teacher backbone to ``out`` (``.safetensors``); returns ``out``.
 
     Args:
@@ -185,6 +186,7 @@ def pretrain(cfg: PretrainConfig, model_cfg: DescriptorConfig, paths: Sequence[P
         out: the weights file, ``*.safetensors``; ``<stem>.json``, ``<stem>.curve.csv`` and, while
             running, ``<name>.state.pt`` sit beside it.
         resume: continue from ``<name>.state.pt`` when it exists and was written by the same config.
+        provenance: what made the run (``commit``, ``command``, ``params``), copied into the record.
     """
     from safetensors.torch import save_file
 
@@ -272,7 +274,7 @@ def pretrain(cfg: PretrainConfig, model_cfg: DescriptorConfig, paths: Sequence[P
     digest = hashlib.sha256(out.read_bytes()).hexdigest()
     record.update({"steps_done": cfg.steps, "images_seen": cfg.steps * cfg.batch_size, "seconds": round(seconds, 1),
                    "bf16": bf16, "final_loss": rows[-1]["loss"] if rows else None, "sha256": digest,
-                   "torch": torch.__version__})
+                   "torch": torch.__version__, **(provenance or {})})
     write_json(out.with_suffix(".json"), record, indent=2, sort_keys=True)
     with atomic_path(curve_file) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["step"])
@@ -307,7 +309,10 @@ def main(argv: list[str] | None = None) -> int:
         model_cfg = section(params, "descriptor", DescriptorConfig, str(args.params))
         data = args.data or Path(args.params).resolve().parent / (params.get("paths") or {}).get("data", "")
         paths = training_images(data)
-        out = pretrain(cfg, model_cfg, paths, args.out, resume=not args.no_resume)
+        words = argv if argv is not None else sys.argv[1:]
+        provenance = {"commit": run_commit(Path(args.params).resolve().parent), "params": str(args.params),
+                      "command": " ".join(["python -m icdlib.train.pretrain", *words])}
+        out = pretrain(cfg, model_cfg, paths, args.out, resume=not args.no_resume, provenance=provenance)
     except (ValueError, OSError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
