@@ -17,12 +17,14 @@ import pytest
 import yaml
 
 from icdlib.data.build import BuildConfig
+from icdlib.data.photo_bench import PhotoBuildConfig
 from icdlib.data.pairs import PairsConfig
 from icdlib.edits.chains import EditConfig
 from icdlib.eval.retrieval import EvalConfig
 from icdlib.models.config import DescriptorConfig, MatcherConfig
 from icdlib.params import load_params
 from icdlib.pipeline.config import TOP_LEVEL
+from icdlib.pipeline.real_photos import RealPhotosConfig
 from icdlib.pipeline.stage import AblationConfig, DatasetConfig, LaunchConfig, MainConfig, PathsConfig, ReportConfig
 from icdlib.train.pretrain import PretrainConfig
 from icdlib.train.runs import TrainConfig
@@ -46,6 +48,8 @@ SECTIONS = {
     "ablation": AblationConfig,
     "report": ReportConfig,
     "pretrain": PretrainConfig,
+    "photos": PhotoBuildConfig,
+    "real_photos": RealPhotosConfig,
 }
 # Top-level keys that are not a dataclass section, and who reads them.
 NOT_SECTIONS = {
@@ -58,8 +62,6 @@ NOT_PARAMS = {
     "RunConfig": "a resolved run (train + model + pairs), built by resolve_run",
     "SourceConfig": "nested in data (data.sources), compared with it",
     "VizConfig": "the explorer notebook's own parameters; no pipeline stage reads it",
-    "PhotoBuildConfig": "the photo benchmark's settings, from python -m icdlib.data build --photos flags; "
-                        "no pipeline stage reads it yet",
 }
 
 

@@ -5,27 +5,27 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from icdlib.pipeline.orderings import CLAIMS, COLUMNS, orderings_frame, prediction_sets
+from icdlib.pipeline.orderings import CLAIMS, COLUMNS, EMBEDDED, REAL_PHOTOS, orderings_frame, prediction_sets
 
 N_Q = 60  # queries; the first 30 have a copy
 
 
-def write_gt(path):
-    rows = [(f"Q{i:03d}", f"R{i:03d}" if i < 30 else "") for i in range(N_Q)]
+def write_gt(path, prefix="Q"):
+    rows = [(f"{prefix}{i:03d}", f"R{i:03d}" if i < 30 else "") for i in range(N_Q)]
     pd.DataFrame(rows, columns=["query_id", "reference_id"]).to_csv(path, index=False)
     return path
 
 
-def write_set(path, skill: float, seed: int):
+def write_set(path, skill: float, seed: int, prefix="Q"):
     """Predictions where each copy query's true reference outranks the wrong ones with
-    probability ``skill`` (1: always, 0: never)."""
+    probability ``skill`` (1: always, 0: never); query ids ``<prefix>000`` ..."""
     rng = np.random.default_rng(seed)
     rows = []
     for i in range(N_Q):
         for j in range(3):
-            rows.append((f"Q{i:03d}", f"X{j}", round(float(rng.uniform(0.2, 0.6)), 4)))
+            rows.append((f"{prefix}{i:03d}", f"X{j}", round(float(rng.uniform(0.2, 0.6)), 4)))
         if i < 30:
-            rows.append((f"Q{i:03d}", f"R{i:03d}", 0.9 if rng.random() < skill else 0.1))
+            rows.append((f"{prefix}{i:03d}", f"R{i:03d}", 0.9 if rng.random() < skill else 0.1))
     pd.DataFrame(rows, columns=["query_id", "reference_id", "score"]).to_csv(path, index=False)
     return path.name
 
@@ -52,7 +52,9 @@ def fixtures(tmp_path, skills: dict[str, list[float]], hashes: dict[str, float])
 def test_claims_are_named_as_the_contract_says():
     assert [c.name for c in CLAIMS] == [
         "copynce>infonce", "copynce>infonce (SN)", "infonce>best_hash", "pixtrace>uniform",
-        "copynce_on>off (ablation)", "matcher>descriptor", "matcher_copynce>matcher_bce"]
+        "copynce_on>off (ablation)", "matcher>descriptor", "matcher_copynce>matcher_bce",
+        "copynce>infonce (real photos)", "infonce>best_hash (real photos)"]
+    assert [c.benchmark for c in CLAIMS].count(REAL_PHOTOS) == 2
 
 
 def test_verdicts_follow_the_intervals_and_missing_sets_are_reported(tmp_path):
@@ -85,3 +87,49 @@ def test_ablation_claims_are_paired_by_seed(tmp_path):
                          lambda p: tmp_path / p, n_boot=300).set_index("claim")
     assert df.loc["pixtrace>uniform", "verdict"] == "holds"
     assert df.loc["copynce>infonce", "verdict"] == "missing"
+
+
+def _real_photo_result(tmp_path, skills: dict[str, float]):
+    """A real-photo results.json stand-in: its own queries (``P000`` ...), one seed."""
+    rows = {label: {"table": "descriptor", "seed": 0,
+                    "plain": {"predictions": write_set(tmp_path / f"real_{label}.csv".replace(" ", "_"), skill, 11,
+                                                       prefix="P")}}
+            for label, skill in skills.items()}
+    return {"run": True, "rows": rows}
+
+
+def test_real_photo_claims_are_scored_on_their_own_ground_truth(tmp_path):
+    result, abl = fixtures(tmp_path, {"CopyNCE descriptor": [0.3], "InfoNCE descriptor": [0.9]}, {"PDQ": 0.5})
+    real = _real_photo_result(tmp_path, {"CopyNCE descriptor": 0.95, "InfoNCE descriptor": 0.5,
+                                         "PDQ": 0.05, "pHash": 0.2})
+    sets = prediction_sets(result, abl, real)
+    assert "CopyNCE descriptor (real photos)" in sets and "pHash" not in sets
+    truths = {EMBEDDED: write_gt(tmp_path / "gt.csv"), REAL_PHOTOS: write_gt(tmp_path / "real_gt.csv", prefix="P")}
+    df = orderings_frame(sets, truths, lambda p: tmp_path / p, n_boot=300).set_index("claim")
+    assert df.loc["copynce>infonce", "verdict"] == "fails"  # the embedded sets, the other way round
+    real_claim = df.loc["copynce>infonce (real photos)"]
+    assert real_claim["verdict"] == "holds" and real_claim["a"] == "CopyNCE descriptor (real photos)"
+    assert df.loc["infonce>best_hash (real photos)", "b"] == "pHash (real photos)"  # the better real-photo hash
+    assert df.loc["infonce>best_hash (real photos)", "verdict"] == "holds"
+    assert (df["note"] == "").all()
+    # scored against the embedded ground truth instead, the P queries would hold no copy at all
+    alone = orderings_frame(sets, {EMBEDDED: truths[EMBEDDED], REAL_PHOTOS: truths[EMBEDDED]},
+                            lambda p: tmp_path / p, n_boot=100).set_index("claim")
+    assert alone.loc["copynce>infonce (real photos)", "verdict"] != "holds"
+
+
+def test_real_photo_claims_not_run_say_why_and_missing_ones_stay_missing(tmp_path):
+    result, abl = fixtures(tmp_path, {"CopyNCE descriptor": [0.9], "InfoNCE descriptor": [0.3]}, {})
+    gt = write_gt(tmp_path / "gt.csv")
+    not_run = {"run": False, "reason": "apt-get is not on PATH", "rows": {}}
+    sets = prediction_sets(result, abl, not_run)
+    df = orderings_frame(sets, gt, lambda p: tmp_path / p, n_boot=100,
+                         not_run={REAL_PHOTOS: not_run["reason"]}).set_index("claim")
+    for claim in ("copynce>infonce (real photos)", "infonce>best_hash (real photos)"):
+        assert df.loc[claim, "verdict"] == "not run"
+        assert df.loc[claim, "note"] == "not run: apt-get is not on PATH"
+        assert np.isnan(df.loc[claim, "gap"]) and df.loc[claim, "seeds"] == ""
+    assert df.loc["copynce>infonce", "verdict"] == "holds"
+    # no real-photo ground truth and no reason (an older caller): missing, not "not run"
+    df = orderings_frame(sets, gt, lambda p: tmp_path / p, n_boot=100).set_index("claim")
+    assert df.loc["copynce>infonce (real photos)", "verdict"] == "missing"

@@ -10,16 +10,18 @@ from __future__ import annotations
 from typing import Any
 
 from icdlib.data import data_config, pairs_config
+from icdlib.data.photo_bench import photo_config
 from icdlib.edits import EditConfig
 from icdlib.eval.retrieval import EvalConfig
 from icdlib.models import DescriptorConfig, MatcherConfig
 from icdlib.params import section
+from icdlib.pipeline.real_photos import RealPhotosConfig
 from icdlib.pipeline.stage import AblationConfig, DatasetConfig, LaunchConfig, MainConfig, PathsConfig, ReportConfig
 from icdlib.train import TrainConfig, resolve_run
 from icdlib.train.pretrain import PretrainConfig
 
 TOP_LEVEL = {"profile", "seed", "paths", "dataset", "data", "edits", "pairs", "descriptor", "matcher",
-             "train", "main", "arms", "eval", "ablation", "report", "launch", "pretrain"}
+             "train", "main", "arms", "eval", "ablation", "report", "launch", "pretrain", "photos", "real_photos"}
 
 
 def load_all(params: dict[str, Any], source: str = "params.yaml") -> dict[str, Any]:
@@ -45,6 +47,8 @@ def load_all(params: dict[str, Any], source: str = "params.yaml") -> dict[str, A
         "report": section(params, "report", ReportConfig, source),
         "launch": section(params, "launch", LaunchConfig, source),
         "pretrain": section(params, "pretrain", PretrainConfig, source),
+        "photos": photo_config(params, source),
+        "real_photos": section(params, "real_photos", RealPhotosConfig, source),
     }
     arms = dict(params.get("arms") or {})
     listed = set(out["ablation"].arms) if "ablation" in params else set()  # the arms the ablation stage runs

@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from icdlib.data import Disc21
 from icdlib.eval.engine import Benchmark, evenly_spaced, load_checkpoint
 from icdlib.eval.hashes import PACKAGES, missing_reason
 from icdlib.eval.metrics import write_predictions
@@ -24,6 +25,8 @@ from icdlib.pipeline.results import evaluated
 from icdlib.pipeline.stage import MATCHER_ROWS, Stage, write_csv, write_json
 from icdlib.pipeline.arms import checkpoint_name, seed_checkpoint
 
+DESCRIPTOR_ROWS = {"infonce": "InfoNCE descriptor", "copynce": "CopyNCE descriptor"}  # arm -> row, table order
+
 
 class Evaluator:
     """Evaluates many models on one benchmark split and records each prediction set.
@@ -33,21 +36,28 @@ class Evaluator:
     (metrics, PR curve, predictions path) that ``reports/eval/results.json`` holds.
     """
 
-    def __init__(self, params_file: str | Path, predictions: str = "predictions", normalise: bool = True):
+    def __init__(self, params_file: str | Path, predictions: str = "predictions", normalise: bool = True,
+                 root: str | Path | None = None):
         self.st = Stage(params_file)
         self.predictions = predictions  # folder under paths.features for this stage's prediction CSVs
         cfg = section(self.st.params, "eval", EvalConfig, self.st.params_path.name)
-        root = self.st.path("data")
-        split = self.st.dataset.eval_split
-        bench = Benchmark(root, None, cfg, self.st.dataset.ground_truth, on_error=self.st.dataset.on_error)
-        if split not in bench.ds.splits():
+        data = self.st.path("data")
+        own = root is None  # the pipeline's benchmark (paths.data), or another one (root) scored the same way
+        root = data if own else Path(root)
+        split, on_error = self.st.dataset.eval_split, self.st.dataset.on_error
+        gt = self.st.dataset.ground_truth if own else None
+        bench = Benchmark(root, None, cfg, gt, on_error=on_error)
+        if split not in bench.ds.splits() and own:
             raise ValueError(f"dataset.eval_split: {split!r} not in {root} (splits: {bench.ds.splits()})")
-        if bench.split != split:
-            bench = Benchmark(root, split, cfg, self.st.dataset.ground_truth, on_error=self.st.dataset.on_error)
+        if split in bench.ds.splits() and bench.split != split:  # another root without it: its preferred split
+            bench = Benchmark(root, split, cfg, gt, on_error=on_error)
         if bench.gt_q is None:
-            raise ValueError(f"dataset.eval_split: {split!r} in {root} has no ground truth to score against")
-        if normalise and "training" in bench.ds.splits():  # an evenly spaced subset keeps the normaliser cheap
-            bench.aux = evenly_spaced(bench.ds.images("training"), self.st.report.aux_images)
+            raise ValueError(f"evaluation: query split {bench.split!r} in {root} has no ground truth to score against")
+        # score normalisation against the pipeline's training images (whichever root is scored): an
+        # evenly spaced subset keeps the normaliser cheap
+        aux = (bench.ds if own else Disc21(data, on_error=on_error)) if normalise else None
+        if aux is not None and "training" in aux.splits():
+            bench.aux = evenly_spaced(aux.images("training"), self.st.report.aux_images)
         self.bench = bench
 
     def record(self, preds: pd.DataFrame, name: str) -> dict[str, Any]:
@@ -100,31 +110,28 @@ def _load(path: Path, kind: str):
     return load_checkpoint(path, kind)
 
 
-def evaluate_suite(params_file: str | Path) -> dict[str, Any]:
-    """Every model and baseline of the descriptor and matcher tables on ``dataset.eval_split``.
+TAG_KEYS = ["data", "edits", "eval", "report"]  # the params every row's config tag hashes
 
-    Writes ``paths.reports/eval/results.json`` and PR curves ``reports/plots/pr_<row>.csv``.
-    """
-    ev = Evaluator(params_file)
-    st, bench = ev.st, ev.bench
-    rows: dict[str, Any] = {}
-    tag_keys = ["data", "edits", "eval", "report"]
-    for method in ("pdq", "phash"):  # a hash whose package is missing keeps its row, saying why
+
+def hash_rows(ev: Evaluator, tag_keys: list[str] = TAG_KEYS) -> dict[str, Any]:
+    """PDQ and pHash rows; a hash whose package is missing keeps its row, saying why (``missing``)."""
+    rows = {}
+    for method in ("pdq", "phash"):
         label, why = PACKAGES[method][0], missing_reason(method)
-        rows[label] = {"table": "descriptor", "seed": st.seed, "config": st.tag(tag_keys, baseline=method),
+        rows[label] = {"table": "descriptor", "seed": ev.st.seed, "config": ev.st.tag(tag_keys, baseline=method),
                        **({"missing": why} if why else ev.hashes(method))}
         if why:
             print(f"evaluation: no {label} row: {why}")
-    dcfg = section(st.params, "descriptor", DescriptorConfig, st.params_path.name)
-    rnd = build_descriptor(dcfg, seed=st.report.random_init_seed)
-    size = rnd.config.img_size
-    rows["random-init descriptor"] = {
-        "table": "descriptor", "seed": st.report.random_init_seed,
-        "config": st.tag(tag_keys + ["descriptor"], model="random_init"),
-        **ev.descriptor(rnd, size, "random_init")}
-    for arm, label in (("infonce", "InfoNCE descriptor"), ("copynce", "CopyNCE descriptor")):
+    return rows
+
+
+def descriptor_rows(ev: Evaluator, tag_keys: list[str] = TAG_KEYS) -> dict[str, Any]:
+    """The InfoNCE and CopyNCE descriptor rows: every seed of ``main.seeds`` under ``runs``,
+    the row's own entries being the first seed's."""
+    st, rows = ev.st, {}
+    for arm, label in DESCRIPTOR_ROWS.items():
         runs = []
-        for seed in st.main.seeds:  # every seed's run; the row's own entries are the first seed's
+        for seed in st.main.seeds:
             path = seed_checkpoint(st, arm, seed)
             model, meta = _load(path, "descriptor")
             name = arm if seed == st.main.seeds[0] else f"{arm}_s{seed}"
@@ -133,8 +140,12 @@ def evaluate_suite(params_file: str | Path) -> dict[str, Any]:
         rows[label] = {"table": "descriptor", "seed": runs[0]["seed"],
                        "config": st.tag(tag_keys + ["descriptor", "train", "pairs", f"arms.{arm}", "main"], arm=arm),
                        **runs[0], "runs": runs}
-    candidates = pd.read_csv(st.absolute(rows["CopyNCE descriptor"]["plain"]["predictions"]),
-                             dtype={"query_id": str, "reference_id": str})
+    return rows
+
+
+def matcher_rows(ev: Evaluator, candidates: pd.DataFrame, tag_keys: list[str] = TAG_KEYS) -> dict[str, Any]:
+    """Both matcher rows, rescoring ``candidates`` (plain; LCE for the arms of ``report.lce_arms``)."""
+    st, rows = ev.st, {}
     for arm, label in MATCHER_ROWS.items():
         path = st.path("models", checkpoint_name(arm))
         model, meta = _load(path, "matcher")
@@ -142,19 +153,56 @@ def evaluate_suite(params_file: str | Path) -> dict[str, Any]:
                        "config": st.tag(tag_keys + ["matcher", "train", "pairs", f"arms.{arm}"], arm=arm),
                        "checkpoint": st.relative(path),
                        **ev.matcher(model, int(meta["config"]["img_size"]), candidates, arm, arm in st.report.lce_arms)}
+    return rows
+
+
+def candidates_of(ev: Evaluator, rows: dict[str, Any]) -> pd.DataFrame:
+    """The matchers' candidates: the CopyNCE descriptor's plain top-k predictions (first seed)."""
+    return pd.read_csv(ev.st.absolute(rows["CopyNCE descriptor"]["plain"]["predictions"]),
+                       dtype={"query_id": str, "reference_id": str})
+
+
+def evaluate_suite(params_file: str | Path) -> dict[str, Any]:
+    """Every model and baseline of the descriptor and matcher tables on ``dataset.eval_split``.
+
+    Writes ``paths.reports/eval/results.json`` and PR curves ``reports/plots/pr_<row>.csv``.
+    """
+    ev = Evaluator(params_file)
+    st = ev.st
+    rows: dict[str, Any] = hash_rows(ev)
+    dcfg = section(st.params, "descriptor", DescriptorConfig, st.params_path.name)
+    rnd = build_descriptor(dcfg, seed=st.report.random_init_seed)
+    size = rnd.config.img_size
+    rows["random-init descriptor"] = {
+        "table": "descriptor", "seed": st.report.random_init_seed,
+        "config": st.tag(TAG_KEYS + ["descriptor"], model="random_init"),
+        **ev.descriptor(rnd, size, "random_init")}
+    rows.update(descriptor_rows(ev))
+    candidates = candidates_of(ev, rows)
+    rows.update(matcher_rows(ev, candidates))
     finals = {arm: rows[label]["plain"]["metrics"]["uAP"]  # the final points, evaluated just above
               for arm, label in MATCHER_ROWS.items()}
     curve = write_matcher_curve(ev, candidates, rows["CopyNCE descriptor"]["plain"]["metrics"]["uAP"], finals)
-    result = {"split": bench.split, "n_queries": len(bench.queries), "n_references": len(bench.refs),
-              "n_positives": bench.n_positives, "n_auxiliary": len(bench.aux),
-              "ground_truth": st.relative(bench.ds.gt_file(bench.split)),
-              "seed": st.seed, "profile": st.profile, "rows": rows, "matcher_curve": curve}
+    result = {**summary(ev), "rows": rows, "matcher_curve": curve}
     out = st.path("reports", "eval")
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "results.json", result)
-    write_json(out / "metrics.json", {f"{label}/{variant}": e["metrics"] for label, _, variant, e in evaluated(rows)})
+    write_json(out / "metrics.json", metrics_of(rows))
     write_pr_curves(rows, st.path("reports", "plots"))
     return result
+
+
+def summary(ev: Evaluator) -> dict[str, Any]:
+    """What a results file says of the benchmark scored: split, counts, ground truth, seed, profile."""
+    st, bench = ev.st, ev.bench
+    return {"split": bench.split, "n_queries": len(bench.queries), "n_references": len(bench.refs),
+            "n_positives": bench.n_positives, "n_auxiliary": len(bench.aux),
+            "ground_truth": st.relative(bench.ds.gt_file(bench.split)), "seed": st.seed, "profile": st.profile}
+
+
+def metrics_of(rows: dict[str, Any]) -> dict[str, Any]:
+    """``metrics.json``: ``{"<row>/<variant>": metrics}`` of every evaluated row."""
+    return {f"{label}/{variant}": e["metrics"] for label, _, variant, e in evaluated(rows)}
 
 
 def write_matcher_curve(ev: Evaluator, candidates: pd.DataFrame, descriptor_uap: float,

@@ -17,7 +17,8 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from icdlib.pipeline.orderings import VARIANT_SUFFIX, orderings_frame, orderings_markdown, prediction_sets
+from icdlib.pipeline.orderings import (EMBEDDED, REAL_PHOTOS, VARIANT_SUFFIX, orderings_frame, orderings_markdown,
+                                       prediction_sets)
 from icdlib.pipeline.results import evaluated
 from icdlib.pipeline.stage import Stage
 
@@ -145,10 +146,25 @@ def _main_rows(result: dict[str, Any], table: str) -> list[Row]:
                    for label, rec in result["rows"].items() if rec["table"] == table and rec.get("missing")]
 
 
+def main_rows(result: dict[str, Any], tables: Sequence[str]) -> list[Row]:
+    """The rows of an evaluation result (``reports/eval/results.json`` layout) that belong to
+    ``tables``, table by table."""
+    return [row for table in tables for row in _main_rows(result, table)]
+
+
 def _ablation_rows(abl: dict[str, Any]) -> list[Row]:
     return [Row(arm, rec["runs"], rec["seeds"], rec["config"],
                 {"setting": ABLATION_SETTINGS.get(arm, arm), "steps": abl["steps"]})
             for arm, rec in abl["arms"].items()]
+
+
+def real_photo_results(st: Stage) -> dict[str, Any]:
+    """``reports/real_photos/results.json`` (stage real_photos); where that stage has not run
+    here, a not-run result naming the missing file."""
+    path = st.path("reports", "real_photos", "results.json")
+    if not path.is_file():
+        return {"run": False, "reason": f"stage real_photos has not run here (no {st.relative(path)})", "rows": {}}
+    return json.loads(path.read_text())
 
 
 def write_report(params_file: str | Path) -> dict[str, Any]:
@@ -171,11 +187,18 @@ def write_report(params_file: str | Path) -> dict[str, Any]:
     ablation = write_table(_ablation_rows(abl), "ablation", out, "Ablations (descriptor, no SN)",
                            f"Profile `{st.profile}`, {abl['steps']} steps per run, mean ± std over seeds; "
                            "every arm of a seed shares its data order and step count.")
-    sets = prediction_sets(result, abl)
-    claims = orderings_frame(sets, st.absolute(result["ground_truth"]), st.absolute,
-                             n_boot=st.report.bootstrap, seed=st.seed)
+    real = real_photo_results(st)
+    sets = prediction_sets(result, abl, real)
+    truths, claims_where = {EMBEDDED: st.absolute(result["ground_truth"])}, where
+    if real["run"]:
+        truths[REAL_PHOTOS] = st.absolute(real["ground_truth"])
+        claims_where += (f" Claims `(real photos)`: split `{real['split']}` of the real-photo benchmark "
+                         f"({real['n_queries']} queries, {real['n_positives']} with a copy, "
+                         f"{real['n_references']} references; {real['description']}).")
+    claims = orderings_frame(sets, truths, st.absolute, n_boot=st.report.bootstrap, seed=st.seed,
+                             not_run={} if real["run"] else {REAL_PHOTOS: real["reason"]})
     claims.to_csv(out / "orderings.csv", index=False, float_format="%.4f")
-    (out / "orderings.md").write_text(orderings_markdown(claims, where, st.report.bootstrap))
+    (out / "orderings.md").write_text(orderings_markdown(claims, claims_where, st.report.bootstrap))
     records = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
                for r in claims.to_dict("records")]
     summary = {"profile": st.profile, "seed": st.seed, "bootstrap": st.report.bootstrap, "orderings": records,

@@ -46,6 +46,7 @@ class PathsConfig:
     trunk: str | None = "models/trunk.pt"  # the shared start of every arm, from stage train_trunk (null: backbone)
     matcher_backbone: str | None = None  # the matcher trunk's start when it differs (null: trunk, else backbone)
     pair_cache: str | None = "runs/pairs"  # traced pairs made once and shared by the arms of one seed; null: on the fly
+    real_photos: str | None = None  # a folder of your own photos instead of Debian's (stage real_photos)
 
 
 # the matcher table's arms and their rows, in table order (stages evaluation and report, ReportConfig)

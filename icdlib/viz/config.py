@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from icdlib.data import PROCEDURAL_KINDS
 
 
-SOURCE_MODES = ("procedural", "disc21", "upload")
+SOURCE_MODES = ("procedural", "disc21", "upload", "benchmark")
+BENCHMARKS = ("embedded", "real photos")  # the benchmark roots the "benchmark" source mode chooses between
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,9 @@ class VizConfig:
     descriptor: str = ""  # descriptor checkpoint path; "" = no model panel
     matcher: str = ""  # matcher checkpoint path; "" = no matcher score
     disc21_root: str = ""  # DISC21-layout folder for the "disc21" source mode
+    # built benchmarks (with manifest.json) for the "benchmark" source mode, relative to the project root
+    embedded_root: str = ""  # the pipeline's own benchmark (paths.data, e.g. data/mini_disc)
+    real_photos_root: str = ""  # stage real_photos' benchmark (runs/real_photos/benchmark)
     select_on_hover: bool = False  # hover selects too; off: every hover would redraw
 
     def __post_init__(self):
@@ -43,3 +47,9 @@ class VizConfig:
             raise ValueError(f"viz.correspondence_grid: must be >= 1, got {self.correspondence_grid}")
         if self.affinity_scale <= 0:
             raise ValueError(f"viz.affinity_scale: must be > 0, got {self.affinity_scale}")
+
+    def benchmark_root(self, name: str) -> str:
+        """The folder of benchmark ``name`` (one of :data:`BENCHMARKS`), "" when not set."""
+        if name not in BENCHMARKS:
+            raise ValueError(f"viz: benchmark must be one of {BENCHMARKS}, got {name!r}")
+        return self.embedded_root if name == "embedded" else self.real_photos_root

@@ -7,7 +7,8 @@ image(s) with :func:`icdlib.edits.apply`, the query -> reference overlap with
 :meth:`Explorer.select_patch`) shows which reference patches it overlaps, with ratios;
 with a descriptor checkpoint loaded, the model's patch affinity for that patch sits
 next to PixTrace's ground-truth row, and the pair's descriptor cosine (and matcher
-score, with a matcher checkpoint) are shown.
+score, with a matcher checkpoint) are shown. The ``benchmark`` source opens a built benchmark's copy
+query beside its reference, with its recorded chain and exact trace (:mod:`icdlib.viz.queries`).
 
 All widgets and figures are attributes, so code and tests drive it as a user would::
 
@@ -42,7 +43,8 @@ from icdlib.pixtrace import Mapping, Trace, overlap, transfer
 from icdlib.viz import figures
 from icdlib.viz.affinity import fit_size, map_patch, patch_affinity, resized_trace
 from icdlib.viz.chain_widgets import ChainEditor
-from icdlib.viz.config import SOURCE_MODES, VizConfig
+from icdlib.viz.config import BENCHMARKS, SOURCE_MODES, VizConfig
+from icdlib.viz.queries import CopySource
 
 def replace_figure(widget: go.FigureWidget, fig: go.Figure) -> None:
     """Show static figure ``fig`` in ``widget`` (traces and layout replaced)."""
@@ -57,10 +59,9 @@ class Explorer:
 
     Attributes (all public, for driving from code):
         controls: namespace of source/patch/mode widgets (``mode``, ``kind``, ``seed``,
-            ``size``, ``disc21_root``, ``disc21_split``, ``disc21_index``, ``upload``,
-            ``patch``, ``copy_vs_copy``, ``chain_seed``, ``families``, ``descriptor``,
-            ``matcher``); changing ``chain_seed``/``families`` takes effect on the
-            random button.
+            ``size``, ``disc21_root``, ``disc21_split``, ``disc21_index``, ``upload``, ``benchmark``,
+            ``benchmark_copy``, ``patch``, ``copy_vs_copy``, ``chain_seed``, ``families``, ``descriptor``,
+            ``matcher``); changing ``chain_seed``/``families`` takes effect on the random button.
         query_chain, reference_chain: :class:`icdlib.viz.chain_widgets.ChainEditor`.
         random_button, load_button: buttons (random chain; load checkpoints).
         images_fig, trace_fig, correspondence_fig, patch_fig, matrix_fig,
@@ -77,6 +78,7 @@ class Explorer:
         self.models: dict[str, tuple] = {}
         self._model_cache: dict[str, tuple] = {}
         self._hold = False
+        self.copies = CopySource()  # the benchmark source's copy query
         c = config
         self.controls = SimpleNamespace(
             mode=W.ToggleButtons(options=SOURCE_MODES, value="procedural", description="source"),
@@ -88,6 +90,8 @@ class Explorer:
             disc21_split=W.Dropdown(options=list(SPLIT_DIRS), description="split"),
             disc21_index=W.IntText(value=0, description="image #"),
             upload=W.FileUpload(accept="image/*", multiple=False, description="upload"),
+            benchmark=W.Dropdown(options=BENCHMARKS, description="benchmark"),
+            benchmark_copy=W.IntText(value=0, description="copy #"),
             patch=W.Dropdown(options=list(c.patch_choices), value=c.patch, description="patch"),
             copy_vs_copy=W.Checkbox(value=False, description="copy vs copy"),
             chain_seed=W.IntText(value=c.chain_seed, description="chain seed"),
@@ -138,8 +142,12 @@ class Explorer:
             self._hold = outer
 
     def load_source(self) -> Image.Image:
-        """The source image of the current source mode, RGB, longer side = ``size``."""
+        """The source image of the current source mode, RGB, longer side = ``size`` (``benchmark``: the
+        reference of the copy query that ``benchmark`` and ``benchmark_copy`` name, as stored)."""
         c = self.controls
+        if c.mode.value == "benchmark":
+            return self.copies.get(self.config.benchmark_root(c.benchmark.value), c.benchmark_copy.value,
+                                   c.benchmark.value).reference
         if c.mode.value == "procedural":
             return render(c.kind.value, int(c.seed.value), int(c.size.value))
         if c.mode.value == "disc21":
@@ -165,7 +173,12 @@ class Explorer:
     def compute(self) -> None:
         """Recompute source, edited images, traces and the overlap from the controls."""
         self.source = self.load_source()
-        self.query, self.query_trace = edits.apply(self.source, self.query_chain.specs())
+        with self.hold():  # a newly chosen copy query brings its recorded chain
+            copy = self.copies.sync(self.query_chain if self.controls.mode.value == "benchmark" else None)
+        if copy is not None and CopySource.recorded(copy, self.query_chain.specs()):
+            self.query, self.query_trace = copy.query, copy.trace  # the stored query the models scored
+        else:
+            self.query, self.query_trace = edits.apply(self.source, self.query_chain.specs())
         if self.controls.copy_vs_copy.value:
             self.reference, self.reference_trace = edits.apply(self.source, self.reference_chain.specs())
         else:
@@ -360,7 +373,7 @@ class Explorer:
         for ed in (self.query_chain, self.reference_chain):
             ed.rows_box.layout = W.Layout(max_height="360px", overflow="auto")
         source = W.VBox([c.mode, W.HBox([c.kind, c.seed]), c.size, c.disc21_root,
-                         W.HBox([c.disc21_split, c.disc21_index]), c.upload])
+                         W.HBox([c.disc21_split, c.disc21_index]), c.upload, W.HBox([c.benchmark, c.benchmark_copy])])
         chain = W.VBox([W.HBox([c.chain_seed, self.random_button]), c.families,
                         W.HBox([c.copy_vs_copy, c.patch])])
         model = W.HBox([c.descriptor, c.matcher, self.load_button])
