@@ -10,6 +10,8 @@ command-line run of the same model agree.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import shutil
@@ -22,7 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from icdlib.atomic import new_file_mode
+from icdlib.atomic import new_file_mode, write_bytes
 from icdlib.checkpoints import load_model
 from icdlib.data import IMAGE_SUFFIXES, SPLIT_DIRS, Disc21
 from icdlib.eval.calibration import calibrate as make_calibration
@@ -93,6 +95,20 @@ def evenly_spaced(items: list, n: int) -> list:
     return [items[i] for i in keep]
 
 
+def auxiliary_key(model: torch.nn.Module, size: int, cfg: EvalConfig, items: Items) -> str:
+    """sha256 (hex) naming a model's embeddings of ``items``: its state's names, dtypes, shapes and
+    bytes, the input side, ``cfg``'s device, amp and batch size, each item's id, path, size and mtime."""
+    h = hashlib.sha256(f"{int(size)}|{cfg.device}|{cfg.amp}|{cfg.batch_size}".encode())
+    for key, t in model.state_dict().items():
+        t = t.detach().cpu().contiguous().reshape(-1)
+        h.update(f"|{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    for i, p in items:
+        st = os.stat(p)
+        h.update(f"|{i}|{p}|{st.st_size}|{st.st_mtime_ns}".encode())
+    return h.hexdigest()
+
+
 def load_checkpoint(path: str | Path, kind: str, device: str = "cpu"):
     """``(model, meta)`` of a checkpoint that must hold a ``kind`` model."""
     if not Path(path).is_file():
@@ -133,6 +149,7 @@ class Benchmark:
         self.queries = self.ds.images(self.split)
         self.refs = self.ds.images("reference")
         self.aux = list(auxiliary)
+        self.aux_cache: Path | None = None  # a folder: auxiliary embeddings kept per model (auxiliary_features)
         gt = self.ds.ground_truth(self.split) if self.ds.gt_file(self.split) is not None else None
         self.gt_q = None if gt is None else [q for q, _ in gt]
         self.gt_r = None if gt is None else [r for _, r in gt]
@@ -173,9 +190,29 @@ class Benchmark:
         q_ids, r_ids = [i for i, _ in self.queries], [i for i, _ in self.refs]
         out = {"plain": descriptor_predictions(q_ids, qf, r_ids, rf, c)}
         if len(self.aux) >= c.norm_end:
-            af = self.embed(model, size, self.aux, f"{name}: auxiliary")
+            af = self.auxiliary_features(model, size, name)
             out["sn"] = descriptor_predictions(q_ids, qf, r_ids, rf, c, af)
         return out
+
+    def auxiliary_features(self, model: torch.nn.Module, size: int, name: str = "descriptor") -> np.ndarray:
+        """The auxiliary images' embeddings by ``model``. With ``aux_cache`` set, they are kept there
+        under a key of everything they depend on (the weights' bytes, the input side, the eval
+        settings that touch the forward pass, each image's path, size and modification time), so a
+        second evaluation of the same model on another benchmark (stage real_photos after
+        evaluate) reads them instead of embedding thousands of images again."""
+        if self.aux_cache is None:
+            return self.embed(model, size, self.aux, f"{name}: auxiliary")
+        file = Path(self.aux_cache) / f"{auxiliary_key(model, size, self.cfg, self.aux)}.npy"
+        if file.is_file():
+            try:
+                return np.load(file, allow_pickle=False)
+            except (OSError, ValueError):  # a damaged cache file is embedded again
+                pass
+        af = self.embed(model, size, self.aux, f"{name}: auxiliary")
+        buf = io.BytesIO()
+        np.save(buf, af, allow_pickle=False)
+        write_bytes(file, buf.getvalue())
+        return af
 
     def hashes(self, method: str) -> pd.DataFrame:
         """Top-``k`` predictions of a perceptual hash (``pdq`` or ``phash``)."""
