@@ -11,7 +11,13 @@ Each arm's lr is chosen on ``--select`` (mean plain uAP over ``--seeds``; never 
 then the claims are tested on the tables' split (``dataset.eval_split``), each arm at its own chosen
 lr: the paired gap, its 95 % bootstrap interval over seeds and queries, and the verdict, as in
 ``reports/tables/orderings.csv``. The whole grid is kept in ``reports/tables/robustness_grid.csv``.
-Runs go under ``RUN/runs/robustness/`` and resume.
+Runs go under ``RUN/runs/robustness/`` and resume; at ``1x`` (the rule itself) they are the run's
+own (``RUN``'s ``paths.runs`` and ``paths.models``), so the recipe runs a pipeline or ``experiments/starts.py`` already
+trained are reused, not trained again. ``--table-split`` names the tables' split where ``RUN``'s
+``dataset.eval_split`` is not it (a start folder of ``experiments/starts.py`` evaluates
+``final_queries``):
+
+    python experiments/robustness.py --run runs/starts/dino --table-split dev_queries
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from icdlib.eval.retrieval import EvalConfig
 from icdlib.params import load_params, section
 from icdlib.pipeline.stage import Stage
 from icdlib.pipeline.training import TRUNK, checkpoint_name, seed_checkpoint, train_arms
-from icdlib.train.runs import resolve_run
+from icdlib.train.runs import recipe_lr, resolve_run
 
 COLUMNS = ["claim", "a", "b", "lr_a", "lr_b", "gap", "ci_low", "ci_high", "seeds", "verdict"]
 # claim names are a contract: (claim, arm a, arm b)
@@ -39,25 +45,36 @@ CLAIMS = (("copynce>infonce (each at its best lr)", "copynce", "infonce"),
 OUT = Path("reports") / "tables"
 
 
+def rule_lr(params: dict) -> float:
+    """The released rule's peak lr of the descriptor arms: ``base_lr * sqrt(batch / 1024)``."""
+    rule = resolve_run(params, "infonce").train
+    return recipe_lr(rule.rule_base_lr, rule.batch_size)
+
+
 def variant_params(run: Path, params: dict, factor: float, seeds: list[int]) -> Path:
     """A params file whose descriptor arms fine-tune at ``factor`` x the rule's lr; runs under RUN/runs/robustness."""
     st = Stage(run / "params.yaml")
     folder = run / "runs" / "robustness" / f"x{factor:g}"
     p = json.loads(json.dumps(params))
-    rule = resolve_run(params, "infonce").train
-    p["train"]["lr"] = float(factor * rule.rule_base_lr * (rule.batch_size / 1024) ** 0.5)
+    if factor != 1:
+        p["train"]["lr"] = factor * rule_lr(params)
     p["main"]["seeds"] = list(seeds)
     paths = p["paths"]
-    paths.update({"data": str(st.path("data")), "models": "models", "runs": "runs", "features": "features",
-                  "reports": "reports", "pair_cache": str(st.path("pair_cache")) if st.paths.pair_cache else None})
-    for key in ("trunk", "backbone", "matcher_backbone"):
-        if paths.get(key):
-            paths[key] = str(st.path(key))
-    (folder / "models").mkdir(parents=True, exist_ok=True)
+    # at 1x (the rule itself, lr left unset) the runs and models are the run's own: its recipe runs are reused
+    own = factor == 1
     trunk = st.path("models", checkpoint_name(TRUNK))  # the kNN miner of every arm: the run's own start
     if not trunk.is_file():
         raise FileNotFoundError(f"{trunk}: the run's start is missing (dvc repro train_trunk first)")
-    shutil.copyfile(trunk, folder / "models" / checkpoint_name(TRUNK))
+    paths.update({"data": str(st.path("data")), "models": str(st.path("models")) if own else "models",
+                  "runs": str(st.path("runs")) if own else "runs", "features": "features", "reports": "reports",
+                  "pair_cache": str(st.path("pair_cache")) if st.paths.pair_cache else None})
+    for key in ("trunk", "backbone", "matcher_backbone"):
+        if paths.get(key):
+            paths[key] = str(st.path(key))
+    folder.mkdir(parents=True, exist_ok=True)
+    if not own:
+        (folder / "models").mkdir(exist_ok=True)
+        shutil.copyfile(trunk, folder / "models" / checkpoint_name(TRUNK))
     (folder / "params.yaml").write_text(json.dumps(p, indent=1))
     return folder / "params.yaml"
 
@@ -75,7 +92,7 @@ def grid(run: Path, arms: list[str], factors: list[float], seeds: list[int], spl
         for arm in arms:
             for seed in seeds:
                 model, meta = load_checkpoint(seed_checkpoint(st, arm, seed), "descriptor")
-                lr = float(meta["run"]["train"]["lr"]) if meta.get("run") else None
+                lr = (meta.get("run") or {}).get("train", {}).get("lr") or rule_lr(params)  # unset at 1x: the rule
                 for split, bench in benches.items():
                     preds = bench.descriptor(model, int(meta["config"]["img_size"]), f"{arm}_s{seed}")["plain"]
                     path = st.path("features", "robustness", split, f"{arm}_s{seed}.csv")
@@ -126,11 +143,13 @@ def main(argv=None) -> int:
     ap.add_argument("--factors", default="0.25,0.5,1,2,4", help="peak lr as multiples of the released rule's")
     ap.add_argument("--seeds", default="0,1")
     ap.add_argument("--select", default="final_queries", help="split the lr is chosen on")
+    ap.add_argument("--table-split", default=None, help="split the claims are tested on (default: the run's "
+                                                         "dataset.eval_split, the tables' split)")
     ap.add_argument("--bootstrap", type=int, default=1000)
     ap.add_argument("--out", type=Path, default=OUT)
     a = ap.parse_args(argv)
     st = Stage(a.run / "params.yaml")
-    table_split = st.dataset.eval_split
+    table_split = a.table_split or st.dataset.eval_split
     if a.select == table_split:
         raise SystemExit(f"robustness: --select {a.select} is the tables' split; choose the lr elsewhere")
     arms = [x for x in a.arms.split(",") if x]
@@ -143,8 +162,8 @@ def main(argv=None) -> int:
     table = claims(frame, best, table_split, bench.ds.gt_file(table_split), queries, a.bootstrap)
     a.out.mkdir(parents=True, exist_ok=True)
     kept = frame.drop(columns=["predictions"])
-    kept.to_csv(a.out / "robustness_grid.csv", index=False, float_format="%.5f")
-    table.to_csv(a.out / "robustness.csv", index=False, float_format="%.5f")
+    kept.to_csv(a.out / "robustness_grid.csv", index=False, float_format="%.6g")
+    table.to_csv(a.out / "robustness.csv", index=False, float_format="%.6g")
     means = kept.groupby(["arm", "factor", "split"])["uAP"].mean().unstack("split").reset_index()
     lines = ["# Claims at each arm's own best lr", "",
              f"Each arm's peak lr chosen on `{a.select}` (mean plain uAP over seeds {seeds}) from {factors} x the "

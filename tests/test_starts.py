@@ -137,6 +137,28 @@ def test_robustness_chooses_each_arm_s_lr_on_the_held_out_split_and_tests_the_cl
         robustness.main(["--run", str(tiny_run), "--select", "dev_queries"])
 
 
+@pytest.mark.slow
+def test_robustness_at_1x_reuses_the_run_s_own_recipe_runs_and_takes_another_table_split(tiny_run, tmp_path):
+    from icdlib.pipeline.arms import run_names
+    from icdlib.pipeline.training import train_arms
+    from icdlib.train.runs import recipe_lr, resolve_run
+
+    train_arms(tiny_run / "params.yaml", ["trunk", "infonce"])  # the run's own recipe runs, as a pipeline trains them
+    ckpts = [tiny_run / "runs" / name / "checkpoint.pt" for name in run_names(tiny_run / "params.yaml", "infonce")]
+    before = [c.stat().st_mtime_ns for c in ckpts]
+    out = tmp_path / "tables"
+    robustness = _script("robustness")  # the claims on final_queries, the lr chosen on dev_queries
+    assert robustness.main(["--run", str(tiny_run), "--factors", "1", "--arms", "infonce,copynce", "--seeds", "0,1",
+                            "--select", "dev_queries", "--table-split", "final_queries", "--bootstrap", "20",
+                            "--out", str(out)]) == 0
+    assert [c.stat().st_mtime_ns for c in ckpts] == before  # reused, not trained again
+    rule = resolve_run(yaml.safe_load((tiny_run / "params.yaml").read_text()), "infonce").train
+    grid = pd.read_csv(out / "robustness_grid.csv")
+    assert set(grid["factor"]) == {1.0}
+    assert (grid["lr"] - recipe_lr(rule.rule_base_lr, rule.batch_size)).abs().max() < 1e-12
+    assert list(pd.read_csv(out / "robustness.csv")["claim"]) == ["copynce>infonce (each at its best lr)"]
+
+
 def test_pretraining_command_records_its_commit_command_and_params(tiny_run, tmp_path):
     from icdlib.train.pretrain import main
 
