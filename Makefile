@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup repro repro-latest lock test test-min test-browser bench deps pretrain
+.PHONY: setup repro repro-latest lock test test-min test-browser screenshots bench deps pretrain
 
 setup: $(VENV)/.installed
 
@@ -74,6 +74,14 @@ test: setup
 test-browser: setup
 	bash tests/browser/setup_chromium.sh
 	$(BIN)/python -m pytest -m browser tests/browser
+
+# The committed pictures (reports/screenshots/*.png), taken from a finished run: the explorer, its results tab and
+# the search gallery on that run's benchmark and models, in headless Chromium (tools/screenshots.py).
+# RUN: the folder where the pipeline ran (default: here, after make repro).
+RUN ?= .
+screenshots: setup
+	bash tests/browser/setup_chromium.sh
+	$(BIN)/python tools/screenshots.py --run $(RUN)
 
 # The speed benchmarks (benchmarks/, reports under reports/benchmarks/). The research experiments
 # (experiments/) read a finished pipeline run: each script's docstring gives its command and report.

@@ -34,6 +34,7 @@ def test_an_image_against_itself_is_its_own_best_match(models):
     kinds = [type(t).__name__ for t in res.figure.data]
     assert kinds.count("Image") == 2 and kinds.count("Heatmap") == 3
     assert isinstance(res.figure, go.Figure) and "descriptor cosine 1.000" in res.figure.layout.title.text
+    assert res.figure.layout.margin.t >= 70  # the title sits above the panels' titles, not on them
 
 
 def test_matcher_score_is_a_symmetric_probability_and_paths_load(models, tmp_path):

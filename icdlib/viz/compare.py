@@ -82,7 +82,8 @@ def affinity_matrix_figure(image_a: Image.Image, image_b: Image.Image, affinity:
     image_axes(fig, 2)
     fig.update_yaxes(autorange="reversed", title="A patch", row=1, col=3)
     fig.update_xaxes(title="B patch", row=1, col=3)
-    fig.update_layout(title=title, showlegend=False, height=380, width=1150)
+    # image_axes leaves 40 px above the panels, room for their titles only: the figure title gets 30 more
+    fig.update_layout(title=title, showlegend=False, height=410, width=1150, margin=dict(t=70))
     return fig
 
 

@@ -1,25 +1,16 @@
 """Browser tests need Debian's chromium and the playwright package; skip cleanly without.
 
-Install both with ``bash tests/browser/setup_chromium.sh``.
+Install both with ``bash tests/browser/setup_chromium.sh``. The driving code (JupyterLab,
+Chromium, the kernel) is ``tools/browser_session.py``, shared with ``tools/screenshots.py``.
+The tests write their pictures under pytest's ``tmp_path``: the committed ones in
+``reports/screenshots/`` come from ``make screenshots RUN=DIR`` only.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import os
-
 import pytest
 
-CHROMIUM = os.environ.get("ICDLIB_CHROMIUM", "/usr/bin/chromium")
-
-
-def missing_requirement() -> str | None:
-    """Why the browser tests cannot run here, or None when they can."""
-    if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
-        return f"no chromium executable at {CHROMIUM} (run tests/browser/setup_chromium.sh)"
-    if importlib.util.find_spec("playwright") is None:
-        return "the playwright package is not installed (run tests/browser/setup_chromium.sh)"
-    return None
+from tools.browser_session import CHROMIUM, missing_requirement
 
 
 def pytest_collection_modifyitems(config, items):

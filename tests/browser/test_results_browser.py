@@ -5,8 +5,8 @@ Evaluates a random-init tiny descriptor on a small DISC21-layout folder
 parameters name that evaluation folder and checkpoint, runs it, switches to the results
 tab and checks that the query and its top-5 thumbnails render with their copy marks,
 that "next" moves to the next query, and that "patch affinity" draws the model's
-affinity on the real pair. Saves ``reports/screenshots/results_browser.png`` and
-``reports/screenshots/results_affinity.png``.
+affinity on the real pair. Saves ``results_browser.png`` and ``results_affinity.png`` under
+the test's ``tmp_path`` (the committed pictures come from ``make screenshots``).
 
 Run: ``bash tests/browser/setup_chromium.sh && .venv/bin/python -m pytest -m browser tests/browser``
 """
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import subprocess
 import sys
 import time
@@ -23,12 +22,13 @@ import time
 import numpy as np
 import pytest
 from PIL import Image
-from test_explorer_browser import (CHROMIUM_FLAGS, NOTEBOOK, ROOT, RUN_TIMEOUT_S, START_TIMEOUT_S, free_port,
-                                   stop_server, wait_for, wait_for_server, wait_until_idle, write_lab_settings)
+from test_explorer_browser import NOTEBOOK, ROOT
+
+from tools.browser_session import (RUN_TIMEOUT_S, chromium_page, jupyter_lab, run_notebook, wait_for,
+                                   wait_until_idle)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-SHOTS = ROOT / "reports" / "screenshots"
 HITS_JS = """() => Array.from(document.querySelectorAll('img.hit, img.query')).map(i => ({
     cls: i.className, ok: i.complete && i.naturalWidth > 0 && i.getBoundingClientRect().width > 0,
     border: i.style.borderColor}))"""
@@ -63,11 +63,8 @@ def _evaluation(tmp_path):
 
 @pytest.fixture
 def jupyter_results(tmp_path):
-    """JupyterLab over a copy of the explorer notebook pointed at an evaluation;
-    yields (base_url, token)."""
+    """JupyterLab over a copy of the explorer notebook pointed at an evaluation."""
     eval_dir, desc = _evaluation(tmp_path)
-    work = tmp_path / "work"
-    work.mkdir()
     nb = json.loads(NOTEBOOK.read_text())
     for cell in nb["cells"]:
         src = "".join(cell["source"])
@@ -75,71 +72,38 @@ def jupyter_results(tmp_path):
             src = src.replace('results = ""', f"results = {str(eval_dir)!r}")
             src = src.replace('descriptor = ""', f"descriptor = {str(desc)!r}")
             cell["source"] = src.splitlines(True)
-    (work / NOTEBOOK.name).write_text(json.dumps(nb))
-    write_lab_settings(tmp_path / "settings")
-    port, token = free_port(), secrets.token_hex(16)
-    env = dict(os.environ, PYTHONPATH=str(ROOT), JUPYTER_CONFIG_DIR=str(tmp_path / "config"),
-               JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"), JUPYTERLAB_SETTINGS_DIR=str(tmp_path / "settings"),
-               JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "workspaces"), OMP_NUM_THREADS="1")
-    log = (tmp_path / "jupyter.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={work}",
-         "--LabApp.expose_app_in_browser=True", "--ServerApp.disable_check_xsrf=True"]
-        + (["--allow-root"] if os.geteuid() == 0 else []),
-        cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_server(f"{base}/api/status?token={token}", proc, START_TIMEOUT_S)
-        yield base, token
-    finally:
-        stop_server(proc, base, token)
-        log.close()
+    with jupyter_lab(nb, NOTEBOOK.name, tmp_path) as lab:
+        yield lab
 
 
-def test_results_tab_shows_hits_steps_queries_and_draws_affinity(jupyter_results, chromium):
-    from playwright.sync_api import sync_playwright
-
-    base, token = jupyter_results
+def test_results_tab_shows_hits_steps_queries_and_draws_affinity(jupyter_results, chromium, tmp_path):
     t0 = time.monotonic()
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_FLAGS)
-        try:
-            page = browser.new_page(viewport={"width": 1600, "height": 1100})
-            page.set_default_timeout(RUN_TIMEOUT_S * 1000)
-            page.goto(f"{base}/lab/tree/{NOTEBOOK.name}?token={token}")
-            page.wait_for_selector(".jp-Notebook .jp-Cell")
-            page.evaluate("""async () => {
-                const app = window.jupyterapp;
-                const nb = app.shell.currentWidget;
-                await nb.sessionContext.ready;
-                await app.commands.execute('notebook:run-all-cells');
-            }""")
-            page.locator(".lm-TabBar-tab", has_text="results").first.wait_for()
-            wait_until_idle(page)
-            page.locator(".lm-TabBar-tab", has_text="results").first.click()
-            # the query (Q000) and its top 3 references render, each framed by its mark
-            hits = wait_for(page, f"() => {{ const h = ({HITS_JS})(); return h.length === 6 && "
-                                  "h.every(i => i.ok) ? h : null; }", None, "the results tab's thumbnails")
-            assert [h["cls"] for h in hits] == ["query"] + ["hit"] * 5  # the browser's default top 5
-            assert {h["border"] for h in hits[1:]} <= {"rgb(44, 160, 44)", "rgb(214, 39, 40)"}
-            status = page.get_by_text("query 1 of 3")
-            status.wait_for()
-            panel = page.locator(".widget-tab-contents, .lm-TabPanel-stackedPanel").first
-            page.screenshot(path=str(SHOTS / "results_browser.png"))
-            page.get_by_role("button", name="next").click()
-            page.get_by_text("query 2 of 3").wait_for()
-            wait_until_idle(page)  # a click while the kernel still redraws the last step can be lost
-            page.get_by_role("button", name="patch affinity").click()
-            wait_for(page, """() => Array.from(document.querySelectorAll('.js-plotly-plot .gtitle'))
-                .some(t => t.textContent.startsWith('desc.pt: descriptor cosine'))""", None,
-                     "the affinity figure of model A")
-            wait_until_idle(page)
-            page.wait_for_timeout(1000)  # let plotly paint
-            fig = page.locator(".js-plotly-plot", has_text="desc.pt: descriptor cosine").first
-            fig.scroll_into_view_if_needed()
-            fig.screenshot(path=str(SHOTS / "results_affinity.png"))
-            assert panel.count() >= 1
-        finally:
-            browser.close()
+    with chromium_page(chromium, width=1600, timeout_s=RUN_TIMEOUT_S) as page:
+        run_notebook(page, jupyter_results)
+        page.locator(".lm-TabBar-tab", has_text="results").first.wait_for()
+        wait_until_idle(page)
+        page.locator(".lm-TabBar-tab", has_text="results").first.click()
+        # the query (Q000) and its top 3 references render, each framed by its mark
+        hits = wait_for(page, f"() => {{ const h = ({HITS_JS})(); return h.length === 6 && "
+                              "h.every(i => i.ok) ? h : null; }", None, "the results tab's thumbnails")
+        assert [h["cls"] for h in hits] == ["query"] + ["hit"] * 5  # the browser's default top 5
+        assert {h["border"] for h in hits[1:]} <= {"rgb(44, 160, 44)", "rgb(214, 39, 40)"}
+        status = page.get_by_text("query 1 of 3")
+        status.wait_for()
+        panel = page.locator(".widget-tab-contents, .lm-TabPanel-stackedPanel").first
+        page.screenshot(path=str(tmp_path / "results_browser.png"))
+        page.get_by_role("button", name="next").click()
+        page.get_by_text("query 2 of 3").wait_for()
+        wait_until_idle(page)  # a click while the kernel still redraws the last step can be lost
+        page.get_by_role("button", name="patch affinity").click()
+        wait_for(page, """() => Array.from(document.querySelectorAll('.js-plotly-plot .gtitle'))
+            .some(t => t.textContent.startsWith('desc.pt: descriptor cosine'))""", None,
+                 "the affinity figure of model A")
+        wait_until_idle(page)
+        page.wait_for_timeout(1000)  # let plotly paint
+        fig = page.locator(".js-plotly-plot", has_text="desc.pt: descriptor cosine").first
+        fig.scroll_into_view_if_needed()
+        fig.screenshot(path=str(tmp_path / "results_affinity.png"))
+        assert panel.count() >= 1
+    assert all((tmp_path / f"results_{n}.png").stat().st_size > 0 for n in ("browser", "affinity"))
     print(f"results browser test wall time: {time.monotonic() - t0:.1f} s")

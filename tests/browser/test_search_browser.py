@@ -2,8 +2,8 @@
 
 Runs the search command on two small folders with a random-init tiny descriptor, opens
 ``index.html`` as a ``file://`` page (no server), checks that every thumbnail decoded
-(``naturalWidth > 0``) and that no request left the page, and saves
-``reports/screenshots/search.png``.
+(``naturalWidth > 0``) and that no request left the page, and saves ``search.png`` under
+the test's ``tmp_path`` (the committed picture comes from ``make screenshots``).
 
 Run: ``bash tests/browser/setup_chromium.sh && .venv/bin/python -m pytest -m browser tests/browser``
 """
@@ -11,18 +11,14 @@ Run: ``bash tests/browser/setup_chromium.sh && .venv/bin/python -m pytest -m bro
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
+from tools.browser_session import chromium_page
 
-ROOT = Path(__file__).resolve().parents[2]
-SCREENSHOT = ROOT / "reports" / "screenshots" / "search.png"
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 IMAGES_JS = """() => Array.from(document.images).map(i => ({
     complete: i.complete, width: i.naturalWidth, height: i.naturalHeight,
@@ -35,8 +31,6 @@ def _image(seed: int, size=(96, 72)) -> Image.Image:
 
 
 def test_search_index_html_renders_every_thumbnail(tmp_path, chromium, capsys):
-    from playwright.sync_api import sync_playwright
-
     from icdlib.checkpoints import save_checkpoint
     from icdlib.models import build_descriptor
     from icdlib.search import main
@@ -55,21 +49,16 @@ def test_search_index_html_renders_every_thumbnail(tmp_path, chromium, capsys):
     assert json.loads(capsys.readouterr().out)["n_matches"] == 3 * 4
 
     requests = []
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_FLAGS)
-        try:
-            page = browser.new_page(viewport={"width": 1100, "height": 700})
-            page.on("request", lambda r: requests.append(r.url))
-            page.goto((out / "index.html").as_uri())
-            page.wait_for_load_state("load")
-            images = page.evaluate(IMAGES_JS)
-            assert len(images) == 3 * (1 + 4)
-            assert all(i["complete"] and i["width"] > 0 and i["height"] > 0 and i["shown"] > 0 for i in images), images
-            assert page.locator("div.query").count() == 3
-            assert page.locator("figure .score").count() == 12
-            SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(SCREENSHOT))
-        finally:
-            browser.close()
+    with chromium_page(chromium, width=1100, height=700) as page:
+        page.on("request", lambda r: requests.append(r.url))
+        page.goto((out / "index.html").as_uri())
+        page.wait_for_load_state("load")
+        images = page.evaluate(IMAGES_JS)
+        assert len(images) == 3 * (1 + 4)
+        assert all(i["complete"] and i["width"] > 0 and i["height"] > 0 and i["shown"] > 0 for i in images), images
+        assert page.locator("div.query").count() == 3
+        assert page.locator("figure .score").count() == 12
+        page.screenshot(path=str(tmp_path / "search.png"))
+    assert (tmp_path / "search.png").stat().st_size > 0
     # only the page itself and its inline data: thumbnails were loaded
     assert all(u.startswith(("file://", "data:")) for u in requests), requests
