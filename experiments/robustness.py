@@ -56,12 +56,13 @@ def variant_params(run: Path, params: dict, factor: float, seeds: list[int]) -> 
     st = Stage(run / "params.yaml")
     folder = run / "runs" / "robustness" / f"x{factor:g}"
     p = json.loads(json.dumps(params))
-    if factor != 1:
+    # at 1x, where the run itself fine-tunes by the rule (train.lr unset), the runs and models are the run's own:
+    # its recipe runs are reused; any other factor, or a run with an explicit lr, sets the lr and trains apart
+    own = factor == 1 and params["train"].get("lr") is None
+    if not own:
         p["train"]["lr"] = factor * rule_lr(params)
     p["main"]["seeds"] = list(seeds)
     paths = p["paths"]
-    # at 1x (the rule itself, lr left unset) the runs and models are the run's own: its recipe runs are reused
-    own = factor == 1
     trunk = st.path("models", checkpoint_name(TRUNK))  # the kNN miner of every arm: the run's own start
     if not trunk.is_file():
         raise FileNotFoundError(f"{trunk}: the run's start is missing (dvc repro train_trunk first)")

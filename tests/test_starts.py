@@ -176,3 +176,17 @@ def test_pretraining_command_records_its_commit_command_and_params(tiny_run, tmp
     assert record["command"] == f"python -m icdlib.train.pretrain --params {tmp_path / 'params.yaml'} --out {out} " \
                                 "--steps 2 --no-resume"
     assert record["commit"] == "unknown"  # tmp_path is outside any git work tree
+
+
+def test_robustness_1x_of_a_run_with_an_explicit_lr_trains_apart_at_the_rule(tmp_path):
+    robustness = _script("robustness")
+    apply_profile(ROOT / "params.yaml", "tiny", [], profiles_dir=ROOT / "profiles", out_path=tmp_path / "params.yaml")
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "trunk.pt").write_bytes(b"start")  # variant_params only copies it
+    own = json.loads(robustness.variant_params(tmp_path, params, 1.0, [0]).read_text())
+    assert own["train"]["lr"] is None and own["paths"]["runs"] == str(tmp_path / "runs")  # the run's own runs
+    params["train"]["lr"] = 0.003  # the run fine-tunes at an lr of its own: its runs are not the rule's
+    apart = json.loads(robustness.variant_params(tmp_path, params, 1.0, [0]).read_text())
+    assert apart["train"]["lr"] == pytest.approx(6e-4 * (params["train"]["batch_size"] / 1024) ** 0.5)  # the rule
+    assert apart["paths"]["runs"] == "runs" and apart["paths"]["models"] == "models"

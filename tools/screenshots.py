@@ -131,11 +131,12 @@ def write_eval_folder(inp: RunInputs) -> str:
     """The evaluation folder the results tab opens (``python -m icdlib.evaluate --out`` layout, its
     paths relative to the run root), written under the scratch folder; returns its relative path."""
     from icdlib import atomic
+    from icdlib.eval.engine import EVAL_CONFIG
 
     rel = f"{inp.scratch}/eval"
     folder = inp.path(rel)
     atomic.write_bytes(folder / "predictions.csv", inp.path(inp.predictions).read_bytes())
-    atomic.write_json(folder / "eval_config.json", {
+    atomic.write_json(folder / EVAL_CONFIG, {
         "data": inp.data, "split": inp.split, "ground_truth": inp.ground_truth, "descriptor": inp.descriptor,
         "predictions": inp.predictions, "note": "written by tools/screenshots.py from the evaluate stage's results"})
     return rel
