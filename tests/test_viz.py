@@ -290,7 +290,7 @@ def test_select_patch_highlights_the_overlap_row_of_that_patch(ex):
     for i in (0, n // 2, n - 1):
         ex.select_patch(i)
         assert np.allclose(ex.highlighted_ratios(), expected[i, :-1])
-        assert f"patch {i} " in ex.patch_fig.layout.annotations[1].text
+        assert f"query patch {i}<br>" in ex.patch_fig.layout.annotations[1].text
         shape = ex.matrix_fig.layout.shapes[1]
         assert (shape.y0, shape.y1) == (i - 0.5, i + 0.5)
     with pytest.raises(ValueError, match="select_patch"):

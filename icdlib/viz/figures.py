@@ -325,7 +325,7 @@ def patch_overlap_figure(query, reference, overlap: np.ndarray, patch: int,
 
 def overlap_title(overlap: np.ndarray, selected: int) -> str:
     """Subplot title: the selected patch and its untraceable share."""
-    return (f"overlap of query patch {selected} "
+    return (f"overlap of query patch {selected}<br>"
             f"({float(overlap[selected, -1]):.0%} traces nowhere)")
 
 
