@@ -36,7 +36,7 @@ from icdlib.eval.retrieval import EvalConfig
 from icdlib.params import load_params, section
 from icdlib.pipeline.stage import Stage
 from icdlib.pipeline.training import TRUNK, checkpoint_name, seed_checkpoint, train_arms
-from icdlib.train.runs import recipe_lr, resolve_run
+from icdlib.train.runs import TrainConfig, recipe_lr, resolve_run
 
 COLUMNS = ["claim", "a", "b", "lr_a", "lr_b", "gap", "ci_low", "ci_high", "seeds", "verdict"]
 # claim names are a contract: (claim, arm a, arm b)
@@ -93,7 +93,7 @@ def grid(run: Path, arms: list[str], factors: list[float], seeds: list[int], spl
         for arm in arms:
             for seed in seeds:
                 model, meta = load_checkpoint(seed_checkpoint(st, arm, seed), "descriptor")
-                lr = (meta.get("run") or {}).get("train", {}).get("lr") or rule_lr(params)  # unset at 1x: the rule
+                lr = TrainConfig(**meta["run"]["train"]).peak_lr  # the lr this checkpoint trained at
                 for split, bench in benches.items():
                     preds = bench.descriptor(model, int(meta["config"]["img_size"]), f"{arm}_s{seed}")["plain"]
                     path = st.path("features", "robustness", split, f"{arm}_s{seed}.csv")
