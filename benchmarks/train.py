@@ -39,7 +39,7 @@ from pathlib import Path
 import torch
 
 from icdlib.data import PROCEDURAL_KINDS, TracedPairs, collate, render
-from icdlib.models.precision import cpu_has_bf16
+from icdlib.models.precision import bf16_enabled, cpu_has_bf16, describe
 from icdlib.params import load_params
 from icdlib.train import loop as T
 
@@ -105,7 +105,7 @@ def cpu_section(steps: int, tmp: Path, params: dict, rounds: int = 3, pairs: int
     in ``rounds`` so that load from other processes hits all four alike."""
     torch.set_num_threads(2)
     out = {"threads": 2, "batch_pairs": pairs, "preset": "vit_tiny_cpu", "img_size": 112,
-           "cpu_bf16_units": cpu_has_bf16(), "loadavg_1min_before": os.getloadavg()[0]}
+           "cpu_bf16_units": cpu_has_bf16(), "cpu_precision": describe("cpu"), "loadavg_1min_before": os.getloadavg()[0]}
     runs = {arm: T.resolve_run(params, arm, {"train.batch_size": pairs}) for arm in ARMS}
     batch = batch_of(pair_pool(runs["copynce"], pairs, tmp / "cpu"), pairs, "cpu")
     steppers = {(arm, amp): Stepper(run, "cpu", cpu_bf16=amp == "bf16")
@@ -197,7 +197,7 @@ def end_to_end_section(steps: int, tmp: Path, params: dict, n_sources: int = 512
         rate = steps * per_step / (stamps[-1] - stamps[warm - 1])
         out[name] = {"pairs_per_s": rate, "workers": run.train.workers, "items_per_step": run.train.batch_size,
                      "pairs_per_step": per_step, "img_size": run.pairs.size,
-                     "cpu_bf16": bool(run.train.amp_cpu and cpu_has_bf16())}
+                     "cpu_bf16": bf16_enabled("cpu", True, run.train.amp_cpu)}
         print(f"end to end, {name}: {rate:.1f} pairs/s", flush=True)
     out["side_by_side"] = side_by_side(T.resolve_run(params, "copynce", {**base, "train.pair_cache": str(tmp / "pairs")}),
                                        tmp, paths, neighbours, steps, warm)
@@ -271,7 +271,7 @@ def main(argv=None) -> int:
             result["cpu_end_to_end"] = end_to_end_section(args.e2e_steps, Path(tmp), params, args.sources, e2e_sets)
             # the pipeline's arms read the shared pair cache unless paths.pair_cache is null
             chosen = "pair_cache" if (params.get("paths") or {}).get("pair_cache") else "live_loader"
-            amp = "copynce_bf16" if T.resolve_run(params, "copynce").train.amp_cpu and cpu_has_bf16() else "copynce"
+            amp = "copynce_bf16" if bf16_enabled("cpu", True, T.resolve_run(params, "copynce").train.amp_cpu) else "copynce"
             result = {"cpu_end_to_end_pairs_per_s": result["cpu_end_to_end"][chosen]["pairs_per_s"],
                       "cpu_end_to_end_loader": chosen,
                       "cpu_side_by_side_pairs_per_s": result["cpu_end_to_end"]["side_by_side"]["pairs_per_s"],

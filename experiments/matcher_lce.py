@@ -61,18 +61,6 @@ def subset(candidates: pd.DataFrame, gt_q: list, gt_r: list, n: int) -> tuple[pd
             [q for q, _ in pairs], [r for _, r in pairs])
 
 
-def auc_or_nan(scored: pd.DataFrame, truth: set) -> float:
-    """:func:`candidate_auc` of the scored candidates, or NaN (said on stderr) when they hold
-    only one class: no true pair among the candidates of the chosen queries (all distractors,
-    or every reference missed by the descriptor) leaves the re-ranking AUC undefined."""
-    n_true = sum((q, r) in truth for q, r in zip(scored["query_id"], scored["reference_id"]))
-    if n_true == 0 or n_true == len(scored):
-        print(f"matcher_lce: candidate_auc undefined: {n_true} true pairs among {len(scored)} candidates",
-              file=sys.stderr)
-        return float("nan")
-    return candidate_auc(scored, truth)
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", type=Path, required=True)
@@ -110,7 +98,7 @@ def main(argv=None) -> int:
             candidates.groupby("query_id").size().clip(upper=n_lce).sum())
         row = {"variant": name, "views": views if n_lce else "", "passes_per_pair": lce_passes(views) if n_lce else 1,
                "lce_pairs": lce_pairs, "pairs": len(candidates), "queries": n_queries, "uAP": float(metrics.uAP),
-               "candidate_auc": auc_or_nan(preds, truth), "seconds": round(seconds, 1),
+               "candidate_auc": candidate_auc(preds, truth), "seconds": round(seconds, 1),
                "projected_min_whole_split": round(seconds / n_queries * len(set(bench.gt_q)) / 60, 1)}
         rows.append(row)
         print(row, flush=True)

@@ -54,3 +54,14 @@ def test_candidate_auc_is_the_share_of_true_false_pairs_ranked_right():
     truth = {(f"Q{i}", f"R{i % 7}") for i in range(0, n, 3)}
     y = [(q, r) in truth for q, r in zip(scored.query_id, scored.reference_id)]
     assert candidate_auc(scored, truth) == pytest.approx(_pairwise(y, scored.score), abs=1e-12)
+
+
+def test_candidate_auc_is_nan_only_without_both_classes():
+    scored = pd.DataFrame({"query_id": ["Q1", "Q1", "Q2"], "reference_id": ["R1", "R2", "R3"],
+                           "score": [0.9, 0.2, 0.5]})
+    assert candidate_auc(scored, {("Q1", "R1")}) == 1.0
+    assert candidate_auc(scored, {("Q1", "R2")}) == 0.0
+    assert candidate_auc(scored, {("Q1", "R2"), ("Q2", "R3")}) == 0.0
+    for truth in (set(), {("Q3", "R1")}, {("Q1", "R1"), ("Q1", "R2"), ("Q2", "R3")}):  # one class only
+        with pytest.warns(UserWarning, match="candidate_auc undefined"):
+            assert np.isnan(candidate_auc(scored, truth))

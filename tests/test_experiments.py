@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -65,17 +64,6 @@ def test_matcher_lce_writes_one_row_per_variant_on_the_first_queries(finished_ru
     # NaN only where the first queries' candidates hold no true pair (the tiny run's descriptor may miss)
     auc = df["candidate_auc"]
     assert (auc.between(0, 1) | auc.isna()).all() and auc.isna().nunique() == 1
-
-
-def test_matcher_lce_auc_is_nan_only_without_both_classes():
-    auc_or_nan = experiment("matcher_lce").auc_or_nan
-    scored = pd.DataFrame({"query_id": ["Q1", "Q1", "Q2"], "reference_id": ["R1", "R2", "R3"],
-                           "score": [0.9, 0.2, 0.5]})
-    assert auc_or_nan(scored, {("Q1", "R1")}) == 1.0
-    assert auc_or_nan(scored, {("Q1", "R2")}) == 0.0
-    assert auc_or_nan(scored, {("Q1", "R2"), ("Q2", "R3")}) == 0.0
-    assert np.isnan(auc_or_nan(scored, set())) and np.isnan(auc_or_nan(scored, {("Q3", "R1")}))
-    assert np.isnan(auc_or_nan(scored, {("Q1", "R1"), ("Q1", "R2"), ("Q2", "R3")}))
 
 
 def test_matcher_levers_trains_a_variant_and_scores_every_kept_budget(finished_run, tmp_path):

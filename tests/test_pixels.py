@@ -121,16 +121,46 @@ def test_embedding_decoded_pixels_gives_the_files_descriptors_bit_for_bit(tmp_pa
     assert cached.dtype == np.float32 and np.array_equal(streamed, cached)
 
 
-def test_rescoring_decoded_pixels_gives_the_files_scores_bit_for_bit(tmp_path):
+class _PairOnly(torch.nn.Module):
+    """A matcher seen only through ``forward(q, r)`` (no ``encode`` / ``fuse``)."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, q, r):
+        return self.inner(q, r)
+
+
+def test_rescoring_decoded_pixels_gives_the_files_scores(tmp_path):
     paths = _images(tmp_path)
     q, r = {f"Q{i}": p for i, p in enumerate(paths[:3])}, {f"R{i}": p for i, p in enumerate(paths[3:])}
     pairs = pd.DataFrame([(qi, ri, 0.0) for qi in q for ri in r], columns=["query_id", "reference_id", "score"])
+    pairs = pairs.sample(frac=1.0, random_state=0).reset_index(drop=True)  # repeated ids, in no order
     model = _matcher()
     streamed = rescore(model, pairs, q, r, SIZE, batch_size=5)
     qx, rx = decode_pixels(list(q.values()), SIZE), decode_pixels(list(r.values()), SIZE)
-    cached = rescore_pixels(model, pairs, {k: i for i, k in enumerate(q)}, qx, {k: i for i, k in enumerate(r)}, rx,
-                            batch_size=5)
-    pd.testing.assert_frame_equal(streamed, cached, check_exact=True)
+    rows = {k: i for i, k in enumerate(q)}, {k: i for i, k in enumerate(r)}
+    # a forward-only matcher sees the same batches as the streamed path: bit for bit
+    plain = rescore_pixels(_PairOnly(model), pairs, rows[0], qx, rows[1], rx, batch_size=5)
+    pd.testing.assert_frame_equal(streamed, plain, check_exact=True)
+    # encode-once: each image of a block encoded once, then fused; blocks smaller than, equal to
+    # and larger than the batch; equal to the pairwise forward up to float rounding
+    for block in (1, 4, 5, 7, 2048):
+        cached = rescore_pixels(model, pairs, rows[0], qx, rows[1], rx, batch_size=5, block_pairs=block)
+        pd.testing.assert_frame_equal(streamed[["query_id", "reference_id"]], cached[["query_id", "reference_id"]])
+        np.testing.assert_allclose(cached["score"], streamed["score"], rtol=0, atol=1e-6)
+    # independent of the code under test: each pair through the model's own forward, one at a time
+    with torch.inference_mode():
+        one = [torch.sigmoid(model(from_pixels(qx[rows[0][a] : rows[0][a] + 1]),
+                                   from_pixels(rx[rows[1][b] : rows[1][b] + 1]))).item()
+               for a, b in zip(pairs["query_id"], pairs["reference_id"])]
+    np.testing.assert_allclose(cached["score"], one, rtol=0, atol=1e-6)
+    encoded = []
+    inner = model.encode
+    model.encode = lambda x: encoded.append(len(x)) or inner(x)
+    rescore_pixels(model, pairs, rows[0], qx, rows[1], rx, batch_size=5)
+    assert sum(encoded) == len(q) + len(r) < 2 * len(pairs)  # each image once, not once per pair
     with pytest.raises(ValueError, match="'R9'"):
         rescore_pixels(model, pairs.assign(reference_id="R9"), {k: i for i, k in enumerate(q)}, qx,
                        {k: i for i, k in enumerate(r)}, rx)

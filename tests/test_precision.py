@@ -9,10 +9,11 @@ from PIL import Image
 from icdlib.eval.rescore import rescore
 from icdlib.eval.retrieval import embed
 from icdlib.models import build_descriptor, build_matcher
-from icdlib.models.precision import autocast, bf16_enabled, cpu_has_bf16
+from icdlib.models import precision
+from icdlib.models.precision import autocast, bf16_enabled
 from icdlib.pipeline.stage import ReportConfig
 
-BF16 = cpu_has_bf16()
+BF16 = bf16_enabled("cpu")  # bf16 units, and faster than float32 here (the probe)
 
 
 class DtypeProbe(torch.nn.Module):
@@ -40,6 +41,47 @@ def test_autocast_applies_only_where_enabled_and_supported():
     assert bf16_enabled("cuda") and not bf16_enabled("cuda", cuda=False)
     assert not bf16_enabled("cpu", cpu=False)
     assert bf16_enabled("cpu") == BF16
+
+
+
+@pytest.fixture
+def fresh_probe():
+    precision.cpu_precision.cache_clear()
+    yield
+    precision.cpu_precision.cache_clear()
+
+
+def test_bf16_is_chosen_only_when_clearly_faster():
+    assert precision.bf16_pays({"float32": 1.0, "bf16": 0.5})
+    assert not precision.bf16_pays({"float32": 1.0, "bf16": 0.9})  # within the margin: float32 stays
+    assert not precision.bf16_pays({"float32": 1.0, "bf16": 1.6})  # slower, as on CPUs whose bf16 is slow
+
+
+@pytest.mark.parametrize("units, seconds, expected", [
+    (False, None, False),  # no bf16 units: no probe, float32
+    (True, {"float32": 1.0, "bf16": 0.55}, True),
+    (True, {"float32": 1.0, "bf16": 1.8}, False),
+])
+def test_cpu_autocast_follows_units_and_probe(monkeypatch, fresh_probe, units, seconds, expected):
+    def probe(*a, **k):
+        assert units, "probed a CPU without bf16 units"
+        return seconds
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: units)
+    monkeypatch.setattr(precision, "probe_cpu_matmul", probe)
+    assert bf16_enabled("cpu") is expected
+    assert not bf16_enabled("cpu", cpu=False)
+    assert bf16_enabled("cuda") and not bf16_enabled("cuda", cuda=False)
+    assert precision.describe("cpu").startswith("bf16 autocast" if expected else "float32")
+    probe_module = DtypeProbe()
+    with autocast("cpu", True):
+        probe_module(torch.ones(2, 4))
+    assert probe_module.seen == (torch.bfloat16 if expected else torch.float32)
+
+
+def test_probe_times_both_precisions():
+    seconds = precision.probe_cpu_matmul((64, 32, 48), rounds=2, reps=1)
+    assert set(seconds) == {"float32", "bf16"}
+    assert all(0 < s < 10 for s in seconds.values())
 
 
 def _images(tmp_path, n=6, size=48):

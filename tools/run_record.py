@@ -26,6 +26,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from icdlib.models.precision import describe  # noqa: E402
 from icdlib.pipeline.stage import write_text  # noqa: E402
 from icdlib.train.telemetry import live_series  # noqa: E402
 
@@ -119,6 +120,7 @@ def render(root: Path, command: str, machine: str, clone_seconds: float | None =
         f"seed {params.get('seed')}, main seeds {params.get('main', {}).get('seeds')}",
         f"- code: commit `{commit}`; the run is recorded stage by stage in `dvc.lock`",
         f"- machine: {machine}; CPU: {cpu_model()}",
+        f"- precision of the CPU forwards (train.amp_cpu, eval.amp): {describe('cpu')}",
         *versions(root / "requirements-lock.txt"),
         f"- wall time from the first notebook's start to the last one's end: {int(wall // 60)} min {int(wall % 60)} s "
         f"(the data stage's build is inside the first notebook)",

@@ -318,8 +318,16 @@ def exact_auc(labels: Sequence, scores: Sequence[float]) -> float:
 def candidate_auc(scored: pd.DataFrame, truth: set[tuple[str, str]]) -> float:
     """:func:`exact_auc` of a scored candidate list (``query_id, reference_id, score``):
     the ground-truth pairs ``truth`` (``(query_id, reference_id)`` str tuples) against
-    every other candidate, pooled over queries (the re-ranking task itself)."""
+    every other candidate, pooled over queries (the re-ranking task itself).
+
+    NaN, with a warning that says why, when the candidates hold one class only (no true pair
+    among them, as when the chosen queries are all distractors, or only true pairs): the
+    re-ranking AUC is undefined there, which is not an error of the scores."""
     labels = [(q, r) in truth for q, r in zip(scored["query_id"], scored["reference_id"])]
+    n_true = sum(labels)
+    if n_true == 0 or n_true == len(labels):
+        warnings.warn(f"candidate_auc undefined: {n_true} true pairs among {len(labels)} candidates", stacklevel=2)
+        return float("nan")
     return exact_auc(labels, scored["score"].to_numpy())
 
 

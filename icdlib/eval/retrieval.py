@@ -54,7 +54,7 @@ class EvalConfig:
     norm_end: int = 5  # one past the last auxiliary rank averaged: ranks 1..4
     matcher_batch_size: int = 32  # image pairs per matcher forward pass
     lce: bool = False  # Local Crop Ensembling for the matcher (35 passes per pair)
-    lce_views: str = "full"  # LCE view set: full (26 query x 10 reference views, 35 passes) | light (6 x 5, 10 passes)
+    lce_views: str = "light"  # LCE view set: full (26 query x 10 reference views, 35 passes) | light (6 x 5, 10 passes)
     lce_descriptor: bool = False  # multi-view query search for the descriptor (26 views)
     # a stage scoring many models keeps each image set it can fit decoded (icdlib.eval.pixels); 0 = stream files
     pixel_cache_mb: int = 1024

@@ -175,13 +175,28 @@ class Matcher(nn.Module):
                 f"Matcher: query {tuple(query.shape)} and reference "
                 f"{tuple(reference.shape)} must have the same shape"
             )
-        vit, cfg = self.vit, self.config
         b = query.shape[0]
-        x = _embed(vit, torch.cat([query, reference]), cfg.img_size, "Matcher")  # (2B, 1+N, C)
+        x = self.encode(torch.cat([query, reference]))  # both sides in one batch
+        return self._fuse(x[:b], x[b:])
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """The shared encoder alone: ``[B, 3, S, S]`` -> ``[B, 1 + N, C]`` tokens. Each image's
+        tokens depend on that image only, so an image met in several pairs can be encoded once
+        (:func:`icdlib.eval.rescore.rescore_pixels`) and paired by :meth:`fuse`."""
+        vit, cfg = self.vit, self.config
+        x = _embed(vit, images, cfg.img_size, "Matcher")  # (B, 1+N, C)
         for block in vit.blocks[: cfg.encoder_depth]:
-            x = block(x)  # shared encoder, both sides in one batch
-        length = x.shape[1]
-        fused = torch.cat([self.fusion_token.expand(b, -1, -1), x[:b], x[b:]], 1)  # (B, 1+2L, C)
+            x = block(x)
+        return x
+
+    def fuse(self, query_tokens: torch.Tensor, reference_tokens: torch.Tensor) -> torch.Tensor:
+        """``[B]`` copy logits of pairs of :meth:`encode` outputs (``forward`` = encode, then fuse)."""
+        return self._fuse(query_tokens, reference_tokens)[0]
+
+    def _fuse(self, xq: torch.Tensor, xr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        vit, cfg = self.vit, self.config
+        length = xq.shape[1]
+        fused = torch.cat([self.fusion_token.expand(xq.shape[0], -1, -1), xq, xr], 1)  # (B, 1+2L, C)
         for block in vit.blocks[cfg.encoder_depth :]:
             fused = block(fused)
         fused = vit.norm(fused)

@@ -88,7 +88,8 @@ class AblationConfig:
     seeds: tuple[int, ...] = (0, 1, 2)  # at least 3 seeds to show the spread
     steps: int = 300  # = the main arms' train.steps: their infonce and copynce runs are reused, not retrained
     arm_seeds: dict[str, list[int]] | None = field(  # arms that run only some seeds (CPU budget); the rest run all
-        default_factory=lambda: {"copynce_gamma1": [0], "copynce_lam1": [0], "copynce_c2c": [0]})
+        default_factory=lambda: {"copynce_uniform": [0, 1], "copynce_gamma1": [0], "copynce_lam1": [0],
+                                 "copynce_c2c": [0]})
 
     def __post_init__(self):
         if int(self.steps) < 1:

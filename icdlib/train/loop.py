@@ -64,7 +64,7 @@ from icdlib.checkpoints import load_backbone_weights
 from icdlib.data import collate, worker_errors
 from icdlib.data.cache import CachedPairs, build_pair_cache, cache_folder
 from icdlib.data.loading import worker_init
-from icdlib.models.precision import bf16_enabled
+from icdlib.models.precision import bf16_enabled, describe
 
 from icdlib.train import distributed as D
 from icdlib.train.mining import load_table, neighbours_file
@@ -172,6 +172,8 @@ def train(
     optimizer = build_optimizer(objective, t)
     start = _resume(run, out, resume, objective, optimizer, dist)
     bf16 = bf16_enabled(dist.device, t.amp, t.amp_cpu)  # train.amp on CUDA, train.amp_cpu on a bf16 CPU
+    if dist.is_main and progress:
+        print(f"{out.name}: trains in {describe(dist.device, t.amp, t.amp_cpu)}", file=sys.stderr, flush=True)
     loader = _loader(run, paths, out, start, neighbours, dist, bf16, progress)
     net = _parallel(objective, t, dist)
     lrs = lr_schedule(t.steps, t.peak_lr, t.warmup, t.min_lr, t.warmup_start)

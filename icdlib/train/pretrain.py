@@ -66,7 +66,7 @@ class PretrainConfig:
     freeze_last_layer_steps: int = 300  # the prototypes stay fixed this many steps (about one pass over 20k sources)
     workers: int = 1  # loader processes making the views
     checkpoint_every: int = 100
-    amp_cpu: bool = True  # bf16 autocast on CPUs with bf16 units
+    amp_cpu: bool = True  # bf16 autocast on a CPU where it pays (icdlib.models.precision)
     seed: int = 0
 
     def __post_init__(self):

@@ -76,7 +76,7 @@ class TrainConfig:
     grad_clip: float = 3.0  # max global grad norm, released configs; 0 disables
     grad_accum: int = 1  # micro-steps per optimiser step (in-batch negatives per micro-batch)
     amp: bool = True  # bf16 autocast on CUDA (CopyNCE itself stays fp32)
-    amp_cpu: bool = True  # bf16 autocast on CPU too, only where the processor has bf16 units (AMX, AVX512-BF16)
+    amp_cpu: bool = True  # bf16 autocast on CPU too, only where it pays (models.precision)
     workers: int = 1  # DataLoader processes per rank (edits + tracing); on 2 cores the other one trains
     checkpoint_every: int = 50  # steps between resumable checkpoints (~1 min on CPU)
     seed: int = 0  # data order, edits, init; stochastic layers draw from (seed, step, rank)
