@@ -1,11 +1,18 @@
 """Retrieval throughput -> reports/benchmarks/retrieval.json.
 
     python benchmarks/retrieval.py [--images 256] [--queries 1000] [--references 100000]
+                                   [--rescore-queries 3000] [--rescore-references 2000]
 
 * Embedding: images/s of :func:`icdlib.eval.retrieval.embed` (JPEG decode, resize, forward)
   for the ``params.yaml:descriptor`` model (preset ``vit_tiny_cpu``) from random init on 2 threads, and
   of the bare forward pass on preprocessed batches; each in float32 and under bf16 autocast
   (``eval.amp``), side by side, with the smallest cosine between the two precisions' descriptors.
+* Matcher rescoring: pairs/s of :func:`icdlib.eval.rescore.rescore_pixels` for the
+  ``params.yaml:matcher`` model from random init, on decoded pixels of the evaluate stage's
+  shape (3,000 queries with 10 candidates each among 2,000 references): the pairwise forward
+  against encode-once (each image encoded once per block, then the pairs fused) at the default
+  token budget (one block) and at a 32 MiB one (many blocks); side by side, with the largest
+  score difference to the pairwise forward.
 * Search: queries/s of exact inner-product search (faiss ``Flat``), 1000 random
   L2-normalised 128-d queries against 100k references, 2 threads; and of
   ``IVF1024,Flat`` with ``nprobe`` 16 for comparison, with its recall@1 against Flat
@@ -23,6 +30,7 @@ from pathlib import Path
 
 import faiss
 import numpy as np
+import pandas as pd
 import torch
 from PIL import Image
 
@@ -55,17 +63,18 @@ def bench_search(n_queries: int, n_refs: int, dim: int = 128, seed: int = 0) -> 
     return out
 
 
-def _descriptor():
-    """The ``params.yaml:descriptor`` model (CPU preset by default), random init, and its input side."""
-    from icdlib.models import DescriptorConfig, build_descriptor
+def _model(kind: str = "descriptor"):
+    """The ``params.yaml`` ``descriptor`` or ``matcher`` model (CPU preset by default), random init, and its input side."""
+    from icdlib.models import DescriptorConfig, MatcherConfig, build_descriptor, build_matcher
     from icdlib.params import load_params, locate, section
 
     try:
         params = load_params(locate())
     except FileNotFoundError:
         params = {}
-    cfg = section(params, "descriptor", DescriptorConfig)
-    return build_descriptor(cfg).eval(), int(cfg.img_size)
+    cfg = section(params, kind, DescriptorConfig if kind == "descriptor" else MatcherConfig)
+    build = build_descriptor if kind == "descriptor" else build_matcher
+    return build(cfg, seed=0).eval(), int(cfg.img_size)
 
 
 def bench_embed(n_images: int, seed: int = 0, rounds: int = 2) -> dict:
@@ -74,7 +83,7 @@ def bench_embed(n_images: int, seed: int = 0, rounds: int = 2) -> dict:
     ``rounds`` rounds and each keeps its best round."""
     from icdlib.models.precision import autocast, cpu_has_bf16
 
-    model, size = _descriptor()
+    model, size = _model("descriptor")
     rng = np.random.default_rng(seed)
     files = {False: [], True: []}
     fwd = {False: [], True: []}
@@ -118,11 +127,56 @@ def bench_embed(n_images: int, seed: int = 0, rounds: int = 2) -> dict:
     }
 
 
+class _Pairwise(torch.nn.Module):
+    """The matcher's pairwise forward alone (no ``encode`` / ``fuse``): every pair encodes both images."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, q, r):
+        return self.inner(q, r)
+
+
+def bench_rescore(n_queries: int, n_refs: int, k: int = 10, seed: int = 0, rounds: int = 1) -> dict:
+    """Pairs/s of rescore_pixels: pairwise forward, encode-once at the default token budget and
+    at 32 MiB, alternated for ``rounds`` rounds (each keeps its best)."""
+    from icdlib.eval.rescore import rescore_pixels
+
+    model, size = _model("matcher")
+    rng = np.random.default_rng(seed)
+    qx = torch.from_numpy(rng.integers(0, 256, (n_queries, size, size, 3), dtype=np.uint8))
+    rx = torch.from_numpy(rng.integers(0, 256, (n_refs, size, size, 3), dtype=np.uint8))
+    refs = np.stack([rng.choice(n_refs, size=min(k, n_refs), replace=False) for _ in range(n_queries)])
+    pairs = pd.DataFrame({"query_id": np.repeat([f"Q{i}" for i in range(n_queries)], refs.shape[1]),
+                          "reference_id": [f"R{j}" for j in refs.reshape(-1)], "score": 0.0})
+    q_rows, r_rows = {f"Q{i}": i for i in range(n_queries)}, {f"R{j}": j for j in range(n_refs)}
+    runs = {"pairwise": (_Pairwise(model), {}), "encode_once": (model, {}),
+            "encode_once_32mib": (model, {"block_bytes": 32 * 2**20})}
+    rate, scores = {name: [] for name in runs}, {}
+    for _ in range(rounds):
+        for name, (m, kw) in runs.items():
+            t0 = time.perf_counter()
+            scores[name] = rescore_pixels(m, pairs, q_rows, qx, r_rows, rx, batch_size=64, **kw)["score"].to_numpy()
+            rate[name].append(len(pairs) / (time.perf_counter() - t0))
+    best = {name: max(v) for name, v in rate.items()}
+    return {
+        "n_queries": n_queries, "n_references": n_refs, "candidates_per_query": int(refs.shape[1]),
+        "pairs": len(pairs), "img_size": size, "batch_size": 64, "rounds": rounds,
+        **{f"{name}_pairs_per_s": round(v, 1) for name, v in best.items()},
+        "encode_once_speedup": round(best["encode_once"] / best["pairwise"], 2),
+        "encode_once_32mib_speedup": round(best["encode_once_32mib"] / best["pairwise"], 2),
+        "max_abs_score_difference": float(max(np.abs(scores[n] - scores["pairwise"]).max() for n in runs)),
+    }
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--images", type=int, default=256)
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--references", type=int, default=100_000)
+    ap.add_argument("--rescore-queries", type=int, default=3000)
+    ap.add_argument("--rescore-references", type=int, default=2000)
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args(argv)
     torch.set_num_threads(THREADS)
@@ -132,6 +186,7 @@ def main(argv=None) -> None:
         "machine": platform.processor() or platform.machine(),
         "search": bench_search(args.queries, args.references),
         "embed": bench_embed(args.images),
+        "rescore": bench_rescore(args.rescore_queries, args.rescore_references),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -37,7 +37,7 @@ from icdlib.params import load_params
 from icdlib.pipeline.evaluation import Evaluator
 from icdlib.pipeline.stage import Stage
 from icdlib.pipeline.training import Job, run_jobs, seed_checkpoint, train_arms
-from icdlib.train.runs import resolve_run
+from icdlib.pipeline.arms import longer_trunk
 
 STARTS = ("trunk", "trunk10x", "dino")
 DESCRIPTOR_ARMS = ("infonce", "copynce")
@@ -50,13 +50,12 @@ def start_params(params: dict, start: str, data: Path, seeds: list[int], split: 
     p = json.loads(json.dumps(params))  # a deep copy of plain data
     paths = p.setdefault("paths", {})
     paths.update({"data": str(data), "models": "models", "runs": "runs", "features": "features",
-                  "reports": "reports", "pair_cache": "runs/pairs"})
+                  "reports": "reports", "pair_cache": "runs/pairs", "trunk_start": None})  # each start trains
     p.setdefault("main", {})["seeds"] = list(seeds)
     p.setdefault("dataset", {}).update({"eval_split": split, "build": False})
     trunk = p["arms"]["trunk"].setdefault("train", {})
-    if start == "trunk10x":
-        base = resolve_run(params, "trunk").train
-        trunk.update({"steps": 10 * base.steps, "warmup_steps": 10 * base.warmup, "checkpoint_every": 100})
+    if start == "trunk10x":  # as the committed trunk is made (icdlib.pipeline.trunk_start)
+        trunk.update(longer_trunk(params, 10))
     elif start == "dino":
         if dino is None or not dino.is_file():
             raise FileNotFoundError(f"start 'dino' needs the pretrained weights (--dino): {dino} not found; "

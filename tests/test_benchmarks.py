@@ -91,10 +91,14 @@ def test_metrics_benchmark_at_tiny_size(tmp_path):
 @pytest.mark.slow
 def test_retrieval_benchmark_at_tiny_size(tmp_path):
     out = tmp_path / "retrieval.json"
-    benchmark("retrieval").main(["--images", "4", "--queries", "8", "--references", "2048", "--out", str(out)])
+    benchmark("retrieval").main(["--images", "4", "--queries", "8", "--references", "2048", "--rescore-queries", "6",
+                                 "--rescore-references", "5", "--out", str(out)])
     got = _check_keys("retrieval", out)
-    assert set(got["search"]) == set(json.loads((ROOT / "reports/benchmarks/retrieval.json").read_text())["search"])
+    committed = json.loads((ROOT / "reports/benchmarks/retrieval.json").read_text())
+    for part in ("search", "rescore"):
+        assert set(got[part]) == set(committed[part]), part
     assert got["search"]["n_references"] == 2048 and got["embed"]["n_images"] == 4
+    assert got["rescore"]["pairs"] == 6 * 5 and got["rescore"]["max_abs_score_difference"] < 1e-5
 
 
 def test_loader_benchmark_at_tiny_size(tmp_path):

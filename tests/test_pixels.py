@@ -15,7 +15,7 @@ from PIL import Image
 
 from icdlib.eval.engine import Benchmark
 from icdlib.eval.pixels import PixelCache, decode_pixels
-from icdlib.eval.rescore import rescore, rescore_pixels
+from icdlib.eval.rescore import image_blocks, rescore, rescore_pixels
 from icdlib.eval.retrieval import EvalConfig, embed, embed_pixels
 from icdlib.locks import file_lock
 from icdlib.models import DescriptorConfig, MatcherConfig, build_descriptor, build_matcher, preprocess
@@ -144,10 +144,12 @@ def test_rescoring_decoded_pixels_gives_the_files_scores(tmp_path):
     # a forward-only matcher sees the same batches as the streamed path: bit for bit
     plain = rescore_pixels(_PairOnly(model), pairs, rows[0], qx, rows[1], rx, batch_size=5)
     pd.testing.assert_frame_equal(streamed, plain, check_exact=True)
-    # encode-once: each image of a block encoded once, then fused; blocks smaller than, equal to
-    # and larger than the batch; equal to the pairwise forward up to float rounding
-    for block in (1, 4, 5, 7, 2048):
-        cached = rescore_pixels(model, pairs, rows[0], qx, rows[1], rx, batch_size=5, block_pairs=block)
+    # encode-once: each image of a block encoded once, then fused; blocks of 2 to all images, so
+    # smaller than, equal to and larger than the batch; equal to the pairwise forward up to float rounding
+    image_bytes = 4 * model.encoded_shape[0] * model.encoded_shape[1]
+    assert model.encode(from_pixels(qx[:1])).shape[1:] == model.encoded_shape
+    for images in (0, 3, 5, 7, 2048):
+        cached = rescore_pixels(model, pairs, rows[0], qx, rows[1], rx, batch_size=5, block_bytes=images * image_bytes)
         pd.testing.assert_frame_equal(streamed[["query_id", "reference_id"]], cached[["query_id", "reference_id"]])
         np.testing.assert_allclose(cached["score"], streamed["score"], rtol=0, atol=1e-6)
     # independent of the code under test: each pair through the model's own forward, one at a time
@@ -161,6 +163,9 @@ def test_rescoring_decoded_pixels_gives_the_files_scores(tmp_path):
     model.encode = lambda x: encoded.append(len(x)) or inner(x)
     rescore_pixels(model, pairs, rows[0], qx, rows[1], rx, batch_size=5)
     assert sum(encoded) == len(q) + len(r) < 2 * len(pairs)  # each image once, not once per pair
+    encoded.clear()  # a budget of 3 images: more encodes, none holding more than 3 images at once
+    rescore_pixels(model, pairs, rows[0], qx, rows[1], rx, batch_size=5, block_bytes=3 * image_bytes)
+    assert len(q) + len(r) < sum(encoded) and max(encoded) <= 3
     with pytest.raises(ValueError, match="'R9'"):
         rescore_pixels(model, pairs.assign(reference_id="R9"), {k: i for i, k in enumerate(q)}, qx,
                        {k: i for i, k in enumerate(r)}, rx)
@@ -241,3 +246,20 @@ def test_the_file_lock_makes_a_second_process_wait(tmp_path):
             f.write("c")
     p.join()
     assert log.read_text() == "abc"
+
+
+@pytest.mark.parametrize("limit", [2, 3, 4, 6, 100])
+def test_image_blocks_are_the_longest_runs_within_the_image_budget(limit):
+    rng = np.random.default_rng(limit)
+    q, r = rng.integers(0, 7, 60), rng.integers(0, 9, 60)
+
+    def images(a, b):  # distinct query rows plus distinct reference rows of pairs a..b-1
+        return len(set(q[a:b].tolist())) + len(set(r[a:b].tolist()))
+
+    blocks = image_blocks(q, r, limit)
+    assert blocks[0][0] == 0 and blocks[-1][1] == len(q)
+    assert all(b0[1] == b1[0] for b0, b1 in zip(blocks, blocks[1:]))  # consecutive, covering every pair once
+    for a, b in blocks:
+        assert b > a and images(a, b) <= limit
+        assert b == len(q) or images(a, b + 1) > limit  # no pair could have joined it
+    assert image_blocks(q[:0], r[:0], limit) == []

@@ -428,3 +428,42 @@ def test_head_lr_scale_scales_the_first_adam_step_of_what_the_trunk_lacks(images
 def test_head_lr_scale_must_be_positive():
     with pytest.raises(ValueError, match="head_lr_scale"):
         tiny_run("matcher_bce", **{"train.head_lr_scale": 0.0})
+
+
+def test_a_run_ends_when_a_run_beside_it_removed_dvclives_shared_step_signal(tmp_path, monkeypatch):
+    """Two runs side by side in one DVC repository share DVCLive's VS Code signal file; the run
+    ending second must not fail because the first removed it. Any other missing file still fails."""
+    from dvclive import Live
+
+    from icdlib.train.loop import STEP_SIGNAL, end_live
+
+    (tmp_path / ".dvc").mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    signal = tmp_path / ".dvc" / "tmp" / "exps" / "run" / STEP_SIGNAL
+
+    def live_after_a_step(name):
+        live = Live(dir=str(tmp_path / name), save_dvc_exp=False, dvcyaml=None)
+        live.log_metric("train/loss", 1.0)
+        live.next_step()
+        assert signal.is_file()  # DVCLive found the repository and wrote the shared file
+        return live
+
+    first, second, third = live_after_a_step("a"), live_after_a_step("b"), live_after_a_step("c")
+    end_live(first)
+    assert not signal.exists()
+    # the interleaving of the race: the run ending second checks that the file exists just before
+    # the first removes it, so its check passes and its removal finds nothing
+    exists = os.path.exists
+    monkeypatch.setattr(os.path, "exists", lambda p: True if Path(p) == signal else exists(p))
+    with pytest.raises(FileNotFoundError, match=STEP_SIGNAL):
+        third.end()  # what DVCLive alone does then
+    end_live(second)
+    assert json.loads((tmp_path / "b" / "metrics.json").read_text())["train"]["loss"] == 1.0
+
+    class Failing:
+        def end(self):
+            raise FileNotFoundError(2, "No such file or directory", str(tmp_path / "b" / "metrics.json"))
+
+    with pytest.raises(FileNotFoundError, match="metrics.json"):
+        end_live(Failing())

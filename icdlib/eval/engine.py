@@ -95,7 +95,7 @@ def evenly_spaced(items: list, n: int) -> list:
     return [items[i] for i in keep]
 
 
-def auxiliary_key(model: torch.nn.Module, size: int, cfg: EvalConfig, items: Items) -> str:
+def embedding_key(model: torch.nn.Module, size: int, cfg: EvalConfig, items: Items) -> str:
     """sha256 (hex) naming a model's embeddings of ``items``: its state's names, dtypes, shapes and
     bytes, the input side, ``cfg``'s device, amp and batch size, each item's id, path, size and mtime."""
     h = hashlib.sha256(f"{int(size)}|{cfg.device}|{cfg.amp}|{cfg.batch_size}".encode())
@@ -149,7 +149,7 @@ class Benchmark:
         self.queries = self.ds.images(self.split)
         self.refs = self.ds.images("reference")
         self.aux = list(auxiliary)
-        self.aux_cache: Path | None = None  # a folder: auxiliary embeddings kept per model (auxiliary_features)
+        self.feature_cache: Path | None = None  # a folder: embeddings kept per model and image set (cached_embed)
         gt = self.ds.ground_truth(self.split) if self.ds.gt_file(self.split) is not None else None
         self.gt_q = None if gt is None else [q for q, _ in gt]
         self.gt_r = None if gt is None else [r for _, r in gt]
@@ -182,9 +182,9 @@ class Benchmark:
         when there are enough auxiliary images. ``features``, if given, receives the
         ``queries``/``references`` arrays."""
         c = self.cfg
-        rf = self.embed(model, size, self.refs, f"{name}: references")
-        qf = self.embed(model, size, self.queries, f"{name}: {self.split}",
-                        views=query_views if c.lce_descriptor else None)
+        rf = self.cached_embed(model, size, self.refs, f"{name}: references")
+        qf = (self.embed(model, size, self.queries, f"{name}: {self.split}", views=query_views) if c.lce_descriptor
+              else self.cached_embed(model, size, self.queries, f"{name}: {self.split}"))
         if features is not None:
             features.update(queries=qf, references=rf)
         q_ids, r_ids = [i for i, _ in self.queries], [i for i, _ in self.refs]
@@ -195,24 +195,29 @@ class Benchmark:
         return out
 
     def auxiliary_features(self, model: torch.nn.Module, size: int, name: str = "descriptor") -> np.ndarray:
-        """The auxiliary images' embeddings by ``model``. With ``aux_cache`` set, they are kept there
-        under a key of everything they depend on (the weights' bytes, the input side, the eval
-        settings that touch the forward pass, each image's path, size and modification time), so a
-        second evaluation of the same model on another benchmark (stage real_photos after
-        evaluate) reads them instead of embedding thousands of images again."""
-        if self.aux_cache is None:
-            return self.embed(model, size, self.aux, f"{name}: auxiliary")
-        file = Path(self.aux_cache) / f"{auxiliary_key(model, size, self.cfg, self.aux)}.npy"
+        """The auxiliary images' embeddings by ``model`` (:meth:`cached_embed`)."""
+        return self.cached_embed(model, size, self.aux, f"{name}: auxiliary")
+
+    def cached_embed(self, model: torch.nn.Module, size: int, items: Items, desc: str) -> np.ndarray:
+        """:meth:`embed` of ``items``. With ``feature_cache`` set, the embeddings are kept there under a
+        key of everything they depend on (:func:`embedding_key`: the weights' bytes, the input side,
+        the eval settings that touch the forward pass, each image's id, path, size and modification
+        time), so another evaluation of the same model on the same images (stage ablations reading
+        the main runs after evaluate; the auxiliary set again in stage real_photos) reads them
+        instead of embedding thousands of images again."""
+        if self.feature_cache is None:
+            return self.embed(model, size, items, desc)
+        file = Path(self.feature_cache) / f"{embedding_key(model, size, self.cfg, items)}.npy"
         if file.is_file():
             try:
                 return np.load(file, allow_pickle=False)
             except (OSError, ValueError):  # a damaged cache file is embedded again
                 pass
-        af = self.embed(model, size, self.aux, f"{name}: auxiliary")
+        features = self.embed(model, size, items, desc)
         buf = io.BytesIO()
-        np.save(buf, af, allow_pickle=False)
+        np.save(buf, features, allow_pickle=False)
         write_bytes(file, buf.getvalue())
-        return af
+        return features
 
     def hashes(self, method: str) -> pd.DataFrame:
         """Top-``k`` predictions of a perceptual hash (``pdq`` or ``phash``)."""

@@ -105,7 +105,7 @@ def rescore_pixels(
     batch_size: int = 32,
     device: str = "cpu",
     amp: bool = False,
-    block_pairs: int = 2048,
+    block_bytes: int = 512 * 2**20,
 ) -> pd.DataFrame:
     """:func:`rescore` (no LCE) of candidate pairs whose images are decoded already.
 
@@ -114,16 +114,21 @@ def rescore_pixels(
     the files the pixels came from (bit for bit for a matcher without ``encode``; up to float
     rounding with one).
 
-    A matcher with ``encode`` / ``fuse`` (:class:`icdlib.models.Matcher`) encodes each image of
-    a block of ``block_pairs`` pairs once, however many of the block's pairs it is in (a query
-    meets its k candidates, a reference every query that found it), then fuses the pairs:
-    with 10 candidates per query this runs the shared encoder about half as often.
+    A matcher with ``encode`` / ``fuse`` / ``encoded_shape`` (:class:`icdlib.models.Matcher`)
+    encodes each image once per block, however many of the block's pairs it is in (a query
+    meets its k candidates, a reference every query that found it), then fuses the pairs. A
+    block is the longest run of consecutive pairs whose distinct images' tokens fit in
+    ``block_bytes`` (float32): 512 MiB holds about 14,000 images of ``vit_tiny_cpu`` at 112 px,
+    so a benchmark of a few thousand queries is one block and each image is encoded once; a
+    ViT-B/16 at 224 px gets about 900 images per block.
     """
     _check_ids(pairs, query_rows, reference_rows)
     qi, ri = (torch.from_numpy(np.fromiter((table[i] for i in pairs[col]), dtype=np.int64, count=len(pairs)))
               for col, table in (("query_id", query_rows), ("reference_id", reference_rows)))
-    if hasattr(matcher, "encode") and hasattr(matcher, "fuse"):
-        return _score_encoded(matcher, pairs, qi, query_pixels, ri, reference_pixels, batch_size, block_pairs, device,
+    if all(hasattr(matcher, name) for name in ("encode", "fuse", "encoded_shape")):
+        tokens, channels = matcher.encoded_shape
+        per_block = max(2, int(block_bytes) // (4 * tokens * channels))  # at least one query and one reference
+        return _score_encoded(matcher, pairs, qi, query_pixels, ri, reference_pixels, batch_size, per_block, device,
                               amp)
     batches = ((from_pixels(query_pixels[qi[s : s + batch_size]]),
                 from_pixels(reference_pixels[ri[s : s + batch_size]])) for s in range(0, len(pairs), batch_size))
@@ -131,11 +136,11 @@ def rescore_pixels(
 
 
 def _score_encoded(matcher, pairs: pd.DataFrame, qi: torch.Tensor, query_pixels: torch.Tensor, ri: torch.Tensor,
-                   reference_pixels: torch.Tensor, batch_size: int, block_pairs: int, device: str,
+                   reference_pixels: torch.Tensor, batch_size: int, block_images: int, device: str,
                    amp: bool) -> pd.DataFrame:
-    """:func:`rescore_pixels` by ``matcher.encode`` once per image of each block, then ``matcher.fuse``."""
+    """:func:`rescore_pixels` by ``matcher.encode`` once per image of each block of at most
+    ``block_images`` distinct images, then ``matcher.fuse``."""
     matcher = matcher.eval().to(device)
-    out = np.zeros(len(pairs), dtype=np.float64)
 
     def encode(pixels: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         unique, where = torch.unique(rows, return_inverse=True)
@@ -143,18 +148,30 @@ def _score_encoded(matcher, pairs: pd.DataFrame, qi: torch.Tensor, query_pixels:
                             for s in range(0, len(unique), batch_size)])
         return tokens, where.to(tokens.device)
 
-    with tqdm(total=len(pairs), desc="matcher", unit="pair") as bar, autocast(device, amp):
-        for start in range(0, len(pairs), max(1, block_pairs)):
-            stop = min(start + max(1, block_pairs), len(pairs))
+    def logits():  # in pair order: block by block, batch by batch
+        for start, stop in image_blocks(qi, ri, block_images):
             (tq, wq), (tr, wr) = encode(query_pixels, qi[start:stop]), encode(reference_pixels, ri[start:stop])
-            for s in range(0, stop - start, batch_size):
-                logits = matcher.fuse(tq[wq[s : s + batch_size]], tr[wr[s : s + batch_size]])
-                prob = torch.sigmoid(logits.float()).cpu().numpy()
-                out[start + s : start + s + len(prob)] = prob
-                bar.update(len(prob))
-    res = pairs[["query_id", "reference_id"]].copy().reset_index(drop=True)
-    res["score"] = out
-    return res
+            for s in range(0, len(wq), batch_size):
+                yield matcher.fuse(tq[wq[s : s + batch_size]], tr[wr[s : s + batch_size]])
+
+    return _collect_scores(pairs, logits(), 1, device, amp, False)
+
+
+def image_blocks(query_rows, reference_rows, limit: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` runs of consecutive pairs, each as long as its distinct query rows plus
+    distinct reference rows stay within ``limit`` (at least one pair per run)."""
+    q, r = np.asarray(query_rows).tolist(), np.asarray(reference_rows).tolist()
+    blocks, start, seen_q, seen_r = [], 0, set(), set()
+    for i, (a, b) in enumerate(zip(q, r)):
+        grow = (a not in seen_q) + (b not in seen_r)
+        if seen_q and len(seen_q) + len(seen_r) + grow > limit:
+            blocks.append((start, i))
+            start, seen_q, seen_r = i, set(), set()
+        seen_q.add(a)
+        seen_r.add(b)
+    if q:
+        blocks.append((start, len(q)))
+    return blocks
 
 
 def _check_ids(pairs: pd.DataFrame, queries, references) -> None:
@@ -170,15 +187,27 @@ def _score_batches(matcher, batches, pairs: pd.DataFrame, passes: int, batch_siz
     """``pairs`` with ``score`` = the max over ``passes`` of ``sigmoid(matcher(q, r))``, from
     ``batches`` of ``(q, r)`` inputs holding ``passes`` consecutive rows per pair."""
     matcher = matcher.eval().to(device)
+
+    def logits():
+        for q, r in batches:
+            yield torch.cat(
+                [matcher(q[s : s + batch_size].to(device), r[s : s + batch_size].to(device)).reshape(-1)
+                 for s in range(0, len(q), batch_size)]
+            )
+
+    return _collect_scores(pairs, logits(), passes, device, amp, lce)
+
+
+def _collect_scores(pairs: pd.DataFrame, logit_batches, passes: int, device: str, amp: bool,
+                    lce: bool) -> pd.DataFrame:
+    """``pairs`` with ``score`` = the max over ``passes`` of the sigmoid of the logits that
+    ``logit_batches`` yields in pair order (``passes`` consecutive logits per pair), the batches
+    drawn under ``amp``'s autocast and the sigmoid taken in float32."""
     out = np.zeros(len(pairs), dtype=np.float64)
     row = 0
     with tqdm(total=len(pairs), desc="matcher" + (" (LCE)" if lce else ""), unit="pair") as bar, \
             autocast(device, amp):
-        for q, r in batches:
-            logits = torch.cat(
-                [matcher(q[s : s + batch_size].to(device), r[s : s + batch_size].to(device)).reshape(-1)
-                 for s in range(0, len(q), batch_size)]
-            )
+        for logits in logit_batches:
             prob = torch.sigmoid(logits.float()).cpu().numpy().reshape(-1, passes).max(axis=1)
             out[row : row + len(prob)] = prob
             row += len(prob)

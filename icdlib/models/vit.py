@@ -189,6 +189,11 @@ class Matcher(nn.Module):
             x = block(x)
         return x
 
+    @property
+    def encoded_shape(self) -> tuple[int, int]:
+        """``(1 + N, C)``: the shape of one image's :meth:`encode` output."""
+        return self.vit.num_prefix_tokens + self.grid[0] * self.grid[1], self.config.embed_dim
+
     def fuse(self, query_tokens: torch.Tensor, reference_tokens: torch.Tensor) -> torch.Tensor:
         """``[B]`` copy logits of pairs of :meth:`encode` outputs (``forward`` = encode, then fuse)."""
         return self._fuse(query_tokens, reference_tokens)[0]

@@ -8,12 +8,17 @@ describes.
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from icdlib.atomic import write_json
+from icdlib.checkpoints import load_model, save_checkpoint
 from icdlib.params import resolve
 from icdlib.pipeline.stage import Stage
 from icdlib.train import RunConfig, resolve_run
+from icdlib.train.pretrain import sha256_of
 
 TRUNK = "trunk"  # the arm of stage train_trunk: the shared start of every other arm
 MAIN_CHECKPOINTS = {
@@ -118,3 +123,67 @@ def snapshots(st: Stage, arm: str, seed: int) -> dict[int, Path]:
     folder = st.path("models", f"{arm}_steps")
     prefix = f"s{int(seed)}_step"
     return {int(f.stem[len(prefix):]): f for f in sorted(folder.glob(f"{prefix}*.pt"))}
+
+
+# ------------------------------------------------- the committed trunk (paths.trunk_start)
+
+FACTOR = 10  # the committed trunk: arms.trunk at this many times its steps
+
+
+def record_path(weights: str | Path) -> Path:
+    """``<stem>.record.json`` beside the weights (``<stem>.json`` is the checkpoint's sidecar)."""
+    return Path(weights).with_name(Path(weights).stem + ".record.json")
+
+
+def curve_path(weights: str | Path) -> Path:
+    return Path(weights).with_name(Path(weights).stem + ".curve.csv")
+
+
+def longer_trunk(params: dict, factor: int = FACTOR) -> dict[str, int]:
+    """The ``arms.trunk.train`` keys of a trunk trained ``factor`` times longer: steps and warm-up
+    scaled, a checkpoint every 100 steps."""
+    base = resolve_run(params, TRUNK).train
+    return {"steps": factor * base.steps, "warmup_steps": factor * base.warmup, "checkpoint_every": 100}
+
+
+def copy_trunk_start(params_file: str | Path) -> Path:
+    """Stage ``train_trunk`` with ``paths.trunk_start`` set: no training; the committed trunk
+    (checked by :func:`check_trunk_start`) is written as ``models/trunk.pt``, every arm's start
+    and kNN miner, with a ``metrics.json`` that says where it came from."""
+    st = Stage(params_file)
+    src = st.path("trunk_start")
+    model, meta = check_trunk_start(src, st.params)
+    dest = st.path("models", "trunk.pt")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(dest, model, {"arm": TRUNK, "seed": (meta.get("run") or {}).get("train", {}).get("seed"),
+                                  "step": meta.get("step"), "start": st.relative(src)})
+    live = st.path("reports", "train", TRUNK)
+    live.mkdir(parents=True, exist_ok=True)
+    rec = record_path(src)
+    write_json(live / "metrics.json", {
+        "trained": False, "start": st.relative(src), "sha256": sha256_of(src),
+        "record": json.loads(rec.read_text()) if rec.is_file() else None,
+        "why": "paths.trunk_start: the committed trunk (stage pretrain_trunk, reports/tables/starts.md)"})
+    return dest
+
+
+def check_trunk_start(path: str | Path, params: dict, where: str = "paths.trunk_start"):
+    """``(model, meta)`` of a committed trunk, refused (naming the file) when its weights differ from
+    its record's sha256 or its model config from the ``arms.trunk`` run's."""
+    path = Path(path)
+    model, meta = load_model(path, what=where)
+    if meta.get("kind") != "descriptor":
+        raise ValueError(f"{where}: {path} holds a {meta.get('kind')!r} model, expected the descriptor trunk")
+    rec = record_path(path)
+    if rec.is_file():
+        want = json.loads(rec.read_text()).get("sha256")
+        if want and sha256_of(path) != want:
+            raise ValueError(f"{where}: {path} does not match the sha256 in {rec.name}: the weights changed; "
+                             "re-create them with: make pretrain-trunk")
+    expected = asdict(resolve_run(params, TRUNK).model)
+    got = meta.get("config") or {}
+    diff = sorted(k for k in expected if k in got and got[k] != expected[k])
+    if diff:
+        raise ValueError(f"{where}: {path} was trained with another descriptor config: "
+                         + ", ".join(f"{k}={got[k]!r} (params: {expected[k]!r})" for k in diff))
+    return model, meta

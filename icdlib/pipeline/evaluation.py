@@ -58,7 +58,7 @@ class Evaluator:
         aux = (bench.ds if own else Disc21(data, on_error=on_error)) if normalise else None
         if aux is not None and "training" in aux.splits():
             bench.aux = evenly_spaced(aux.images("training"), self.st.report.aux_images)
-            bench.aux_cache = self.st.path("features", "auxiliary")  # shared by the stages that score a model
+        bench.feature_cache = self.st.path("features", "embeddings")  # shared by the stages that score a model
         self.bench = bench
 
     def record(self, preds: pd.DataFrame, name: str) -> dict[str, Any]:

@@ -44,6 +44,7 @@ class PathsConfig:
     reports: str = "reports"
     backbone: str | None = None  # DINO-format ViT weights for every trunk; None = random init
     trunk: str | None = "models/trunk.pt"  # the shared start of every arm, from stage train_trunk (null: backbone)
+    trunk_start: str | None = "weights/trunk10x_vit_tiny_cpu.safetensors"  # copied by train_trunk; null: train it
     matcher_backbone: str | None = None  # the matcher trunk's start when it differs (null: trunk, else backbone)
     pair_cache: str | None = "runs/pairs"  # traced pairs made once and shared by the arms of one seed; null: on the fly
     real_photos: str | None = None  # a folder of your own photos instead of Debian's (stage real_photos)

@@ -26,7 +26,8 @@ from icdlib.checkpoints import load_backbone_weights, save_checkpoint
 from icdlib.locks import HAVE_LOCKS
 from icdlib.models import build_descriptor
 from icdlib.pipeline.arms import (  # noqa: F401  (MAIN_CHECKPOINTS, snapshots, start_sets: re-exported)
-    MAIN_CHECKPOINTS, TRUNK, arm_seeds, checkpoint_name, run_names, seed_checkpoint, snapshots, stage_run, start_sets,
+    MAIN_CHECKPOINTS, TRUNK, arm_seeds, checkpoint_name, copy_trunk_start, run_names, seed_checkpoint, snapshots,
+    stage_run, start_sets,
 )
 from icdlib.pipeline.stage import Stage, write_json
 from icdlib.train import prepare, resolve_run, train
@@ -187,6 +188,9 @@ def train_arms(params_file: str | Path, arms: Sequence[str], progress: bool = Tr
     for arm in arms:
         if arm == TRUNK and st.paths.trunk is None:
             out[arm] = write_untrained_trunk(params_file)
+            continue
+        if arm == TRUNK and st.paths.trunk_start:
+            out[arm] = copy_trunk_start(params_file)
             continue
         kind = resolve_run(st.params, arm, {}, st.params_path.name).train.kind
         st.path("models", f"{arm}_steps").mkdir(parents=True, exist_ok=True)  # a stage output, even if empty

@@ -1,5 +1,5 @@
-"""Auxiliary embeddings kept per model (Benchmark.aux_cache): a second evaluation reads them and
-scores exactly as embedding again; anything they depend on changes the key."""
+"""Embeddings kept per model and image set (Benchmark.feature_cache): a second evaluation reads them
+and scores exactly as embedding again; anything they depend on changes the key."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from icdlib.eval.engine import Benchmark, auxiliary_key
+from icdlib.eval.engine import Benchmark, embedding_key
 from icdlib.eval.retrieval import EvalConfig
 from icdlib.models import DescriptorConfig, build_descriptor
 
@@ -46,37 +46,43 @@ def test_a_second_evaluation_reads_the_kept_embeddings_and_scores_exactly_as_emb
     aux = _bench(tmp_path)
     plain = Benchmark(tmp_path, "dev_queries", cfg, auxiliary=aux)
     cached = Benchmark(tmp_path, "dev_queries", cfg, auxiliary=aux)
-    cached.aux_cache = tmp_path / "cache"
+    cached.feature_cache = tmp_path / "cache"
     model = _model()
     want = plain.descriptor(model, SIZE)["sn"]
     pd.testing.assert_frame_equal(cached.descriptor(model, SIZE)["sn"], want, check_exact=True)
-    assert len(list((tmp_path / "cache").glob("*.npy"))) == 1
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 3  # references, queries, auxiliary images
     embedded = []
     real = Benchmark.embed
     monkeypatch.setattr(Benchmark, "embed", lambda self, m, s, items, desc, views=None:
                         embedded.append(desc) or real(self, m, s, items, desc, views))
     again = Benchmark(tmp_path, "dev_queries", cfg, auxiliary=aux)
-    again.aux_cache = tmp_path / "cache"
+    again.feature_cache = tmp_path / "cache"
     pd.testing.assert_frame_equal(again.descriptor(model, SIZE)["sn"], want, check_exact=True)
-    assert not [d for d in embedded if d.endswith("auxiliary")]  # read, not embedded
-    next(iter((tmp_path / "cache").glob("*.npy"))).write_bytes(b"damaged")
+    assert not embedded  # the references, the queries and the auxiliary set: read, not embedded
+    for f in (tmp_path / "cache").glob("*.npy"):
+        f.write_bytes(b"damaged")
     pd.testing.assert_frame_equal(again.descriptor(model, SIZE)["sn"], want, check_exact=True)
-    assert [d for d in embedded if d.endswith("auxiliary")]  # a damaged file is embedded again
+    assert sorted(d.split(": ")[1] for d in embedded) == ["auxiliary", "dev_queries", "references"]  # embedded again
+    embedded.clear()  # another model: nothing of the first is read for it
+    other = _model(seed=1)
+    pd.testing.assert_frame_equal(again.descriptor(other, SIZE)["sn"], plain.descriptor(other, SIZE)["sn"],
+                                  check_exact=True)
+    assert len([d for d in embedded if d.startswith("descriptor: ")]) == 6  # 3 sets, embedded by both benchmarks
 
 
 def test_the_key_changes_with_the_weights_the_side_the_settings_and_the_images(tmp_path):
     aux = _bench(tmp_path)
     cfg = EvalConfig(amp=False)
     model = _model()
-    key = auxiliary_key(model, SIZE, cfg, aux)
-    assert auxiliary_key(_model(), SIZE, cfg, aux) == key  # the same weights built again
+    key = embedding_key(model, SIZE, cfg, aux)
+    assert embedding_key(_model(), SIZE, cfg, aux) == key  # the same weights built again
     other = _model()
     with torch.no_grad():
         other.vit.blocks[0].attn.qkv.weight[0, 0] += 1e-3
-    assert auxiliary_key(other, SIZE, cfg, aux) != key
-    assert auxiliary_key(model, 48, cfg, aux) != key
-    assert auxiliary_key(model, SIZE, EvalConfig(amp=True), aux) != key
-    assert auxiliary_key(model, SIZE, cfg, aux[:-1]) != key
+    assert embedding_key(other, SIZE, cfg, aux) != key
+    assert embedding_key(model, 48, cfg, aux) != key
+    assert embedding_key(model, SIZE, EvalConfig(amp=True), aux) != key
+    assert embedding_key(model, SIZE, cfg, aux[:-1]) != key
     st = os.stat(aux[0][1])
     os.utime(aux[0][1], ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # an image rewritten in place
-    assert auxiliary_key(model, SIZE, cfg, aux) != key
+    assert embedding_key(model, SIZE, cfg, aux) != key
