@@ -16,7 +16,7 @@ from icdlib.data import build_benchmark, data_config, edit_config
 from icdlib.params import load_params
 from icdlib.pipeline import trunk_start as TS
 from icdlib.pipeline.profile import apply_profile
-from icdlib.pipeline.training import train_arms
+from icdlib.pipeline.training import train_arms, training_curves
 from icdlib.train.pretrain import sha256_of
 from icdlib.train.runs import resolve_run
 
@@ -68,6 +68,8 @@ def test_the_trunk_start_is_made_at_tiny_size_and_stage_train_trunk_copies_it(ti
     got = train_arms(tiny / "copy.yaml", ["trunk"])["trunk"]
     a, b = load_model(out)[0].state_dict(), load_model(got)[0].state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    curves = training_curves(tiny / "copy.yaml", ["trunk"])  # the notebook's plot: the committed trunk's curve
+    assert sorted(curves.loc[curves["metric"] == "train/infonce", "step"]) == list(range(1, steps + 1))
     metrics = json.loads((tiny / "reports" / "train" / "trunk" / "metrics.json").read_text())
     assert metrics["trained"] is False and metrics["start"] == "weights/t.safetensors"
     assert metrics["sha256"] == record["sha256"]

@@ -26,8 +26,8 @@ from icdlib.checkpoints import load_backbone_weights, save_checkpoint
 from icdlib.locks import HAVE_LOCKS
 from icdlib.models import build_descriptor
 from icdlib.pipeline.arms import (  # noqa: F401  (MAIN_CHECKPOINTS, snapshots, start_sets: re-exported)
-    MAIN_CHECKPOINTS, TRUNK, arm_seeds, checkpoint_name, copy_trunk_start, run_names, seed_checkpoint, snapshots,
-    stage_run, start_sets,
+    MAIN_CHECKPOINTS, TRUNK, arm_seeds, checkpoint_name, copy_trunk_start, curve_path, run_names, seed_checkpoint,
+    snapshots, stage_run, start_sets,
 )
 from icdlib.pipeline.stage import Stage, write_json
 from icdlib.train import prepare, resolve_run, train
@@ -292,6 +292,13 @@ def training_curve(params_file: str | Path, run_name: str) -> pd.DataFrame:
         df = pd.read_csv(f, sep="\t")
         name = str(f.relative_to(plots).with_suffix(""))
         frames.append(df.rename(columns={df.columns[-1]: name})[["step", name]].set_index("step"))
+    if not frames and run_name == TRUNK and st.paths.trunk is not None and st.paths.trunk_start:
+        curve = curve_path(st.path("trunk_start"))  # a committed trunk, not trained here: its recorded curve
+        if curve.is_file():
+            df = pd.read_csv(curve)
+            return df.rename(columns={c: f"train/{c}" for c in df.columns if c != "step"})
+    if not frames and run_name == TRUNK and st.paths.trunk is None:  # the backbone, untrained: no curve
+        return pd.DataFrame({"step": []})
     if not frames:
         raise FileNotFoundError(f"no DVCLive metrics under {plots}")
     return pd.concat(frames, axis=1).reset_index()
