@@ -38,6 +38,7 @@ from icdlib.pipeline.evaluation import Evaluator
 from icdlib.pipeline.stage import Stage
 from icdlib.pipeline.training import Job, run_jobs, seed_checkpoint, train_arms
 from icdlib.pipeline.arms import longer_trunk
+from icdlib.pipeline.trunk_start import subrun_params
 
 STARTS = ("trunk", "trunk10x", "dino")
 DESCRIPTOR_ARMS = ("infonce", "copynce")
@@ -47,12 +48,10 @@ OUT = Path("reports") / "tables" / "starts"
 
 def start_params(params: dict, start: str, data: Path, seeds: list[int], split: str, dino: Path | None) -> dict:
     """The params of one start's runs: the run's own, its folders under the start's, its start."""
-    p = json.loads(json.dumps(params))  # a deep copy of plain data
-    paths = p.setdefault("paths", {})
-    paths.update({"data": str(data), "models": "models", "runs": "runs", "features": "features",
-                  "reports": "reports", "pair_cache": "runs/pairs", "trunk_start": None})  # each start trains
+    p = subrun_params(params, data)  # each start trains its own trunk, under its own folder
+    paths = p["paths"]
     p.setdefault("main", {})["seeds"] = list(seeds)
-    p.setdefault("dataset", {}).update({"eval_split": split, "build": False})
+    p["dataset"]["eval_split"] = split
     trunk = p["arms"]["trunk"].setdefault("train", {})
     if start == "trunk10x":  # as the committed trunk is made (icdlib.pipeline.trunk_start)
         trunk.update(longer_trunk(params, 10))

@@ -15,6 +15,7 @@ from icdlib.checkpoints import load_model
 from icdlib.data import build_benchmark, data_config, edit_config
 from icdlib.params import load_params
 from icdlib.pipeline import trunk_start as TS
+from icdlib.pipeline.arms import check_trunk_start, curve_path, record_path
 from icdlib.pipeline.profile import apply_profile
 from icdlib.pipeline.training import train_arms, training_curves
 from icdlib.train.pretrain import sha256_of
@@ -27,14 +28,14 @@ COMMITTED = ROOT / "weights" / "trunk10x_vit_tiny_cpu.safetensors"
 def test_the_committed_trunk_matches_its_record_and_fits_the_default_descriptor():
     params = load_params(ROOT / "params.yaml")
     assert (ROOT / params["paths"]["trunk_start"]).resolve() == COMMITTED.resolve()
-    record = json.loads(TS.record_path(COMMITTED).read_text())
+    record = json.loads(record_path(COMMITTED).read_text())
     assert record["sha256"] == sha256_of(COMMITTED)  # the bytes a run reads are the bytes recorded
     trunk = resolve_run(params, "trunk").train
     assert record["steps"] == 10 * trunk.steps and record["warmup_steps"] == 10 * trunk.warmup
     assert record["factor"] == 10 and record["profile"] == "default" and len(record["commit"]) == 7
-    model, meta = TS.check_trunk_start(COMMITTED, params)
+    model, meta = check_trunk_start(COMMITTED, params)
     assert meta["kind"] == "descriptor" and meta["step"] == record["steps"]
-    curve = pd.read_csv(TS.curve_path(COMMITTED))
+    curve = pd.read_csv(curve_path(COMMITTED))
     assert list(curve["step"]) == list(range(1, record["steps"] + 1))
     assert curve["infonce"].tail(100).mean() < curve["infonce"].head(100).mean() / 2  # it learned
     dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
@@ -57,11 +58,11 @@ def test_the_trunk_start_is_made_at_tiny_size_and_stage_train_trunk_copies_it(ti
     out = tiny / "weights" / "t.safetensors"
     assert TS.main(["--params", str(tiny / "params.yaml"), "--out", str(out), "--factor", "2"]) == 0
     params = load_params(tiny / "params.yaml")
-    record = json.loads(TS.record_path(out).read_text())
+    record = json.loads(record_path(out).read_text())
     steps = 2 * resolve_run(params, "trunk").train.steps
     assert record["sha256"] == sha256_of(out) and record["steps"] == steps and record["profile"] == "tiny"
     assert record["command"].endswith("--factor 2")
-    assert list(pd.read_csv(TS.curve_path(out))["step"]) == list(range(1, steps + 1))
+    assert list(pd.read_csv(curve_path(out))["step"]) == list(range(1, steps + 1))
     # stage train_trunk with paths.trunk_start set: no training, the committed weights become models/trunk.pt
     params["paths"]["trunk_start"] = "weights/t.safetensors"
     (tiny / "copy.yaml").write_text(yaml.safe_dump(params))
@@ -75,13 +76,13 @@ def test_the_trunk_start_is_made_at_tiny_size_and_stage_train_trunk_copies_it(ti
     assert metrics["sha256"] == record["sha256"]
     # weights that no longer match their record, or a descriptor of another shape, are refused by name
     record["sha256"] = "0" * 64
-    TS.record_path(out).write_text(json.dumps(record))
+    record_path(out).write_text(json.dumps(record))
     with pytest.raises(ValueError, match="t.safetensors does not match the sha256"):
         train_arms(tiny / "copy.yaml", ["trunk"])
-    TS.record_path(out).unlink()
+    record_path(out).unlink()
     params["descriptor"]["desc_dim"] = 8
     with pytest.raises(ValueError, match=r"desc_dim=16 \(params: 8\)"):
-        TS.check_trunk_start(out, params)
+        check_trunk_start(out, params)
     with pytest.raises(SystemExit):
         TS.main(["--params", str(tiny / "params.yaml"), "--out", str(tiny / "x.pt")])
     assert "x.pt: expected a .safetensors file" in capsys.readouterr().err

@@ -34,22 +34,29 @@ from typing import Any
 from icdlib.atomic import atomic_path, write_bytes, write_json
 from icdlib.checkpoints import load_model, sidecar
 from icdlib.params import load_params, run_commit
-from icdlib.pipeline.arms import (FACTOR, TRUNK, check_trunk_start, copy_trunk_start, curve_path, longer_trunk,  # noqa: F401
-                                  record_path)
+from icdlib.pipeline.arms import FACTOR, TRUNK, curve_path, longer_trunk, record_path
 from icdlib.pipeline.stage import Stage
+from icdlib.pipeline.training import train_arms
 from icdlib.train.pretrain import sha256_of
 
 CURVE_METRICS = ("infonce", "koleo", "lr")
 
 
-def trunk_start_params(params: dict, data: Path, factor: int = FACTOR) -> dict:
-    """A copy of ``params`` whose trunk trains ``factor`` times its steps and warm-up, checkpointing
-    every 100 steps, in folders relative to the copy's own file, reading the benchmark at ``data``.
-    The copy trains its trunk (``paths.trunk_start: null``), whatever the original says."""
+def subrun_params(params: dict, data: Path) -> dict:
+    """A deep copy of ``params`` for runs in a folder of their own: every output folder relative to
+    the copy's file, the benchmark already built at ``data``, and a trunk trained there
+    (``paths.trunk_start: null``), whatever the original says."""
     p = json.loads(json.dumps(params))  # a deep copy of plain data
     p.setdefault("paths", {}).update({"data": str(data), "models": "models", "runs": "runs", "features": "features",
                                       "reports": "reports", "pair_cache": "runs/pairs", "trunk_start": None})
     p.setdefault("dataset", {})["build"] = False
+    return p
+
+
+def trunk_start_params(params: dict, data: Path, factor: int = FACTOR) -> dict:
+    """:func:`subrun_params` whose trunk trains ``factor`` times its steps and warm-up, checkpointing
+    every 100 steps."""
+    p = subrun_params(params, data)
     p["arms"][TRUNK].setdefault("train", {}).update(longer_trunk(params, factor))
     return p
 
@@ -57,8 +64,6 @@ def trunk_start_params(params: dict, data: Path, factor: int = FACTOR) -> dict:
 def train_trunk_start(params_file: str | Path, out: str | Path, factor: int = FACTOR, command: str = "",
                       progress: bool = True) -> Path:
     """Train the longer trunk in ``paths.runs/trunk_start/`` (resumable) and publish it to ``out``."""
-    from icdlib.pipeline.training import train_arms
-
     st = Stage(params_file)
     folder = st.path("runs", "trunk_start")
     folder.mkdir(parents=True, exist_ok=True)
