@@ -1,5 +1,5 @@
 # Two entry points on a fresh machine (see README):
-#   make repro   set up .venv and run the whole pipeline (dvc repro)
+#   make repro   set up .venv and run the whole pipeline (dvc repro); make repro PROFILE=quick for a smaller one
 #   make test    set up .venv and run the test suite (unit tests + every notebook)
 #   make test-min  the library tests in a fresh venv at every declared minimum version
 PYTHON ?= python3
@@ -72,7 +72,11 @@ test-min:
 	PYTHONPATH=. $(MIN_VENV)/bin/python -m pytest -q -n 2 -m "not browser" -p no:cacheprovider tests \
 	  --deselect tests/test_train.py::test_copynce_run_lowers_its_loss_logs_dvclive_and_saves_a_loadable_model
 
+# PROFILE=NAME first switches params.yaml to that profile (quick, tiny, gpu_smoke, ...); `git checkout params.yaml`
+# goes back. The venv's bin is put on PATH because the stages call papermill and python by name.
+PROFILE ?=
 repro: setup
+	$(if $(PROFILE),$(BIN)/python -m icdlib.profile $(PROFILE))
 	PATH="$(abspath $(BIN)):$$PATH" dvc repro
 
 test: setup
