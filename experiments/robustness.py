@@ -11,8 +11,10 @@ Each arm's lr is chosen on ``--select`` (mean plain uAP over ``--seeds``; never 
 then the claims are tested on the tables' split (``dataset.eval_split``), each arm at its own chosen
 lr: the paired gap, its 95 % bootstrap interval over seeds and queries, and the verdict, as in
 ``reports/tables/orderings.csv``. The whole grid is kept in ``reports/tables/robustness_grid.csv``.
-Runs go under ``RUN/runs/robustness/`` and resume; at ``1x`` (the rule itself) they are the run's
-own (``RUN``'s ``paths.runs`` and ``paths.models``), so the recipe runs a pipeline or ``experiments/starts.py`` already
+Runs go under ``RUN/runs/robustness/`` and resume, and a rerun (a wider grid) reads back the
+predictions of weights it has scored before (a ``.json`` beside each holds the checkpoint's SHA-256).
+At ``1x`` (the rule itself) the runs are the run's own (``RUN``'s ``paths.runs`` and
+``paths.models``), so the recipe runs a pipeline or ``experiments/starts.py`` already
 trained are reused, not trained again. ``--table-split`` names the tables' split where ``RUN``'s
 ``dataset.eval_split`` is not it (a start folder of ``experiments/starts.py`` evaluates
 ``final_queries``):
@@ -30,10 +32,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from icdlib.atomic import atomic_path
+from icdlib.eval.calibration import sha256_file
 from icdlib.eval.engine import Benchmark, load_checkpoint
 from icdlib.eval.intervals import paired_interval, rank_predictions
 from icdlib.eval.retrieval import EvalConfig
-from icdlib.params import load_params, section
+from icdlib.params import load_params, run_commit, section
 from icdlib.pipeline.stage import Stage
 from icdlib.pipeline.training import TRUNK, checkpoint_name, seed_checkpoint, train_arms
 from icdlib.train.runs import TrainConfig, recipe_lr, resolve_run
@@ -95,15 +99,34 @@ def grid(run: Path, arms: list[str], factors: list[float], seeds: list[int], spl
                 model, meta = load_checkpoint(seed_checkpoint(st, arm, seed), "descriptor")
                 lr = TrainConfig(**meta["run"]["train"]).peak_lr  # the lr this checkpoint trained at
                 for split, bench in benches.items():
-                    preds = bench.descriptor(model, int(meta["config"]["img_size"]), f"{arm}_s{seed}")["plain"]
                     path = st.path("features", "robustness", split, f"{arm}_s{seed}.csv")
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    preds.to_csv(path, index=False)
+                    digest = sha256_file(seed_checkpoint(st, arm, seed))
+                    if scored(path, digest):  # these very weights were scored before: reuse (a wider grid)
+                        preds = pd.read_csv(path, dtype={"query_id": str, "reference_id": str})
+                    else:
+                        preds = bench.descriptor(model, int(meta["config"]["img_size"]), f"{arm}_s{seed}")["plain"]
+                        path.parent.mkdir(parents=True, exist_ok=True)
+                        with atomic_path(path) as tmp:
+                            preds.to_csv(tmp, index=False)
+                        sidecar(path).write_text(json.dumps({"checkpoint_sha256": digest}))
                     metrics, _ = bench.score(preds)
                     rows.append({"arm": arm, "factor": factor, "lr": lr, "seed": seed, "split": split,
                                  "uAP": float(metrics.uAP), "predictions": str(path)})
                     print(rows[-1], flush=True)
     return pd.DataFrame(rows)
+
+
+def sidecar(predictions: Path) -> Path:
+    """``<predictions>.json``: the SHA-256 of the checkpoint the predictions were made with."""
+    return predictions.with_suffix(".json")
+
+
+def scored(predictions: Path, digest: str) -> bool:
+    """Whether ``predictions`` were made with the checkpoint whose SHA-256 is ``digest``."""
+    try:
+        return predictions.is_file() and json.loads(sidecar(predictions).read_text())["checkpoint_sha256"] == digest
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 def choose(frame: pd.DataFrame, split: str) -> dict[str, float]:
@@ -162,13 +185,17 @@ def main(argv=None) -> int:
     queries = [q for q, _ in bench.queries]
     table = claims(frame, best, table_split, bench.ds.gt_file(table_split), queries, a.bootstrap)
     a.out.mkdir(parents=True, exist_ok=True)
+    start = st.params["paths"].get("trunk_start") or st.params["paths"].get("backbone") or "the trunk stage's own"
     kept = frame.drop(columns=["predictions"])
     kept.to_csv(a.out / "robustness_grid.csv", index=False, float_format="%.6g")
     table.to_csv(a.out / "robustness.csv", index=False, float_format="%.6g")
     means = kept.groupby(["arm", "factor", "split"])["uAP"].mean().unstack("split").reset_index()
     lines = ["# Claims at each arm's own best lr", "",
              f"Each arm's peak lr chosen on `{a.select}` (mean plain uAP over seeds {seeds}) from {factors} x the "
-             f"released rule; the claims tested on `{table_split}`. Made by `python experiments/robustness.py`.", "",
+             f"released rule; the claims tested on `{table_split}`. Made by `python experiments/robustness.py "
+             f"{' '.join(argv if argv is not None else sys.argv[1:])}` at commit `{run_commit(a.run)}` of the run "
+             f"folder: profile `{st.profile}`, start `{start}`, data seed {st.params.get('seed')}, "
+             f"{a.bootstrap} bootstrap draws.", "",
              "| claim | a | b | lr a | lr b | gap | 95 % interval | seeds | verdict |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in table.itertuples():
