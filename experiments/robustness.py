@@ -11,8 +11,8 @@ Each arm's lr is chosen on ``--select`` (mean plain uAP over ``--seeds``; never 
 then the claims are tested on the tables' split (``dataset.eval_split``), each arm at its own chosen
 lr: the paired gap, its 95 % bootstrap interval over seeds and queries, and the verdict, as in
 ``reports/tables/orderings.csv``. The whole grid is kept in ``reports/tables/robustness_grid.csv``.
-Runs go under ``RUN/runs/robustness/`` and resume, and a rerun (a wider grid) reads back the
-predictions of weights it has scored before (a ``.json`` beside each holds the checkpoint's SHA-256).
+Runs go under ``RUN/runs/robustness/`` and resume, and a rerun (a wider grid) embeds nothing it
+embedded before (``Benchmark.feature_cache``: embeddings kept under a key of the weights and images).
 At ``1x`` (the rule itself) the runs are the run's own (``RUN``'s ``paths.runs`` and
 ``paths.models``), so the recipe runs a pipeline or ``experiments/starts.py`` already
 trained are reused, not trained again. ``--table-split`` names the tables' split where ``RUN``'s
@@ -32,8 +32,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from icdlib.atomic import atomic_path
-from icdlib.eval.calibration import sha256_file
 from icdlib.eval.engine import Benchmark, load_checkpoint
 from icdlib.eval.intervals import paired_interval, rank_predictions
 from icdlib.eval.retrieval import EvalConfig
@@ -94,39 +92,22 @@ def grid(run: Path, arms: list[str], factors: list[float], seeds: list[int], spl
         train_arms(pfile, arms)
         st = Stage(pfile)
         benches = {sp: Benchmark(st.path("data"), sp, cfg) for sp in splits}
+        for bench in benches.values():  # embeddings kept by weights and images: a rerun embeds nothing again
+            bench.feature_cache = st.path("features", "embeddings")
         for arm in arms:
             for seed in seeds:
                 model, meta = load_checkpoint(seed_checkpoint(st, arm, seed), "descriptor")
                 lr = TrainConfig(**meta["run"]["train"]).peak_lr  # the lr this checkpoint trained at
                 for split, bench in benches.items():
+                    preds = bench.descriptor(model, int(meta["config"]["img_size"]), f"{arm}_s{seed}")["plain"]
                     path = st.path("features", "robustness", split, f"{arm}_s{seed}.csv")
-                    digest = sha256_file(seed_checkpoint(st, arm, seed))
-                    if scored(path, digest):  # these very weights were scored before: reuse (a wider grid)
-                        preds = pd.read_csv(path, dtype={"query_id": str, "reference_id": str})
-                    else:
-                        preds = bench.descriptor(model, int(meta["config"]["img_size"]), f"{arm}_s{seed}")["plain"]
-                        path.parent.mkdir(parents=True, exist_ok=True)
-                        with atomic_path(path) as tmp:
-                            preds.to_csv(tmp, index=False)
-                        sidecar(path).write_text(json.dumps({"checkpoint_sha256": digest}))
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    preds.to_csv(path, index=False)
                     metrics, _ = bench.score(preds)
                     rows.append({"arm": arm, "factor": factor, "lr": lr, "seed": seed, "split": split,
                                  "uAP": float(metrics.uAP), "predictions": str(path)})
                     print(rows[-1], flush=True)
     return pd.DataFrame(rows)
-
-
-def sidecar(predictions: Path) -> Path:
-    """``<predictions>.json``: the SHA-256 of the checkpoint the predictions were made with."""
-    return predictions.with_suffix(".json")
-
-
-def scored(predictions: Path, digest: str) -> bool:
-    """Whether ``predictions`` were made with the checkpoint whose SHA-256 is ``digest``."""
-    try:
-        return predictions.is_file() and json.loads(sidecar(predictions).read_text())["checkpoint_sha256"] == digest
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
 
 
 def choose(frame: pd.DataFrame, split: str) -> dict[str, float]:
