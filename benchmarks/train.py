@@ -39,7 +39,7 @@ from pathlib import Path
 import torch
 
 from icdlib.data import PROCEDURAL_KINDS, TracedPairs, collate, render
-from icdlib.models.precision import bf16_enabled, cpu_has_bf16, describe
+from icdlib.models.precision import bf16_enabled, cpu_has_amx, cpu_has_bf16, describe, probe_cpu_matmul
 from icdlib.params import load_params
 from icdlib.train import loop as T
 
@@ -105,7 +105,9 @@ def cpu_section(steps: int, tmp: Path, params: dict, rounds: int = 3, pairs: int
     in ``rounds`` so that load from other processes hits all four alike."""
     torch.set_num_threads(2)
     out = {"threads": 2, "batch_pairs": pairs, "preset": "vit_tiny_cpu", "img_size": 112,
-           "cpu_bf16_units": cpu_has_bf16(), "cpu_precision": describe("cpu"), "loadavg_1min_before": os.getloadavg()[0]}
+           "cpu_bf16_units": cpu_has_bf16(), "cpu_amx": cpu_has_amx(), "cpu_precision": describe("cpu"),
+           "cpu_probe_seconds": probe_cpu_matmul() if cpu_has_bf16() else {},  # what bf16 would give here, now
+           "loadavg_1min_before": os.getloadavg()[0]}
     runs = {arm: T.resolve_run(params, arm, {"train.batch_size": pairs}) for arm in ARMS}
     batch = batch_of(pair_pool(runs["copynce"], pairs, tmp / "cpu"), pairs, "cpu")
     steppers = {(arm, amp): Stepper(run, "cpu", cpu_bf16=amp == "bf16")

@@ -14,7 +14,7 @@ from _imports import MODULES, ROOT, imports_of
 
 # Lower layers never import higher ones (docs/architecture.md draws this).
 LAYERS = [
-    {"params", "isc_csv", "locks", "atomic"},  # foundations: params.yaml, ISC21 CSV format, file locks, atomic writes
+    {"params", "isc_csv", "locks", "atomic", "digest"},  # foundations: params, ISC21 CSV, locks, atomic writes, sha256
     {"pixtrace"},
     {"edits"},
     {"data", "models", "losses"},

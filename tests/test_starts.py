@@ -19,7 +19,8 @@ from icdlib.data import build_benchmark, data_config, edit_config  # noqa: E402
 from icdlib.models import DescriptorConfig, build_descriptor, build_matcher  # noqa: E402
 from icdlib.pipeline.profile import apply_profile  # noqa: E402
 from icdlib.train.inputs import training_images  # noqa: E402
-from icdlib.train.pretrain import PretrainConfig, pretrain, sha256_of  # noqa: E402
+from icdlib.digest import file_sha256  # noqa: E402
+from icdlib.train.pretrain import PretrainConfig, pretrain  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = DescriptorConfig(img_size=32, patch_size=16, embed_dim=32, depth=2, num_heads=2, desc_dim=16)
@@ -48,7 +49,7 @@ def test_pretraining_writes_a_backbone_both_models_load_and_a_record(tiny_run, t
     paths = training_images(tiny_run / "data" / "mini_disc")
     out = pretrain(CFG, TINY, paths, tmp_path / "dino.safetensors", progress=False)
     record = json.loads(out.with_suffix(".json").read_text())
-    assert record["sha256"] == sha256_of(out) and record["steps_done"] == 4 and record["images_seen"] == 16
+    assert record["sha256"] == file_sha256(out) and record["steps_done"] == 4 and record["images_seen"] == 16
     curve = pd.read_csv(out.with_suffix(".curve.csv"))
     assert list(curve["step"]) == [1, 2, 3, 4] and curve["loss"].notna().all()
     assert not (tmp_path / "dino.safetensors.state.pt").exists()
@@ -84,7 +85,7 @@ def test_interrupted_pretraining_resumes_to_the_same_weights(tiny_run, tmp_path)
         lightly_utils.update_momentum = original
     assert (tmp_path / "cut.safetensors.state.pt").is_file()
     resumed = pretrain(CFG, TINY, paths, tmp_path / "cut.safetensors", progress=False)
-    assert sha256_of(resumed) == sha256_of(whole)
+    assert file_sha256(resumed) == file_sha256(whole)
 
 
 def test_bad_pretraining_inputs_name_the_value(tmp_path):

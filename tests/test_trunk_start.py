@@ -18,7 +18,7 @@ from icdlib.pipeline import trunk_start as TS
 from icdlib.pipeline.arms import check_trunk_start, curve_path, record_path
 from icdlib.pipeline.profile import apply_profile
 from icdlib.pipeline.training import train_arms, training_curves
-from icdlib.train.pretrain import sha256_of
+from icdlib.digest import file_sha256
 from icdlib.train.runs import resolve_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,7 +29,7 @@ def test_the_committed_trunk_matches_its_record_and_fits_the_default_descriptor(
     params = load_params(ROOT / "params.yaml")
     assert (ROOT / params["paths"]["trunk_start"]).resolve() == COMMITTED.resolve()
     record = json.loads(record_path(COMMITTED).read_text())
-    assert record["sha256"] == sha256_of(COMMITTED)  # the bytes a run reads are the bytes recorded
+    assert record["sha256"] == file_sha256(COMMITTED)  # the bytes a run reads are the bytes recorded
     trunk = resolve_run(params, "trunk").train
     assert record["steps"] == 10 * trunk.steps and record["warmup_steps"] == 10 * trunk.warmup
     assert record["factor"] == 10 and record["profile"] == "default" and len(record["commit"]) == 7
@@ -60,7 +60,7 @@ def test_the_trunk_start_is_made_at_tiny_size_and_stage_train_trunk_copies_it(ti
     params = load_params(tiny / "params.yaml")
     record = json.loads(record_path(out).read_text())
     steps = 2 * resolve_run(params, "trunk").train.steps
-    assert record["sha256"] == sha256_of(out) and record["steps"] == steps and record["profile"] == "tiny"
+    assert record["sha256"] == file_sha256(out) and record["steps"] == steps and record["profile"] == "tiny"
     assert record["command"].endswith("--factor 2")
     assert list(pd.read_csv(curve_path(out))["step"]) == list(range(1, steps + 1))
     # stage train_trunk with paths.trunk_start set: no training, the committed weights become models/trunk.pt

@@ -41,7 +41,7 @@ from pathlib import Path, PurePosixPath
 from icdlib.data import dep5
 from icdlib.data.deb_archive import read_members
 from icdlib.atomic import write_json
-from icdlib.data.photo_scan import file_sha256
+from icdlib.digest import file_sha256
 
 # licences that allow redistributing modified copies (no NC, no ND)
 REDISTRIBUTABLE = re.compile(r"public-domain|CC0(-1\.0)?|CC-BY(-SA)?-[1-4]\.0|L?GPL-[23](\.[01])?\+?|Expat|MIT",

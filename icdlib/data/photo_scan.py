@@ -28,7 +28,6 @@ decoded (shrunk) image.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from icdlib.data.disc21 import to_rgb8
+from icdlib.digest import file_sha256
 
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 # skip reason -> what it means (the keys are the manifest's and the report's words)
@@ -195,15 +195,6 @@ def perceptual_hash(image: Image.Image, method: str) -> np.ndarray:
     if method == "dhash":
         return dhash_bits(image)
     raise ValueError(f"perceptual_hash: unknown method {method!r}; choose phash or dhash")
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def scan_photos(folder: str | Path, max_side: int = 512, min_side: int = 32, max_distance: int = 4,

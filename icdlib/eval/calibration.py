@@ -14,13 +14,13 @@ and reading refuses a calibration whose checkpoint has changed since.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
 
+from icdlib.digest import file_sha256
 from icdlib.eval.metrics import PrCurve
 
 CALIBRATION_SUFFIX = ".calibration.json"
@@ -82,15 +82,6 @@ def threshold_at_precision(curve: PrCurve, precision: float = 0.9) -> tuple[floa
     return float(curve.thresholds[best]), recall
 
 
-def sha256_file(path: str | Path) -> str:
-    """Hex SHA-256 of a file's bytes (read in 1 MiB blocks)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def calibration_path(checkpoint: str | Path) -> Path:
     """``<checkpoint>.calibration.json``, beside the checkpoint."""
     checkpoint = Path(checkpoint)
@@ -107,7 +98,7 @@ def calibrate(curve: PrCurve, checkpoint: str | Path, score: str, info: dict,
         raise ValueError(f"calibrate: score must be one of {SCORE_KINDS}, got {score!r}")
     threshold, recall = threshold_at_precision(curve, precision)
     return Calibration(threshold=threshold, precision=float(precision), recall=recall, score=score,
-                       checkpoint=str(checkpoint), checkpoint_sha256=sha256_file(checkpoint),
+                       checkpoint=str(checkpoint), checkpoint_sha256=file_sha256(checkpoint),
                        data=str(info.get("data")), split=str(info.get("split")),
                        n_predictions=int(len(curve.precision)), n_positives=int(n_positives),
                        config=dict(info))
@@ -146,7 +137,7 @@ def read_calibration(checkpoint: str | Path) -> Calibration:
     if raw["score"] not in SCORE_KINDS:
         raise ValueError(f"{path}: score must be one of {SCORE_KINDS}, got {raw['score']!r}")
     cal = Calibration(**raw)
-    if Path(checkpoint).is_file() and sha256_file(checkpoint) != cal.checkpoint_sha256:
+    if Path(checkpoint).is_file() and file_sha256(checkpoint) != cal.checkpoint_sha256:
         raise ValueError(f"{path} was measured on another version of {checkpoint} (SHA-256 differs); "
                          f"re-run python -m icdlib.evaluate ... --calibrate")
     return cal

@@ -35,6 +35,7 @@ from icdlib.eval.pixels import PixelCache
 from icdlib.eval.rescore import rescore, rescore_pixels
 from icdlib.eval.retrieval import EvalConfig, descriptor_predictions, embed, embed_pixels, save_features
 from icdlib.eval.views import query_views
+from icdlib.models.precision import bf16_enabled
 from icdlib.params import to_dict
 
 SPLIT_PREFERENCE = ("queries", "dev_queries", "final_queries")
@@ -97,8 +98,11 @@ def evenly_spaced(items: list, n: int) -> list:
 
 def embedding_key(model: torch.nn.Module, size: int, cfg: EvalConfig, items: Items) -> str:
     """sha256 (hex) naming a model's embeddings of ``items``: its state's names, dtypes, shapes and
-    bytes, the input side, ``cfg``'s device, amp and batch size, each item's id, path, size and mtime."""
-    h = hashlib.sha256(f"{int(size)}|{cfg.device}|{cfg.amp}|{cfg.batch_size}".encode())
+    bytes, the input side, ``cfg``'s device, the precision its forwards run in (not the amp flag:
+    the same flag gives float32 on one machine and bf16 on another), batch size, each item's id,
+    path, size and mtime."""
+    bf16 = bool(cfg.amp) and bf16_enabled(cfg.device)
+    h = hashlib.sha256(f"{int(size)}|{cfg.device}|bf16={bf16}|{cfg.batch_size}".encode())
     for key, t in model.state_dict().items():
         t = t.detach().cpu().contiguous().reshape(-1)
         h.update(f"|{key}|{t.dtype}|{tuple(t.shape)}|".encode())

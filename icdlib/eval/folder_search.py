@@ -26,7 +26,8 @@ import faiss
 import pandas as pd
 from PIL import Image
 
-from icdlib.eval.calibration import read_calibration, sha256_file
+from icdlib.digest import file_sha256
+from icdlib.eval.calibration import read_calibration
 from icdlib.eval.engine import load_checkpoint, model_size
 from icdlib.eval.rescore import rescore
 from icdlib.eval.retrieval import EvalConfig, build_index, embed, save_features, search_index
@@ -164,7 +165,7 @@ def run_search(queries: str | Path, descriptor: str | Path, out: str | Path, ref
     out = Path(out)
     q_items = list_images(queries)
     model, meta = load_checkpoint(descriptor, "descriptor", cfg.device)
-    size, sha = model_size(cfg, meta, descriptor), sha256_file(descriptor)
+    size, sha = model_size(cfg, meta, descriptor), file_sha256(descriptor)
     if reference_index is not None:
         idx, r_ids, imeta = load_reference_index(reference_index)
         if imeta.get("descriptor_sha256") != sha or imeta.get("img_size") != size:

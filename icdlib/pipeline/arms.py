@@ -15,10 +15,10 @@ from typing import Any
 
 from icdlib.atomic import write_json
 from icdlib.checkpoints import load_model, save_checkpoint
+from icdlib.digest import file_sha256
 from icdlib.params import resolve
 from icdlib.pipeline.stage import Stage
 from icdlib.train import RunConfig, resolve_run
-from icdlib.train.pretrain import sha256_of
 
 TRUNK = "trunk"  # the arm of stage train_trunk: the shared start of every other arm
 MAIN_CHECKPOINTS = {
@@ -153,17 +153,23 @@ def copy_trunk_start(params_file: str | Path) -> Path:
     st = Stage(params_file)
     src = st.path("trunk_start")
     model, meta = check_trunk_start(src, st.params)
-    dest = st.path("models", "trunk.pt")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(dest, model, {"arm": TRUNK, "seed": (meta.get("run") or {}).get("train", {}).get("seed"),
-                                  "step": meta.get("step"), "start": st.relative(src)})
-    live = st.path("reports", "train", TRUNK)
-    live.mkdir(parents=True, exist_ok=True)
     rec = record_path(src)
-    write_json(live / "metrics.json", {
-        "trained": False, "start": st.relative(src), "sha256": sha256_of(src),
+    return write_start(st, model, {"seed": (meta.get("run") or {}).get("train", {}).get("seed"),
+                                   "step": meta.get("step"), "start": st.relative(src)}, {
+        "start": st.relative(src), "sha256": file_sha256(src),
         "record": json.loads(rec.read_text()) if rec.is_file() else None,
         "why": "paths.trunk_start: the committed trunk (stage pretrain_trunk, reports/tables/starts.md)"})
+
+
+def write_start(st: Stage, model, meta: dict, record: dict) -> Path:
+    """Stage ``train_trunk`` without training: ``model`` becomes ``models/trunk.pt`` (``meta`` in
+    its checkpoint) and ``reports/train/trunk/metrics.json`` says where it came from (``record``)."""
+    dest = st.path("models", checkpoint_name(TRUNK))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(dest, model, {"arm": TRUNK, **meta})
+    live = st.path("reports", "train", TRUNK)
+    live.mkdir(parents=True, exist_ok=True)
+    write_json(live / "metrics.json", {"trained": False, **record})
     return dest
 
 
@@ -177,7 +183,7 @@ def check_trunk_start(path: str | Path, params: dict, where: str = "paths.trunk_
     rec = record_path(path)
     if rec.is_file():
         want = json.loads(rec.read_text()).get("sha256")
-        if want and sha256_of(path) != want:
+        if want and file_sha256(path) != want:
             raise ValueError(f"{where}: {path} does not match the sha256 in {rec.name}: the weights changed; "
                              "re-create them with: make pretrain-trunk")
     expected = asdict(resolve_run(params, TRUNK).model)

@@ -23,9 +23,10 @@ from icdlib.params import section
 from icdlib.pipeline.curves import matcher_curve, overtaking_budget
 from icdlib.pipeline.results import evaluated
 from icdlib.pipeline.stage import MATCHER_ROWS, Stage, write_csv, write_json
-from icdlib.pipeline.arms import checkpoint_name, seed_checkpoint
+from icdlib.pipeline.arms import TRUNK, checkpoint_name, seed_checkpoint
 
 DESCRIPTOR_ROWS = {"infonce": "InfoNCE descriptor", "copynce": "CopyNCE descriptor"}  # arm -> row, table order
+START_ROW = "start descriptor (no fine-tuning)"  # models/trunk.pt as it is: what every arm fine-tunes from
 
 
 class Evaluator:
@@ -126,6 +127,18 @@ def hash_rows(ev: Evaluator, tag_keys: list[str] = TAG_KEYS) -> dict[str, Any]:
     return rows
 
 
+def start_row(ev: Evaluator, size: int, tag_keys: list[str] = TAG_KEYS) -> dict[str, Any]:
+    """The shared start (stage train_trunk's ``models/trunk.pt``) scored as it is: the row every
+    fine-tuned descriptor must clear for its fine-tuning to have added anything. One model, so
+    the orderings compare it with every seed of the other side (``seedless``), as a hash."""
+    st = ev.st
+    path = st.path("models", checkpoint_name(TRUNK))
+    model, meta = _load(path, "descriptor")
+    return {"table": "descriptor", "seed": seed_of(meta, st.seed), "seedless": True, "checkpoint": st.relative(path),
+            "config": st.tag(tag_keys + ["descriptor", "paths.trunk", "paths.trunk_start"], model="start"),
+            **ev.descriptor(model, int(meta["config"].get("img_size", size)), "start")}
+
+
 def descriptor_rows(ev: Evaluator, tag_keys: list[str] = TAG_KEYS) -> dict[str, Any]:
     """The InfoNCE and CopyNCE descriptor rows: every seed of ``main.seeds`` under ``runs``,
     the row's own entries being the first seed's."""
@@ -178,6 +191,7 @@ def evaluate_suite(params_file: str | Path) -> dict[str, Any]:
         "table": "descriptor", "seed": st.report.random_init_seed,
         "config": st.tag(TAG_KEYS + ["descriptor"], model="random_init"),
         **ev.descriptor(rnd, size, "random_init")}
+    rows[START_ROW] = start_row(ev, size)
     rows.update(descriptor_rows(ev))
     candidates = candidates_of(ev, rows)
     rows.update(matcher_rows(ev, candidates))

@@ -6,7 +6,8 @@ its bootstrap interval (:func:`icdlib.eval.intervals.paired_interval`: seeds and
 resampled together). Verdicts: ``holds`` when the interval lies above 0, ``fails`` when
 it lies below, ``inconclusive`` otherwise; ``missing`` when this profile did not produce a
 side, ``not run`` when the claim's benchmark could not be built here (``note`` says why).
-A hash baseline has no seed and is compared with every seed of the other side.
+A hash baseline, and the start every arm fine-tunes from (one model), have no seed and are
+compared with every seed of the other side.
 
 Claims are scored on one benchmark each: the pipeline's own (``embedded``: paths.data), or
 the benchmark of stage real_photos (``real photos``), whose prediction sets carry the
@@ -50,6 +51,9 @@ CLAIMS = (
     Claim("copynce_on>off (ablation)", "ablation copynce", "ablation infonce"),
     Claim("matcher>descriptor", "matcher (CopyNCE)", "CopyNCE descriptor"),
     Claim("matcher_copynce>matcher_bce", "matcher (CopyNCE)", "matcher (BCE only)"),
+    # not the paper's: whether fine-tuning adds to the start at all (the paper's DINO start scores far below)
+    Claim("copynce>start", "CopyNCE descriptor", "start descriptor (no fine-tuning)"),
+    Claim("infonce>start", "InfoNCE descriptor", "start descriptor (no fine-tuning)"),
     Claim("copynce>infonce (real photos)", "CopyNCE descriptor" + REAL_SUFFIX, "InfoNCE descriptor" + REAL_SUFFIX,
           REAL_PHOTOS),
     Claim("infonce>best_hash (real photos)", "InfoNCE descriptor" + REAL_SUFFIX, "best hash" + REAL_SUFFIX,
@@ -64,7 +68,7 @@ def _row_sets(rows: dict[str, Any], suffix: str = "") -> dict[str, dict[int | No
         for variant, vsuffix in VARIANT_SUFFIX.items():
             for run in row.get("runs", [row]):  # a row over several training seeds lists each run
                 if variant in run:
-                    seed = None if label in HASHES else int(run["seed"])
+                    seed = None if label in HASHES or row.get("seedless") else int(run["seed"])
                     sets.setdefault(label + vsuffix + suffix, {})[seed] = run[variant]["predictions"]
     return sets
 

@@ -22,14 +22,14 @@ import pandas as pd
 import torch
 
 from icdlib.atomic import atomic_path
-from icdlib.checkpoints import load_backbone_weights, save_checkpoint
+from icdlib.checkpoints import load_backbone_weights
 from icdlib.locks import HAVE_LOCKS
 from icdlib.models import build_descriptor
 from icdlib.pipeline.arms import (  # noqa: F401  (MAIN_CHECKPOINTS, snapshots, start_sets: re-exported)
     MAIN_CHECKPOINTS, TRUNK, arm_seeds, checkpoint_name, copy_trunk_start, curve_path, run_names, seed_checkpoint,
-    snapshots, stage_run, start_sets,
+    snapshots, stage_run, start_sets, write_start,
 )
-from icdlib.pipeline.stage import Stage, write_json
+from icdlib.pipeline.stage import Stage
 from icdlib.train import prepare, resolve_run, train
 
 
@@ -231,14 +231,9 @@ def write_untrained_trunk(params_file: str | Path) -> Path:
     model = build_descriptor(run.model)
     if st.paths.backbone:
         load_backbone_weights(model, st.path("backbone"))
-    dest = st.path("models", checkpoint_name(TRUNK))
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(dest, model, {"arm": TRUNK, "seed": run.train.seed, "step": 0})
-    live = st.path("reports", "train", TRUNK)
-    live.mkdir(parents=True, exist_ok=True)
-    write_json(live / "metrics.json", {"trained": False, "start": st.paths.backbone or "random init",
-                                       "why": "paths.trunk is null: every arm starts from paths.backbone"})
-    return dest
+    return write_start(st, model, {"seed": run.train.seed, "step": 0},
+                       {"start": st.paths.backbone or "random init",
+                        "why": "paths.trunk is null: every arm starts from paths.backbone"})
 
 
 LIVE_FILES = ("metrics.json", "params.yaml")  # DVCLive's last values and logged params
@@ -287,11 +282,8 @@ def training_curve(params_file: str | Path, run_name: str) -> pd.DataFrame:
     """The DVCLive metric rows of a run (``step`` plus one column per logged metric)."""
     st = Stage(params_file)
     plots = st.path("runs", run_name, "dvclive", "plots", "metrics")
-    frames = []
-    for f in sorted(plots.rglob("*.tsv")):
-        df = pd.read_csv(f, sep="\t")
-        name = str(f.relative_to(plots).with_suffix(""))
-        frames.append(df.rename(columns={df.columns[-1]: name})[["step", name]].set_index("step"))
+    curve = dvclive_curve(plots)
+    frames = len(curve.columns) > 1
     if not frames and run_name == TRUNK and st.paths.trunk is not None and st.paths.trunk_start:
         curve = curve_path(st.path("trunk_start"))  # a committed trunk, not trained here: its recorded curve
         if curve.is_file():
@@ -301,4 +293,16 @@ def training_curve(params_file: str | Path, run_name: str) -> pd.DataFrame:
         return pd.DataFrame({"step": []})
     if not frames:
         raise FileNotFoundError(f"no DVCLive metrics under {plots}")
-    return pd.concat(frames, axis=1).reset_index()
+    return curve
+
+
+def dvclive_curve(plots: Path) -> pd.DataFrame:
+    """DVCLive's per-step metric TSVs under ``plots`` (a run's ``dvclive/plots/metrics``) joined on
+    step: ``step`` plus one column per metric, named by its path there (``train/loss``); only
+    ``step`` when there are none."""
+    frames = []
+    for f in sorted(Path(plots).rglob("*.tsv")):
+        df = pd.read_csv(f, sep="\t")
+        name = f.relative_to(plots).with_suffix("").as_posix()
+        frames.append(df.rename(columns={df.columns[-1]: name})[["step", name]].set_index("step"))
+    return pd.concat(frames, axis=1).reset_index() if frames else pd.DataFrame({"step": []})

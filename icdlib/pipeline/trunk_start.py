@@ -22,22 +22,19 @@ instead of training one.
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 from icdlib.atomic import atomic_path, write_bytes, write_json
 from icdlib.checkpoints import load_model, sidecar
+from icdlib.digest import file_sha256
 from icdlib.params import load_params, run_commit
 from icdlib.pipeline.arms import FACTOR, TRUNK, curve_path, longer_trunk, record_path
 from icdlib.pipeline.stage import Stage
-from icdlib.pipeline.training import train_arms
-from icdlib.train.pretrain import sha256_of
+from icdlib.pipeline.training import dvclive_curve, train_arms
 
 CURVE_METRICS = ("infonce", "koleo", "lr")
 
@@ -89,37 +86,21 @@ def publish(run_dir: str | Path, out: str | Path, params: dict, factor: int, com
     for src, dest in ((weights, out), (sidecar(weights), sidecar(out))):
         with atomic_path(dest) as tmp:
             shutil.copyfile(src, tmp)
-    rows = _curve(run_dir / "dvclive" / "plots" / "metrics" / "train")
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=["step", *CURVE_METRICS], lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    write_bytes(curve_path(out), buf.getvalue().encode())
+    logged = dvclive_curve(run_dir / "dvclive" / "plots" / "metrics")
+    curve = logged.reindex(columns=["step", *(f"train/{m}" for m in CURVE_METRICS)])
+    curve.columns = ["step", *CURVE_METRICS]
+    write_bytes(curve_path(out), curve.to_csv(index=False, lineterminator="\n").encode())
     train = (meta.get("run") or {}).get("train") or {}
     write_json(record_path(out), {
         "what": "the committed trunk: arms.trunk trained factor times its steps (icdlib.pipeline.trunk_start)",
-        "weights": out.name, "sha256": sha256_of(out), "factor": int(factor),
+        "weights": out.name, "sha256": file_sha256(out), "factor": int(factor),
         "steps": train.get("steps"), "batch_size": train.get("batch_size"), "lr": train.get("lr"),
         "warmup_steps": train.get("warmup_steps"), "seed": train.get("seed"),
         "profile": params.get("profile", "default"), "commit": run_commit(Path.cwd()), "command": command,
         "seconds": None if seconds is None else round(float(seconds), 1), "curve": curve_path(out).name,
-        "last_infonce": rows[-1].get("infonce") if rows else None,
+        "last_infonce": float(curve["infonce"].iloc[-1]) if len(curve) and curve["infonce"].notna().iloc[-1] else None,
     })
     return out
-
-
-def _curve(folder: Path) -> list[dict[str, Any]]:
-    """DVCLive's per-step ``train/<metric>`` TSVs of :data:`CURVE_METRICS`, joined on step."""
-    by_step: dict[int, dict[str, Any]] = {}
-    for name in CURVE_METRICS:
-        f = folder / f"{name}.tsv"
-        if not f.is_file():
-            continue
-        with open(f, newline="") as fh:
-            for row in csv.DictReader(fh, delimiter="\t"):
-                step = int(row["step"])
-                by_step.setdefault(step, {"step": step})[name] = float(row[next(k for k in row if k.endswith(name))])
-    return [by_step[s] for s in sorted(by_step)]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import random
 import sys
 import time
@@ -36,6 +35,7 @@ from tqdm import tqdm
 
 from icdlib.atomic import atomic_path, write_json
 from icdlib.data import load_image
+from icdlib.digest import file_sha256
 from icdlib.models import DescriptorConfig
 from icdlib.models.precision import bf16_enabled
 from icdlib.params import load_params, run_commit, section
@@ -271,7 +271,7 @@ def pretrain(cfg: PretrainConfig, model_cfg: DescriptorConfig, paths: Sequence[P
     weights = {k: v.detach().contiguous() for k, v in teacher.vit.state_dict().items()}
     with atomic_path(out) as tmp:  # one metadata key: several would be written in hash-map order, varying the bytes
         save_file(weights, str(tmp), metadata={"icdlib": "timm-vit backbone, DINO teacher of icdlib.train.pretrain"})
-    digest = hashlib.sha256(out.read_bytes()).hexdigest()
+    digest = file_sha256(out)
     record.update({"steps_done": cfg.steps, "images_seen": cfg.steps * cfg.batch_size, "seconds": round(seconds, 1),
                    "bf16": bf16, "final_loss": rows[-1]["loss"] if rows else None, "sha256": digest,
                    "torch": torch.__version__, **(provenance or {})})
@@ -282,11 +282,6 @@ def pretrain(cfg: PretrainConfig, model_cfg: DescriptorConfig, paths: Sequence[P
         writer.writerows(rows)
     state_file.unlink(missing_ok=True)
     return out
-
-
-def sha256_of(path: str | Path) -> str:
-    """The sha256 of a file, hex."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def main(argv: list[str] | None = None) -> int:
