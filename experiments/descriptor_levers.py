@@ -39,6 +39,15 @@ VARIANTS = {  # name -> --set keys on top of each arm
     "lr2e-4": {"train.lr": 2e-4},  # fine-tuning the trunk at 0.4x the recipe's peak lr
     "lr1e-4": {"train.lr": 1e-4},
     "steps450": {"train.steps": 450},
+    # why fine-tuning lowers the start: one difference from how the trunk trained at a time
+    "rule": {"train.lr": None},  # the recipe trained again here (the rule's lr): the row the others change one key of
+    "lr1e-8": {"train.lr": 1e-8, "train.min_lr": 0.0},  # the weights stay; only BatchNorm's running statistics move
+    "joint_bn": {"train.bn_per_side": False},  # one BatchNorm call over queries and references, as the trunk
+    "t05": {"train.temperature": 0.05},  # the trunk's fixed temperature instead of the learned scale
+    "no_knn": {"train.knn_checkpoint": "", "train.batch_size": 64, "train.lr": 1.06e-4},  # 64 random pairs a
+    # step instead of 32 items with a kNN look-alike each: the same pairs per step and lr, no hard negatives
+    "trunk_like": {"train.bn_per_side": False, "train.temperature": 0.05, "train.weight_decay": 0.05,
+                   "train.wd_exempt_tokens": False},  # every recipe key the trunk sets otherwise, batch and lr aside
 }
 OUT = ROOT / "reports" / "ablation" / "levers.csv"
 

@@ -43,6 +43,32 @@ def test_the_committed_trunk_matches_its_record_and_fits_the_default_descriptor(
     assert "weights/trunk10x_vit_tiny_cpu.safetensors" in dvc["train_trunk"]["deps"]
 
 
+def _strings(value):
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return [value] if isinstance(value, str) else []
+
+
+def test_the_committed_trunk_names_no_folder_of_the_machine_that_made_it():
+    from safetensors import safe_open
+    with safe_open(str(COMMITTED), "pt") as f:  # the meta inside the weights file, and its sidecar's
+        inside = json.loads(f.metadata()["meta"])
+    beside = json.loads(COMMITTED.with_suffix(".json").read_text())["meta"]
+    for meta in (inside, beside):
+        absolute = [s for s in _strings(meta) if s.startswith("/") or s[1:3] == ":\\"]
+        assert not absolute, absolute
+
+
+def test_portable_writes_paths_under_the_root_relative_to_it(tmp_path):
+    root = tmp_path / "repo"
+    meta = {"a": str(root / "runs" / "pairs"), "b": [["train.init", str(root / "models" / "t.pt")]],
+            "c": "/elsewhere/x", "d": 3, "e": str(tmp_path / "repository")}
+    assert TS.portable(meta, root) == {"a": "runs/pairs", "b": [["train.init", "models/t.pt"]], "c": "/elsewhere/x",
+                                       "d": 3, "e": str(tmp_path / "repository")}
+
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("trunk_start")

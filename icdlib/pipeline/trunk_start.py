@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-from icdlib.atomic import atomic_path, write_bytes, write_json
-from icdlib.checkpoints import load_model, sidecar
+from icdlib.atomic import write_bytes, write_json
+from icdlib.checkpoints import load_model, save_checkpoint, sidecar
 from icdlib.digest import file_sha256
 from icdlib.params import load_params, run_commit
 from icdlib.pipeline.arms import FACTOR, TRUNK, curve_path, longer_trunk, record_path
@@ -71,10 +71,22 @@ def train_trunk_start(params_file: str | Path, out: str | Path, factor: int = FA
     return publish(folder / "runs" / TRUNK, out, st.params, factor, command, time.perf_counter() - tic)
 
 
+def portable(value: Any, root: Path) -> Any:
+    """``value`` (a checkpoint's meta) with every path under ``root`` written relative to it: a
+    committed file names no folder of the machine that made it."""
+    if isinstance(value, dict):
+        return {k: portable(v, root) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [portable(v, root) for v in value]
+    if isinstance(value, str) and value.startswith(str(root.resolve()) + "/"):
+        return value[len(str(root.resolve())) + 1:]
+    return value
+
+
 def publish(run_dir: str | Path, out: str | Path, params: dict, factor: int, command: str = "",
             seconds: float | None = None) -> Path:
-    """Copy a finished trunk run's ``model.safetensors`` (and sidecar) to ``out``, with its record
-    and learning curve beside it."""
+    """Write a finished trunk run's ``model.safetensors`` (and sidecar) to ``out``, its meta
+    :func:`portable`, with its record and learning curve beside it."""
     run_dir, out = Path(run_dir), Path(out)
     weights = run_dir / "model.safetensors"
     if not weights.is_file() or not sidecar(weights).is_file():
@@ -82,10 +94,7 @@ def publish(run_dir: str | Path, out: str | Path, params: dict, factor: int, com
     model, meta = load_model(weights, what="trunk run")
     if meta.get("kind") != "descriptor":
         raise ValueError(f"{weights}: holds a {meta.get('kind')!r} model, not the descriptor trunk")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    for src, dest in ((weights, out), (sidecar(weights), sidecar(out))):
-        with atomic_path(dest) as tmp:
-            shutil.copyfile(src, tmp)
+    save_checkpoint(out, model, portable(meta, Path.cwd()))  # the same weights; a meta without this machine's paths
     logged = dvclive_curve(run_dir / "dvclive" / "plots" / "metrics")
     curve = logged.reindex(columns=["step", *(f"train/{m}" for m in CURVE_METRICS)])
     curve.columns = ["step", *CURVE_METRICS]
