@@ -13,7 +13,7 @@ from icdlib.models import precision
 from icdlib.models.precision import autocast, bf16_enabled
 from icdlib.pipeline.stage import ReportConfig
 
-BF16 = bf16_enabled("cpu")  # this CPU has AMX tiles (icdlib.models.precision)
+BF16 = bf16_enabled("cpu")  # this kind of CPU runs bf16 autocast (icdlib.models.precision)
 
 
 class DtypeProbe(torch.nn.Module):
@@ -53,16 +53,19 @@ def fresh_choice():
     precision.cpu_precision.cache_clear()
 
 
-@pytest.mark.parametrize("units, amx, expected", [
-    (False, False, False),  # no bf16 units: float32
-    (True, False, False),  # AVX512-BF16 without AMX: float32, whatever a timing would say
-    (True, True, True),  # AMX tiles: bf16
+@pytest.mark.parametrize("units, amx, vendor, expected", [
+    (False, False, "AuthenticAMD", False),  # no bf16 units: float32
+    (True, False, "GenuineIntel", False),  # Intel AVX512-BF16 without AMX: float32, whatever a timing would say
+    (True, True, "GenuineIntel", True),  # AMX tiles: bf16
+    (True, False, "AuthenticAMD", True),  # AMD with AVX512-BF16 (Zen 4): bf16
+    (True, False, "", False),  # a vendor that cannot be read: float32
 ])
-def test_cpu_autocast_follows_the_hardware_not_a_timing(monkeypatch, fresh_choice, units, amx, expected):
+def test_cpu_autocast_follows_the_hardware_not_a_timing(monkeypatch, fresh_choice, units, amx, vendor, expected):
     def probe(*a, **k):
         raise AssertionError("the choice timed a product")
     monkeypatch.setattr(precision, "cpu_has_bf16", lambda: units)
     monkeypatch.setattr(precision, "cpu_has_amx", lambda: amx)
+    monkeypatch.setattr(precision, "cpu_vendor", lambda: vendor)
     monkeypatch.setattr(precision, "probe_cpu_matmul", probe)
     assert bf16_enabled("cpu") is expected
     assert not bf16_enabled("cpu", cpu=False)
