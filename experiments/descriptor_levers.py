@@ -101,8 +101,8 @@ def main(argv=None) -> int:
     if len(kept) and "split" not in kept:  # rows written before --splits: the eval split's
         kept["split"] = st.dataset.eval_split
     if len(kept):  # rows of other variants and seeds stay: each call adds or replaces its own
-        kept = kept[~(kept["variant"].isin(names) & (kept["seed"] == a.seed) & (kept["commit"] == commit)
-                      & kept["split"].isin(splits))]
+        kept = kept[~(kept["variant"].isin(names) & kept["arm"].isin(a.arms.split(",")) & (kept["seed"] == a.seed)
+                      & (kept["commit"] == commit) & kept["split"].isin(splits))]
     a.out.parent.mkdir(parents=True, exist_ok=True)
     pd.concat([kept, frame], ignore_index=True).to_csv(a.out, index=False)
     return 0
