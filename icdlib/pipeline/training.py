@@ -283,17 +283,16 @@ def training_curve(params_file: str | Path, run_name: str) -> pd.DataFrame:
     st = Stage(params_file)
     plots = st.path("runs", run_name, "dvclive", "plots", "metrics")
     curve = dvclive_curve(plots)
-    frames = len(curve.columns) > 1
-    if not frames and run_name == TRUNK and st.paths.trunk is not None and st.paths.trunk_start:
-        curve = curve_path(st.path("trunk_start"))  # a committed trunk, not trained here: its recorded curve
-        if curve.is_file():
-            df = pd.read_csv(curve)
+    if len(curve.columns) > 1:
+        return curve
+    if run_name == TRUNK and st.paths.trunk is not None and st.paths.trunk_start:
+        recorded = curve_path(st.path("trunk_start"))  # a committed trunk, not trained here: its recorded curve
+        if recorded.is_file():
+            df = pd.read_csv(recorded)
             return df.rename(columns={c: f"train/{c}" for c in df.columns if c != "step"})
-    if not frames and run_name == TRUNK and st.paths.trunk is None:  # the backbone, untrained: no curve
+    if run_name == TRUNK and st.paths.trunk is None:  # the backbone, untrained: no curve
         return pd.DataFrame({"step": []})
-    if not frames:
-        raise FileNotFoundError(f"no DVCLive metrics under {plots}")
-    return curve
+    raise FileNotFoundError(f"no DVCLive metrics under {plots}")
 
 
 def dvclive_curve(plots: Path) -> pd.DataFrame:

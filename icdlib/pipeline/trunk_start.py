@@ -74,13 +74,21 @@ def train_trunk_start(params_file: str | Path, out: str | Path, factor: int = FA
 def portable(value: Any, root: Path) -> Any:
     """``value`` (a checkpoint's meta) with every path under ``root`` written relative to it: a
     committed file names no folder of the machine that made it."""
-    if isinstance(value, dict):
-        return {k: portable(v, root) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [portable(v, root) for v in value]
-    if isinstance(value, str) and value.startswith(str(root.resolve()) + "/"):
-        return value[len(str(root.resolve())) + 1:]
-    return value
+    prefix = str(Path(root).resolve()) + "/"
+
+    def strip(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: strip(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [strip(x) for x in v]
+        return v[len(prefix):] if isinstance(v, str) and v.startswith(prefix) else v
+
+    return strip(value)
+
+
+def last_value(column) -> float | None:
+    """The last row of a curve's column, or None when the curve is empty or that row is blank."""
+    return float(column.iloc[-1]) if len(column) and column.notna().iloc[-1] else None
 
 
 def publish(run_dir: str | Path, out: str | Path, params: dict, factor: int, command: str = "",
@@ -107,7 +115,7 @@ def publish(run_dir: str | Path, out: str | Path, params: dict, factor: int, com
         "warmup_steps": train.get("warmup_steps"), "seed": train.get("seed"),
         "profile": params.get("profile", "default"), "commit": run_commit(Path.cwd()), "command": command,
         "seconds": None if seconds is None else round(float(seconds), 1), "curve": curve_path(out).name,
-        "last_infonce": float(curve["infonce"].iloc[-1]) if len(curve) and curve["infonce"].notna().iloc[-1] else None,
+        "last_infonce": last_value(curve["infonce"]),
     })
     return out
 
