@@ -73,11 +73,12 @@ def main(argv=None) -> int:
     splits = a.splits.split(",") if a.splits else [st.dataset.eval_split]
     benches = {sp: ev.bench if sp == ev.bench.split else Benchmark(st.path("data"), sp, ev.bench.cfg) for sp in splits}
     snaps = [int(s) for s in a.snapshots.split(",") if s]
+    arms = a.arms.split(",")
     commit = run_commit(a.run)
     kept = pd.read_csv(a.out, dtype={"commit": str}) if a.out.is_file() else pd.DataFrame()
     rows = []
     for name in names:
-        for arm in a.arms.split(","):
+        for arm in arms:
             run, _ = stage_run(st, arm, a.seed, None, {"train.snapshots": snaps, **VARIANTS[name]})
             if VARIANTS[name]:
                 points = train_variant(st, run, f"{name}_{arm}_s{a.seed}")
@@ -101,7 +102,7 @@ def main(argv=None) -> int:
     if len(kept) and "split" not in kept:  # rows written before --splits: the eval split's
         kept["split"] = st.dataset.eval_split
     if len(kept):  # rows of other variants and seeds stay: each call adds or replaces its own
-        kept = kept[~(kept["variant"].isin(names) & kept["arm"].isin(a.arms.split(",")) & (kept["seed"] == a.seed)
+        kept = kept[~(kept["variant"].isin(names) & kept["arm"].isin(arms) & (kept["seed"] == a.seed)
                       & (kept["commit"] == commit) & kept["split"].isin(splits))]
     a.out.parent.mkdir(parents=True, exist_ok=True)
     pd.concat([kept, frame], ignore_index=True).to_csv(a.out, index=False)
